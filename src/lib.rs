@@ -1,0 +1,22 @@
+//! tablecast: a WebRTC SFU and control plane for live-dealer tables.
+//!
+//! Module map (dependency arrows point down the list):
+//! - [`app`]: the composition root — picks implementations, spawns workers and actors, builds the
+//!   router, handles graceful shutdown.
+//! - [`config`], [`ids`] (typed IDs from one macro), [`telemetry`], [`metrics`].
+//! - [`api`]: the axum layer — WHIP, WHEP, tokens, health, metrics, pages; `api/error.rs` is the
+//!   one place where errors become HTTP responses.
+//! - [`media`]: workers, peers, router, subscribers, keyframes — our own sockets and event loop
+//!   around webrtc-rs's sans-IO `rtc`.
+//! - [`client`]: a light WebRTC WHIP/WHEP client on the same stack, for tests and `tablecast bench`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod certs;
+pub mod client;
+pub mod config;
+pub mod ids;
+pub mod media;
+pub mod metrics;
+pub mod telemetry;

@@ -1,0 +1,76 @@
+//! The media plane: UDP sockets, WebRTC sessions and RTP forwarding.
+//!
+//! A packet's path: publisher → track → router → subscriber.
+//! - `worker`: one thread and one UDP socket per worker; demultiplexes by ICE ufrag, then by
+//!   remote address, drives each session's sans-IO `RTCPeerConnection`, batches I/O and sleeps
+//!   until the next deadline.
+//! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber).
+//! - `router`: a table camera's tracks mapped to their subscribers.
+//! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
+//! - `keyframe`: keyframe detection and PLI throttling.
+//!
+//! The rest of the node talks to the workers only through [`MediaHandle`], by message.
+
+pub mod error;
+
+pub use error::MediaError;
+
+use crate::ids::{CameraId, SessionId, TableId, UserId};
+
+/// Whether a session sends media in (WHIP) or takes it out (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        }
+    }
+}
+
+/// A WHIP or WHEP offer to answer.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub role: Role,
+    pub table: TableId,
+    pub camera: CameraId,
+    pub user: UserId,
+    pub offer_sdp: String,
+}
+
+/// The answer to a [`SessionRequest`].
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    pub session: SessionId,
+    pub answer_sdp: String,
+    pub etag: String,
+}
+
+/// A WHIP/WHEP `PATCH` (RFC 9725 §4.3): trickled candidates, or an ICE restart.
+#[derive(Debug, Clone)]
+pub struct PatchRequest {
+    pub role: Role,
+    pub table: TableId,
+    pub session: SessionId,
+    /// The `If-Match` header, verbatim (`"*"` or a quoted entity tag).
+    pub if_match: Option<String>,
+    /// The `application/trickle-ice-sdpfrag` body.
+    pub sdpfrag: String,
+}
+
+/// What a `PATCH` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// Candidates were added (`204`).
+    Trickled,
+    /// ICE restarted (`200` with the new sdpfrag and ETag).
+    Restarted { sdpfrag: String, etag: String },
+}
+
+mod handle;
+pub use handle::{Media, MediaHandle, StartError};
