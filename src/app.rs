@@ -1,1 +1,293 @@
-//! (in progress)
+//! The composition root: the one place that names concrete implementations.
+//!
+//! [`start`] brings a node up: metrics, tokens, the media workers, TLS, the HTTP listener(s);
+//! [`RunningNode::stop`] takes it down in reverse (not ready → drain HTTP → close media).
+//! [`run`] is `start`, then wait for the shutdown future (or a listener failing), then `stop`.
+
+use crate::api::{self, ApiState, Readiness, ReadyState, RouterOptions};
+use crate::auth::{TokenRole, TokenSetupError, Tokens};
+use crate::certs::{self, CertError, CertOrigin};
+use crate::config::Config;
+use crate::ids::UserId;
+use crate::media::{Media, StartError};
+use crate::metrics::Metrics;
+use axum_server::Handle;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long open HTTP connections get to finish at shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the node could not start, or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Tokens(#[from] TokenSetupError),
+    #[error(transparent)]
+    Media(#[from] StartError),
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error(
+        "cannot listen on {addr}: {source}; choose another [http] {key} or stop the process using it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {listener} listener failed: {source}")]
+    Serve {
+        listener: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A started node. Drop without [`RunningNode::stop`] leaves its tasks running until the
+/// runtime ends.
+pub struct RunningNode {
+    http_addr: SocketAddr,
+    plain_addr: Option<SocketAddr>,
+    tls: bool,
+    tokens: Arc<Tokens>,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    handles: Vec<Handle<SocketAddr>>,
+    servers: Vec<JoinHandle<()>>,
+    exited: mpsc::UnboundedReceiver<(&'static str, std::io::Result<()>)>,
+    media: Media,
+}
+
+impl RunningNode {
+    /// The bound address of the main listener (`[http] listen`; the real port when it was 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound address of the extra plain-HTTP listener, if configured.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// `http://addr` or `https://addr` of the main listener (a wildcard address becomes loopback).
+    pub fn base_url(&self) -> String {
+        let mut addr = self.http_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("{}://{}", if self.tls { "https" } else { "http" }, addr)
+    }
+
+    /// Signs a token with this node's secret (`table` may be `*` for an operator).
+    pub fn issue_token(
+        &self,
+        role: TokenRole,
+        table: &str,
+        user: &str,
+        ttl: Duration,
+    ) -> Result<String, TokenSetupError> {
+        let user = UserId::parse(user).map_err(|e| TokenSetupError::BadRequest(e.to_string()))?;
+        self.tokens.issue(role, table, &user, ttl)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Not ready → drain HTTP connections (at most 5 s) → close every media session.
+    pub async fn stop(self) {
+        self.readiness.set(ReadyState::Stopping);
+        for handle in &self.handles {
+            handle.graceful_shutdown(Some(HTTP_DRAIN));
+        }
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.media.shutdown().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs a node until `shutdown` completes (or a listener fails), then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let mut node = start(config).await?;
+    let failed = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        Some((listener, result)) = node.exited.recv() => Some((listener, result)),
+    };
+    node.stop().await;
+    match failed {
+        Some((listener, Err(source))) => Err(AppError::Serve { listener, source }),
+        Some((listener, Ok(()))) => Err(AppError::Serve {
+            listener,
+            source: std::io::Error::other("stopped unexpectedly"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Starts a node and returns once every listener is bound and it is ready.
+pub async fn start(config: Config) -> Result<RunningNode, AppError> {
+    certs::install_crypto_provider();
+    let metrics = Metrics::new();
+    let tokens = Arc::new(Tokens::from_config(&config.auth, &config.data.dir)?);
+    let tables: Arc<std::collections::BTreeSet<_>> =
+        Arc::new(config.table_ids().into_iter().collect());
+    let readiness = Readiness::default();
+
+    // Bind before starting anything that would need tearing down on a busy port.
+    let main = bind(config.http.listen, "listen")?;
+    let plain = config
+        .http
+        .plain_listen
+        .map(|addr| bind(addr, "plain_listen"))
+        .transpose()?;
+    let tls = if config.http.tls {
+        let (tls, origin) = certs::rustls_config(&config.http, &config.media.announce_ips)?;
+        if origin == CertOrigin::Configured {
+            tracing::info!(cert = %config.http.cert.display(), "serving HTTPS");
+        }
+        Some(tls)
+    } else {
+        None
+    };
+
+    let media = Media::start(&config.media, metrics.clone())?;
+    let state = ApiState {
+        media: media.handle.clone(),
+        tokens: tokens.clone(),
+        metrics: metrics.clone(),
+        tables: tables.clone(),
+        readiness: readiness.clone(),
+        max_sdp_bytes: config.http.max_sdp_bytes,
+    };
+    if config.auth.demo {
+        tracing::warn!(
+            "DEMO MODE: [auth] demo = true serves POST /api/v1/demo/token, which hands dealer and player tokens to anyone. \
+             Set [auth] demo = false (TABLECAST_AUTH_DEMO=false) for anything but a demo."
+        );
+    }
+    let router = api::router(
+        state,
+        &RouterOptions {
+            web_root: config.http.web_root.clone(),
+            demo: config.auth.demo,
+        },
+    );
+
+    let (exit_tx, exited) = mpsc::unbounded_channel();
+    let mut node = RunningNode {
+        http_addr: local_addr(&main, config.http.listen, "listen")?,
+        plain_addr: None,
+        tls: tls.is_some(),
+        tokens,
+        metrics,
+        readiness,
+        handles: Vec::new(),
+        servers: Vec::new(),
+        exited,
+        media,
+    };
+    let serve_result = serve_all(&mut node, &config, router, main, plain, tls, exit_tx);
+    if let Err(e) = serve_result {
+        node.stop().await;
+        return Err(e);
+    }
+    node.readiness.set(ReadyState::Ready);
+    tracing::info!(
+        node = %config.node_id(),
+        url = %node.base_url(),
+        plain = ?node.plain_addr,
+        tables = ?tables.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "tablecast is ready"
+    );
+    Ok(node)
+}
+
+fn serve_all(
+    node: &mut RunningNode,
+    config: &Config,
+    router: axum::Router,
+    main: TcpListener,
+    plain: Option<TcpListener>,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    exit_tx: mpsc::UnboundedSender<(&'static str, std::io::Result<()>)>,
+) -> Result<(), AppError> {
+    let serve_err = |listener, source| AppError::Serve { listener, source };
+    let handle = Handle::new();
+    let app = router.clone().into_make_service();
+    let task = match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(main, tls)
+                .map_err(|e| serve_err("https", e))?
+                .handle(handle.clone());
+            spawn_server("https", server.serve(app), exit_tx.clone())
+        }
+        None => {
+            let server = axum_server::from_tcp(main)
+                .map_err(|e| serve_err("http", e))?
+                .handle(handle.clone());
+            spawn_server("http", server.serve(app), exit_tx.clone())
+        }
+    };
+    node.handles.push(handle);
+    node.servers.push(task);
+
+    if let (Some(listener), Some(configured)) = (plain, config.http.plain_listen) {
+        node.plain_addr = Some(local_addr(&listener, configured, "plain_listen")?);
+        let handle = Handle::new();
+        let server = axum_server::from_tcp(listener)
+            .map_err(|e| serve_err("plain http", e))?
+            .handle(handle.clone());
+        node.servers.push(spawn_server(
+            "plain http",
+            server.serve(router.into_make_service()),
+            exit_tx,
+        ));
+        node.handles.push(handle);
+    }
+    Ok(())
+}
+
+fn spawn_server(
+    name: &'static str,
+    serve: impl Future<Output = std::io::Result<()>> + Send + 'static,
+    exit_tx: mpsc::UnboundedSender<(&'static str, std::io::Result<()>)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let result = serve.await;
+        if let Err(e) = &result {
+            tracing::error!(listener = name, error = %e, "listener failed");
+        }
+        let _ = exit_tx.send((name, result));
+    })
+}
+
+fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {
+    let listener =
+        TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, key, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| AppError::Bind { addr, key, source })?;
+    Ok(listener)
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<SocketAddr, AppError> {
+    listener
+        .local_addr()
+        .map_err(|source| AppError::Bind { addr, key, source })
+}

@@ -3,12 +3,13 @@
 //! Loading, validation and environment overrides live here; every key is documented, with its
 //! default, in the shipped `config.toml`.
 
-use serde::Deserialize;
+use crate::ids::TableId;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The whole node configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub node: NodeConfig,
@@ -21,7 +22,7 @@ pub struct Config {
     pub tables: Vec<toml::Table>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id in the cluster. Empty: the host name.
@@ -30,7 +31,7 @@ pub struct NodeConfig {
     pub region: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Listener for the HTTP API, WHIP/WHEP and pages.
@@ -49,7 +50,7 @@ pub struct HttpConfig {
     pub max_sdp_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
     /// Media worker threads, each owning one UDP socket. 0: one per core.
@@ -75,7 +76,7 @@ pub struct MediaConfig {
     pub nack_buffer_packets: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 secret for tokens. Empty: a random secret is generated and kept in the data dir.
@@ -84,14 +85,14 @@ pub struct AuthConfig {
     pub demo: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Directory for table logs and generated secrets.
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `tracing` filter, as in RUST_LOG (which wins when set).
@@ -100,23 +101,12 @@ pub struct LogConfig {
     pub format: String,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            node: NodeConfig::default(),
-            http: HttpConfig::default(),
-            media: MediaConfig::default(),
-            auth: AuthConfig::default(),
-            data: DataConfig::default(),
-            log: LogConfig::default(),
-            tables: Vec::new(),
-        }
-    }
-}
-
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: String::new(), region: "local".into() }
+        Self {
+            id: String::new(),
+            region: "local".into(),
+        }
     }
 }
 
@@ -151,12 +141,6 @@ impl Default for MediaConfig {
     }
 }
 
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self { secret: String::new(), demo: false }
-    }
-}
-
 impl Default for DataConfig {
     fn default() -> Self {
         Self { dir: "data".into() }
@@ -165,6 +149,71 @@ impl Default for DataConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { filter: "info".into(), format: "text".into() }
+        Self {
+            filter: "info".into(),
+            format: "text".into(),
+        }
     }
+}
+
+mod load;
+
+pub use load::{ConfigError, ENV_PREFIX, Loaded, SHIPPED_CONFIG};
+
+impl Config {
+    /// Reads `path` (or the built-in defaults when it does not exist), applies `TABLECAST_*`
+    /// environment overrides and validates the result. See [`Loaded::notes`] for what to log.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        load::load(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        load::load(path, env)
+    }
+
+    /// Parses a TOML document (no environment overrides) and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        load::from_toml(text)
+    }
+
+    /// The tables this node serves: the `id` of every `[[tables]]` entry, or the built-in `demo`
+    /// table when there are none. Ids were validated at load time.
+    pub fn table_ids(&self) -> Vec<TableId> {
+        let ids: Vec<TableId> = self
+            .tables
+            .iter()
+            .filter_map(|t| t.get("id").and_then(|v| v.as_str()))
+            .filter_map(|id| TableId::parse(id).ok())
+            .collect();
+        if ids.is_empty() {
+            // "demo" is a valid id by construction: lowercase ASCII letters only.
+            TableId::parse("demo").into_iter().collect()
+        } else {
+            ids
+        }
+    }
+
+    /// This node's id: `[node] id`, or the host name when empty.
+    pub fn node_id(&self) -> String {
+        if self.node.id.is_empty() {
+            host_name()
+        } else {
+            self.node.id.clone()
+        }
+    }
+}
+
+/// The machine's host name, or `localhost` when it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -8,6 +8,8 @@
 //!   one place where errors become HTTP responses.
 //! - [`media`]: workers, peers, router, subscribers, keyframes — our own sockets and event loop
 //!   around webrtc-rs's sans-IO `rtc`.
+//! - [`table`]: the sans-IO round state machine, bets, totals and settlement (driven by time as an
+//!   input); [`protocol`]: the versioned JSON wire messages of the control plane.
 //! - [`client`]: a light WebRTC WHIP/WHEP client on the same stack, for tests and `tablecast bench`.
 
 pub mod api;
@@ -19,4 +21,6 @@ pub mod config;
 pub mod ids;
 pub mod media;
 pub mod metrics;
+pub mod protocol;
+pub mod table;
 pub mod telemetry;

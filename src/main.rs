@@ -1,1 +1,156 @@
-fn main() {}
+//! The `tablecast` command: `serve` (the default) and `token`.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use tablecast::auth::{TokenRole, Tokens};
+use tablecast::config::{Config, Loaded};
+use tablecast::ids::UserId;
+
+#[derive(Parser)]
+#[command(
+    name = "tablecast",
+    version,
+    about = "WebRTC SFU and control plane for live-dealer tables"
+)]
+struct Cli {
+    /// Config file. Missing: the built-in defaults (the same as the shipped config.toml).
+    #[arg(
+        long,
+        global = true,
+        env = "TABLECAST_CONFIG",
+        default_value = "config.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node (what `tablecast` with no subcommand does).
+    Serve,
+    /// Print a signed token for this node's secret.
+    Token {
+        /// dealer, player or operator.
+        #[arg(long)]
+        role: TokenRole,
+        /// The table the token is for (`*` for an operator on every table).
+        #[arg(long)]
+        table: String,
+        /// The user id (`sub`). Default: the role and a random suffix.
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime, such as 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let Loaded { config, notes } = Config::load(&cli.config)
+        .with_context(|| format!("loading config {}", cli.config.display()))?;
+    tablecast::telemetry::init(&config.log)?;
+    for note in &notes {
+        tracing::warn!("{note}");
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token {
+            role,
+            table,
+            user,
+            ttl,
+        } => token(&config, role, &table, user, ttl),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(tablecast::app::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+fn token(
+    config: &Config,
+    role: TokenRole,
+    table: &str,
+    user: Option<String>,
+    ttl: Duration,
+) -> anyhow::Result<()> {
+    let tokens = Tokens::from_config(&config.auth, &config.data.dir)?;
+    let user = match user {
+        Some(u) => UserId::parse(&u)?,
+        None => UserId::parse(&format!(
+            "{role}-{}",
+            hex::encode(rand::random::<[u8; 4]>())
+        ))?,
+    };
+    println!("{}", tokens.issue(role, table, &user, ttl)?);
+    Ok(())
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. 90s, 30m, 1h, 7d"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use s, m, h or d")),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{s:?} is out of range; use a positive duration such as 1h"
+        )),
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

@@ -3,6 +3,8 @@
 
 use crate::ids::TableId;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -54,8 +56,207 @@ impl Metrics {
         tables.entry(table.clone()).or_default().clone()
     }
 
-    /// Prometheus text exposition (stub; replaced by the full renderer).
+    /// Prometheus text exposition format (version 0.0.4), for `GET /metrics`.
     pub fn render(&self) -> String {
-        String::new()
+        let tables: Vec<(TableId, Arc<TableMetrics>)> = {
+            let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            tables
+                .iter()
+                .map(|(id, m)| (id.clone(), m.clone()))
+                .collect()
+        };
+        let mut out = String::with_capacity(1024 + tables.len() * 1024);
+        for family in TABLE_FAMILIES {
+            header(&mut out, family.name, family.kind, family.help);
+            for (id, m) in &tables {
+                for (direction, read) in family.series {
+                    let value = read(m);
+                    let table = escape(id.as_str());
+                    match direction {
+                        Some(d) => sample(
+                            &mut out,
+                            family.name,
+                            &format!("table=\"{table}\",direction=\"{d}\""),
+                            value,
+                        ),
+                        None => sample(&mut out, family.name, &format!("table=\"{table}\""), value),
+                    }
+                }
+            }
+        }
+        let node = [
+            (
+                "tablecast_media_datagrams_unroutable_total",
+                "Datagrams on a media port that matched no session.",
+                self.node.datagrams_unroutable.load(Relaxed),
+            ),
+            (
+                "tablecast_sessions_reaped_total",
+                "Sessions closed because they never connected or went silent.",
+                self.node.sessions_reaped.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in node {
+            header(&mut out, name, "counter", help);
+            sample(&mut out, name, "", value as i128);
+        }
+        out
+    }
+}
+
+type Read = fn(&TableMetrics) -> i128;
+
+/// One metric family over every table; `series` is one sample per table (or one per direction).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    series: &'static [(Option<&'static str>, Read)],
+}
+
+const TABLE_FAMILIES: &[Family] = &[
+    Family {
+        name: "tablecast_publishers",
+        kind: "gauge",
+        help: "WHIP sessions publishing to the table.",
+        series: &[(None, |m| m.publishers.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_subscribers",
+        kind: "gauge",
+        help: "WHEP sessions watching the table.",
+        series: &[(None, |m| m.subscribers.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtp_packets_received_total",
+        kind: "counter",
+        help: "RTP packets received from publishers.",
+        series: &[(None, |m| m.rtp_packets_in.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtp_bytes_received_total",
+        kind: "counter",
+        help: "RTP bytes received from publishers.",
+        series: &[(None, |m| m.rtp_bytes_in.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtp_packets_forwarded_total",
+        kind: "counter",
+        help: "RTP packets sent to subscribers.",
+        series: &[(None, |m| m.rtp_packets_out.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtp_bytes_forwarded_total",
+        kind: "counter",
+        help: "RTP bytes sent to subscribers.",
+        series: &[(None, |m| m.rtp_bytes_out.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtp_retransmitted_packets_total",
+        kind: "counter",
+        help: "RTP packets resent to subscribers from the track's packet buffer.",
+        series: &[(None, |m| m.retransmissions.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_nack_total",
+        kind: "counter",
+        help: "NACKs received from subscribers and sent to publishers.",
+        series: &[
+            (Some("from_subscriber"), |m| {
+                m.nacks_received.load(Relaxed).into()
+            }),
+            (Some("to_publisher"), |m| m.nacks_sent.load(Relaxed).into()),
+        ],
+    },
+    Family {
+        name: "tablecast_pli_total",
+        kind: "counter",
+        help: "Keyframe requests (PLI/FIR) received from subscribers and sent to publishers after throttling.",
+        series: &[
+            (Some("from_subscriber"), |m| {
+                m.plis_received.load(Relaxed).into()
+            }),
+            (Some("to_publisher"), |m| m.plis_sent.load(Relaxed).into()),
+        ],
+    },
+];
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: i128) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// Label value escaping per the exposition format: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn render_writes_help_type_and_one_sample_per_table_and_direction() {
+        let metrics = Metrics::new();
+        let demo = metrics.table(&TableId::parse("demo").unwrap());
+        demo.subscribers.fetch_add(20, Relaxed);
+        demo.publishers.fetch_add(1, Relaxed);
+        demo.rtp_packets_out.fetch_add(1000, Relaxed);
+        demo.nacks_received.fetch_add(7, Relaxed);
+        demo.plis_sent.fetch_add(2, Relaxed);
+        metrics.table(&TableId::parse("vip.1").unwrap());
+        metrics.node.sessions_reaped.fetch_add(3, Relaxed);
+
+        let text = metrics.render();
+        assert!(text.contains("# TYPE tablecast_subscribers gauge\n"));
+        assert!(text.contains("# HELP tablecast_subscribers "));
+        assert!(text.contains("tablecast_subscribers{table=\"demo\"} 20\n"));
+        assert!(text.contains("tablecast_subscribers{table=\"vip.1\"} 0\n"));
+        assert!(text.contains("tablecast_publishers{table=\"demo\"} 1\n"));
+        assert!(text.contains("tablecast_rtp_packets_forwarded_total{table=\"demo\"} 1000\n"));
+        assert!(
+            text.contains("tablecast_nack_total{table=\"demo\",direction=\"from_subscriber\"} 7\n")
+        );
+        assert!(
+            text.contains("tablecast_nack_total{table=\"demo\",direction=\"to_publisher\"} 0\n")
+        );
+        assert!(
+            text.contains("tablecast_pli_total{table=\"demo\",direction=\"to_publisher\"} 2\n")
+        );
+        assert!(text.contains(
+            "# TYPE tablecast_sessions_reaped_total counter\ntablecast_sessions_reaped_total 3\n"
+        ));
+        assert!(text.contains("tablecast_media_datagrams_unroutable_total 0\n"));
+
+        // Every sample line belongs to a family announced by a TYPE line above it.
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(typed.insert(name.to_owned()), "TYPE for {name} twice");
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(typed.contains(name), "{line} has no TYPE line before it");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<i128>().is_ok(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

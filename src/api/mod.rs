@@ -1,1 +1,76 @@
-//! (in progress)
+//! The HTTP layer (axum): WHIP and WHEP resources, health and metrics, demo tokens, pages.
+//!
+//! - `resource`: the WHIP/WHEP resource rules shared by [`whip`] and [`whep`] (RFC 9725);
+//! - `health`: `/healthz`, `/readyz`, `/metrics`;
+//! - `demo`: `POST /api/v1/demo/token`, only with `[auth] demo = true`;
+//! - `pages`: `/`, `/play/{table}`, `/dealer/{table}`, `/ops` and `/web/*`;
+//! - `error`: the one place where errors become HTTP responses.
+
+mod demo;
+pub mod error;
+mod health;
+mod pages;
+mod resource;
+pub mod whep;
+pub mod whip;
+
+pub use error::ApiError;
+pub use health::{Readiness, ReadyState};
+
+use crate::auth::Tokens;
+use crate::ids::TableId;
+use crate::media::MediaHandle;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::http::Request;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub media: MediaHandle,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
+    /// The tables this node serves; anything else is `404`.
+    pub tables: Arc<BTreeSet<TableId>>,
+    pub readiness: Readiness,
+    /// Largest accepted SDP or sdpfrag body.
+    pub max_sdp_bytes: usize,
+}
+
+/// Options that change which routes exist.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Directory of the pages and `/web/*` files.
+    pub web_root: PathBuf,
+    /// Serve `POST /api/v1/demo/token`.
+    pub demo: bool,
+}
+
+/// The node's whole HTTP surface.
+pub fn router(state: ApiState, options: &RouterOptions) -> Router {
+    let mut api = Router::new()
+        .merge(whip::routes(state.max_sdp_bytes))
+        .merge(whep::routes(state.max_sdp_bytes))
+        .merge(health::routes());
+    if options.demo {
+        api = api.merge(demo::routes());
+    }
+    api.with_state(state)
+        .merge(pages::routes(&options.web_root))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::info_span!(
+                    "http",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    table = tracing::field::Empty,
+                    session = tracing::field::Empty,
+                    role = tracing::field::Empty,
+                )
+            }),
+        )
+}

@@ -1,1 +1,42 @@
-//! (in progress)
+//! A light WHIP/WHEP client on the same sans-IO stack as the node: a synthetic dealer
+//! ([`Publisher`]) and a player that counts what it receives ([`Subscriber`]). The integration
+//! tests and `tablecast bench` use it; it never decodes media.
+
+mod driver;
+mod publisher;
+mod subscriber;
+pub mod synth;
+
+pub use publisher::{PublishOptions, Publisher, PublisherStats};
+pub use subscriber::{Received, SubscribeOptions, Subscriber, SubscriberStats};
+
+/// Where and as whom a client connects.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:8080` or `https://…`
+    pub base_url: String,
+    pub table: String,
+    pub camera: Option<String>,
+    pub token: String,
+}
+
+/// Why a client could not connect or act.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HTTP request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server refused with {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not connected within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl From<rtc::shared::error::Error> for ClientError {
+    fn from(e: rtc::shared::error::Error) -> Self {
+        ClientError::Rtc(e.to_string())
+    }
+}

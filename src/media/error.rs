@@ -10,10 +10,14 @@ pub enum MediaError {
     #[error("unusable SDP: {0}")]
     UnusableSdp(String),
     /// No such session on this node (`404`).
-    #[error("no session {0} on this node; it was closed or never existed, start a new one with POST")]
+    #[error(
+        "no session {0} on this node; it was closed or never existed, start a new one with POST"
+    )]
     NoSession(String),
     /// PATCH without If-Match (`428`).
-    #[error("If-Match is required: send the ETag from the POST response, or \"*\" for an ICE restart")]
+    #[error(
+        "If-Match is required: send the ETag from the POST response, or \"*\" for an ICE restart"
+    )]
     PreconditionRequired,
     /// PATCH with a stale entity tag (`412`).
     #[error("ETag does not match the session's current one; an ICE restart has happened since")]

@@ -1,55 +1,248 @@
-//! [`MediaHandle`]: how the HTTP layer reaches the media workers. (Stub: replaced by the workers.)
+//! [`Media`] starts the workers; [`MediaHandle`] is how the HTTP layer reaches them, by message.
+//!
+//! A session id starts with the index of the worker that owns it, so a PATCH or DELETE goes
+//! straight to that worker without a shared directory.
 
+use super::udp;
+use super::worker::{Worker, WorkerConfig, WorkerMsg};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::config::MediaConfig;
 use crate::ids::{SessionId, TableId};
 use crate::metrics::Metrics;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
 
 /// Why the media plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind media UDP socket {addr}: {source}; choose another [media] udp_port or stop the process using it")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot bind media UDP socket {addr}: {source}; choose another [media] udp_port or stop the process using it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start media worker {index}: {source}")]
+    Worker {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
-/// The running media plane: its workers and a handle to reach them.
+/// The running media plane: its worker threads and a handle to reach them.
 pub struct Media {
     pub handle: MediaHandle,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Cloneable handle to the media workers.
+#[derive(Clone)]
+pub struct MediaHandle {
+    workers: Arc<Vec<mpsc::Sender<WorkerMsg>>>,
+    next: Arc<AtomicUsize>,
+    /// The addresses announced in candidates, with each worker's port.
+    pub candidates: Arc<Vec<Vec<SocketAddr>>>,
+}
+
+/// The addresses to announce when the config names none.
+fn default_announce(bind_ip: IpAddr) -> Vec<IpAddr> {
+    if !bind_ip.is_unspecified() {
+        return vec![bind_ip];
+    }
+    // The address of the default route's interface; `connect` on UDP sends nothing.
+    let primary = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback());
+    let mut ips: Vec<IpAddr> = primary.into_iter().collect();
+    ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    ips
 }
 
 impl Media {
     /// Binds one UDP socket per worker and starts the worker threads.
     pub fn start(config: &MediaConfig, metrics: Arc<Metrics>) -> Result<Media, StartError> {
-        let _ = (config, metrics);
-        Ok(Media { handle: MediaHandle {} })
+        let count = if config.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            config.workers
+        }
+        .min(64);
+        let announce = if config.announce_ips.is_empty() {
+            default_announce(config.bind_ip)
+        } else {
+            config.announce_ips.clone()
+        };
+        let worker_config = WorkerConfig {
+            pli_throttle: Duration::from_millis(config.pli_throttle_ms),
+            connect_timeout: Duration::from_secs(config.connect_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            nack_buffer_packets: config.nack_buffer_packets,
+        };
+        let mut sockets = Vec::with_capacity(count);
+        let mut candidates = Vec::with_capacity(count);
+        for i in 0..count {
+            let port = if config.udp_port == 0 {
+                0
+            } else {
+                config.udp_port.saturating_add(i as u16)
+            };
+            let addr = SocketAddr::new(config.bind_ip, port);
+            let (socket, warnings) =
+                udp::bind(addr, config.socket_recv_buffer, config.socket_send_buffer)
+                    .map_err(|source| StartError::Bind { addr, source })?;
+            for w in warnings {
+                warn!("{w}");
+            }
+            let local = socket
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            candidates.push(
+                announce
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, local.port()))
+                    .collect::<Vec<_>>(),
+            );
+            sockets.push(socket);
+        }
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| mpsc::channel::<WorkerMsg>(16 * 1024))
+            .unzip();
+        let mut threads = Vec::with_capacity(count);
+        let epochs = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        for (i, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
+            let local_addrs = candidates[i].clone();
+            let txs = txs.clone();
+            let metrics = metrics.clone();
+            let worker_config = worker_config.clone();
+            let epochs = epochs.clone();
+            info!(worker = i, port = local_addrs.first().map(|a| a.port()), candidates = ?local_addrs, "media worker starting");
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(worker = i, error = %e, "media worker runtime failed to start");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        match Worker::new(i, socket, local_addrs, txs, metrics, worker_config, epochs) {
+                            Ok(worker) => worker.run(rx).await,
+                            Err(e) => tracing::error!(worker = i, error = %e, "media worker failed to start"),
+                        }
+                    });
+                })
+                .map_err(|source| StartError::Worker { index: i, source })?;
+            threads.push(thread);
+        }
+        Ok(Media {
+            handle: MediaHandle {
+                workers: Arc::new(txs),
+                next: Arc::new(AtomicUsize::new(0)),
+                candidates: Arc::new(candidates),
+            },
+            threads,
+        })
     }
 
-    /// Closes every session and joins the workers.
-    pub async fn shutdown(self) {}
+    /// Closes every session (peers get DTLS close_notify) and joins the workers.
+    pub async fn shutdown(self) {
+        let mut waits = Vec::new();
+        for w in self.handle.workers.iter() {
+            let (done, wait) = oneshot::channel();
+            if w.send(WorkerMsg::Shutdown { done }).await.is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
 }
 
-/// Cloneable handle to the media workers; every call is a message to the owning worker.
-#[derive(Clone)]
-pub struct MediaHandle {}
-
 impl MediaHandle {
-    /// Answers a WHIP or WHEP offer, placing the session on a worker.
-    pub async fn open(&self, req: SessionRequest) -> Result<SessionAnswer, MediaError> {
-        let _ = req;
-        Err(MediaError::Unavailable("not implemented yet".into()))
+    fn worker_of(&self, session: &SessionId) -> Option<&mpsc::Sender<WorkerMsg>> {
+        let hex = session.as_str().get(..2)?;
+        let index = usize::from_str_radix(hex, 16).ok()?;
+        self.workers.get(index)
     }
 
-    /// Applies a WHIP/WHEP PATCH: trickled candidates or an ICE restart.
+    /// Answers a WHIP or WHEP offer, placing the session on the next worker.
+    pub async fn open(&self, req: SessionRequest) -> Result<SessionAnswer, MediaError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
+        let worker = self
+            .workers
+            .get(index)
+            .ok_or_else(|| MediaError::Unavailable("no media workers".into()))?;
+        let session = SessionId::parse(&format!("{index:02x}{}", SessionId::random()))
+            .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        worker
+            .send(WorkerMsg::Open {
+                req,
+                session,
+                reply,
+            })
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
+    }
+
+    /// Applies a WHIP/WHEP PATCH: trickled candidates.
     pub async fn patch(&self, req: PatchRequest) -> Result<PatchOutcome, MediaError> {
-        let _ = req;
-        Err(MediaError::Unavailable("not implemented yet".into()))
+        let worker = self
+            .worker_of(&req.session)
+            .ok_or_else(|| MediaError::NoSession(req.session.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        worker
+            .send(WorkerMsg::Patch { req, reply })
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
     }
 
     /// Ends a session (WHIP/WHEP DELETE).
-    pub async fn close(&self, role: Role, table: &TableId, session: &SessionId) -> Result<(), MediaError> {
-        let _ = (role, table, session);
-        Err(MediaError::NoSession(session.to_string()))
+    pub async fn close(
+        &self,
+        role: Role,
+        table: &TableId,
+        session: &SessionId,
+    ) -> Result<(), MediaError> {
+        let _ = (role, table);
+        let worker = self
+            .worker_of(session)
+            .ok_or_else(|| MediaError::NoSession(session.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        worker
+            .send(WorkerMsg::Close {
+                session: session.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
     }
 }

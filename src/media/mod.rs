@@ -11,7 +11,15 @@
 //!
 //! The rest of the node talks to the workers only through [`MediaHandle`], by message.
 
+pub mod demux;
 pub mod error;
+pub mod keyframe;
+pub mod peer;
+pub mod router;
+pub(crate) mod rtcp_tap;
+pub mod subscriber;
+pub mod udp;
+mod worker;
 
 pub use error::MediaError;
 

@@ -1,0 +1,83 @@
+//! `GET /healthz` (the process answers), `GET /readyz` (it takes sessions) and `GET /metrics`.
+
+use super::ApiState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    Starting = 0,
+    Ready = 1,
+    Stopping = 2,
+}
+
+impl ReadyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyState::Starting => "starting",
+            ReadyState::Ready => "ready",
+            ReadyState::Stopping => "stopping",
+        }
+    }
+}
+
+/// Shared readiness flag: set by the composition root, read by `/readyz`.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+impl Readiness {
+    pub fn set(&self, state: ReadyState) {
+        self.0.store(state as u8, Ordering::Release);
+    }
+
+    pub fn get(&self) -> ReadyState {
+        match self.0.load(Ordering::Acquire) {
+            1 => ReadyState::Ready,
+            2 => ReadyState::Stopping,
+            _ => ReadyState::Starting,
+        }
+    }
+}
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "ok\n",
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let ready = state.readiness.get();
+    let status = if ready == ReadyState::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "status": ready.as_str(), "tables": state.tables.len() });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,307 @@
+//! The WHIP/WHEP resource rules (RFC 9725), shared by `/whip` and `/whep`.
+//!
+//! - `POST /{kind}/{table}[?camera=NAME]` with `application/sdp` → `201`, answer SDP, `Location`,
+//!   `ETag`, `Accept-Patch`;
+//! - `PATCH /{kind}/{table}/{session}` with `application/trickle-ice-sdpfrag` → `204` (trickle)
+//!   or `200` with the new sdpfrag and ETag (ICE restart);
+//! - `DELETE /{kind}/{table}/{session}` → `200`;
+//! - `OPTIONS` on both → `204` with CORS and `Accept-Post` / `Accept-Patch`.
+//!
+//! Checks run cheapest first and before the body is read: token (`401`/`403`), table (`404`),
+//! content type (`415`), then the body, read up to the limit and no further (`413`).
+
+use super::{ApiError, ApiState};
+use crate::auth::{self, Identity, TokenRole};
+use crate::ids::{CameraId, SessionId, TableId};
+use crate::media::{PatchOutcome, PatchRequest, Role, SessionRequest};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+
+pub const SDP: &str = "application/sdp";
+pub const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// What distinguishes WHIP from WHEP.
+pub trait Endpoint: Send + Sync + 'static {
+    /// First path segment: `whip` or `whep`.
+    const KIND: &'static str;
+    /// The media role of its sessions.
+    const ROLE: Role;
+    /// Token roles allowed to use it, and their names for error messages.
+    const ROLES: &'static [TokenRole];
+    const NEED: &'static str;
+}
+
+/// The routes of one endpoint, with its body limit.
+pub fn routes<E: Endpoint>(max_body: usize) -> Router<ApiState> {
+    let collection = format!("/{}/{{table}}", E::KIND);
+    let resource = format!("/{}/{{table}}/{{session}}", E::KIND);
+    Router::new()
+        .route(&collection, post(create::<E>).options(options_collection))
+        .route(
+            &resource,
+            axum::routing::patch(patch::<E>)
+                .delete(delete::<E>)
+                .options(options_resource),
+        )
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::map_response(cors))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CameraQuery {
+    camera: Option<String>,
+}
+
+async fn create<E: Endpoint>(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<CameraQuery>, QueryRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Path(table) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let table = known_table(&state, &table)?;
+    let span = tracing::Span::current();
+    span.record("table", table.as_str())
+        .record("role", E::ROLE.as_str());
+    let identity = authorize::<E>(&state, req.headers(), &table, false)?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let camera = match query.camera.as_deref() {
+        None | Some("") => CameraId::main(),
+        Some(c) => CameraId::parse(c).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    };
+    require_content_type(req.headers(), SDP)?;
+    let offer_sdp = read_text(&state, req).await?;
+
+    let answer = state
+        .media
+        .open(SessionRequest {
+            role: E::ROLE,
+            table: table.clone(),
+            camera: camera.clone(),
+            user: identity.user.clone(),
+            offer_sdp,
+        })
+        .await?;
+    span.record("session", answer.session.as_str());
+    tracing::info!(user = %identity.user, camera = %camera, "session opened");
+
+    let location = format!("/{}/{}/{}", E::KIND, table, answer.session);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    headers.insert(header::LOCATION, header_value(&location)?);
+    headers.insert(header::ETAG, header_value(&quote_etag(&answer.etag))?);
+    headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    Ok((StatusCode::CREATED, headers, answer.answer_sdp).into_response())
+}
+
+async fn patch<E: Endpoint>(
+    State(state): State<ApiState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (table, session) = session_path(&state, path)?;
+    authorize::<E>(&state, req.headers(), &table, true)?;
+    require_content_type(req.headers(), SDPFRAG)?;
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let sdpfrag = read_text(&state, req).await?;
+    let outcome = state
+        .media
+        .patch(PatchRequest {
+            role: E::ROLE,
+            table,
+            session,
+            if_match,
+            sdpfrag,
+        })
+        .await?;
+    Ok(match outcome {
+        PatchOutcome::Trickled => StatusCode::NO_CONTENT.into_response(),
+        PatchOutcome::Restarted { sdpfrag, etag } => {
+            tracing::info!("ICE restarted");
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
+            headers.insert(header::ETAG, header_value(&quote_etag(&etag))?);
+            (StatusCode::OK, headers, sdpfrag).into_response()
+        }
+    })
+}
+
+async fn delete<E: Endpoint>(
+    State(state): State<ApiState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (table, session) = session_path(&state, path)?;
+    authorize::<E>(&state, &headers, &table, true)?;
+    state.media.close(E::ROLE, &table, &session).await?;
+    tracing::info!("session closed by DELETE");
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn options_collection() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert("accept-post", HeaderValue::from_static(SDP));
+    (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+async fn options_resource() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("PATCH, DELETE, OPTIONS"),
+    );
+    headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    (StatusCode::NO_CONTENT, headers).into_response()
+}
+
+/// CORS on every WHIP/WHEP response, errors included, so browser pages can read them.
+async fn cors(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
+    );
+    h.entry(header::ACCESS_CONTROL_ALLOW_METHODS)
+        .or_insert(HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+fn known_table(state: &ApiState, raw: &str) -> Result<TableId, ApiError> {
+    TableId::parse(raw)
+        .ok()
+        .filter(|t| state.tables.contains(t))
+        .ok_or_else(|| ApiError::UnknownTable(raw.chars().take(80).collect()))
+}
+
+fn session_path(
+    state: &ApiState,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(TableId, SessionId), ApiError> {
+    let Path((table, session)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let table = known_table(state, &table)?;
+    let span = tracing::Span::current();
+    span.record("table", table.as_str());
+    let session = SessionId::parse(&session).map_err(|_| {
+        ApiError::Media(crate::media::MediaError::NoSession(
+            session.chars().take(80).collect(),
+        ))
+    })?;
+    span.record("session", session.as_str());
+    Ok((table, session))
+}
+
+/// Checks the bearer token. `existing_session`: PATCH/DELETE on a session the token already
+/// opened, where a token that expired since is still accepted.
+fn authorize<E: Endpoint>(
+    state: &ApiState,
+    headers: &HeaderMap,
+    table: &TableId,
+    existing_session: bool,
+) -> Result<Identity, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let token = auth::bearer(header)?;
+    let identity = if existing_session {
+        state.tokens.verify_any_age(token)?
+    } else {
+        state.tokens.verify(token)?
+    };
+    identity.require(table, E::ROLES, E::NEED)?;
+    Ok(identity)
+}
+
+/// `415` unless the Content-Type's media type is `expected` (parameters and case ignored).
+fn require_content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), ApiError> {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .unwrap_or("");
+    let essence = got.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        let got = if got.is_empty() { "(none)" } else { got };
+        Err(ApiError::UnsupportedMediaType {
+            got: got.chars().take(80).collect(),
+            expected,
+        })
+    }
+}
+
+/// Reads the body as UTF-8, at most `max_sdp_bytes` (the route's `DefaultBodyLimit`).
+async fn read_text(state: &ApiState, req: Request) -> Result<String, ApiError> {
+    let limit = state.max_sdp_bytes;
+    let body = Bytes::from_request(req, &()).await.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    })?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::BadRequest("body is not UTF-8 text".into()))
+}
+
+/// Entity tags travel quoted (`"abc"`); the media plane's may come bare.
+fn quote_etag(etag: &str) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/\"") {
+        etag.to_owned()
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(s)
+        .map_err(|_| ApiError::Internal(format!("cannot put {s:?} in a header")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_ignores_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/SDP; charset=utf-8"),
+        );
+        assert!(require_content_type(&h, SDP).is_ok());
+        assert!(require_content_type(&h, SDPFRAG).is_err());
+        assert!(require_content_type(&HeaderMap::new(), SDP).is_err());
+    }
+
+    #[test]
+    fn etags_are_quoted_once() {
+        assert_eq!(quote_etag("abc"), "\"abc\"");
+        assert_eq!(quote_etag("\"abc\""), "\"abc\"");
+        assert_eq!(quote_etag("W/\"abc\""), "W/\"abc\"");
+    }
+}

@@ -1,0 +1,145 @@
+//! What the publisher and subscriber clients share: signalling over HTTP and the I/O around a
+//! sans-IO peer connection on one UDP socket.
+
+use super::{ClientError, Target};
+use bytes::BytesMut;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+
+/// The resource the server created for us.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub location: String,
+    pub etag: Option<String>,
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        // The node's certificate is self-signed by default.
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Offers, POSTs the offer, applies the answer.
+pub async fn negotiate(
+    http: &reqwest::Client,
+    target: &Target,
+    path: &str,
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+) -> Result<Resource, ClientError> {
+    let now = Instant::now();
+    let offer = pc.create_offer(None)?;
+    pc.set_local_description(now, offer)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))?;
+    let mut url = format!(
+        "{}/{}/{}",
+        target.base_url.trim_end_matches('/'),
+        path,
+        target.table
+    );
+    if let Some(camera) = &target.camera {
+        url.push_str(&format!("?camera={camera}"));
+    }
+    let resp = http
+        .post(&url)
+        .header("Content-Type", "application/sdp")
+        .bearer_auth(&target.token)
+        .body(sdp)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.text().await?;
+    if status != 201 {
+        return Err(ClientError::Refused { status, body });
+    }
+    let location = location.ok_or_else(|| ClientError::Rtc("201 without Location".into()))?;
+    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(body)?)?;
+    let location = if location.starts_with('/') {
+        format!("{}{}", target.base_url.trim_end_matches('/'), location)
+    } else {
+        location
+    };
+    Ok(Resource { location, etag })
+}
+
+/// Sends everything the connection has queued.
+pub async fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
+    while let Some(out) = pc.poll_write() {
+        let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+    }
+}
+
+/// Feeds one datagram in.
+pub fn feed(pc: &mut RTCPeerConnection, local: SocketAddr, from: SocketAddr, data: &[u8]) {
+    let _ = pc.handle_read(TaggedBytesMut {
+        now: Instant::now(),
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: BytesMut::from(data),
+    });
+}
+
+/// True when the event says the connection is up.
+pub fn is_connected(event: &RTCPeerConnectionEvent) -> Option<bool> {
+    use rtc::peer_connection::state::RTCPeerConnectionState as S;
+    match event {
+        RTCPeerConnectionEvent::OnConnectionStateChangeEvent(S::Connected) => Some(true),
+        RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+            S::Failed | S::Closed | S::Disconnected,
+        ) => Some(false),
+        _ => None,
+    }
+}
+
+/// Ends the resource (DELETE), returning the status.
+pub async fn delete(
+    http: &reqwest::Client,
+    resource: &Resource,
+    token: &str,
+) -> Result<u16, ClientError> {
+    Ok(http
+        .delete(&resource.location)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}

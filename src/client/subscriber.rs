@@ -1,0 +1,297 @@
+//! A player that counts what it receives: WHEP with recvonly audio and video and, optionally,
+//! the `control` data channel. It can lose packets on purpose and flood keyframe requests, to
+//! test what the node does about both.
+
+use super::driver::{self, Resource};
+use super::synth;
+use super::{ClientError, Target};
+use crate::media::keyframe::VideoCodec;
+use crate::media::peer::media_engine;
+use rtc::data_channel::RTCDataChannelId;
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How the player behaves.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    pub data_channel: bool,
+    /// Ask for retransmissions of lost packets.
+    pub nack: bool,
+    /// Drop this fraction of incoming RTP before decryption, as a lossy network would.
+    pub drop_ratio: f64,
+    /// Send a keyframe request this often (a misbehaving client).
+    pub pli_every: Option<Duration>,
+    /// Keep every packet's header values (tests); off for load.
+    pub record: bool,
+    /// Wait for the connection before returning.
+    pub wait_connected: bool,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            data_channel: true,
+            nack: true,
+            drop_ratio: 0.0,
+            pli_every: None,
+            record: true,
+            wait_connected: true,
+        }
+    }
+}
+
+/// One received RTP packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub at: Instant,
+    /// Publisher send → arrival here, when the payload is synthetic and shares our epoch.
+    pub latency_us: Option<u64>,
+}
+
+/// What a subscriber has seen.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberStats {
+    pub connected: bool,
+    pub connected_at: Option<Instant>,
+    pub first_video_at: Option<Instant>,
+    pub video_packets: u64,
+    pub audio_packets: u64,
+    pub dropped_on_purpose: u64,
+    pub plis_sent: u64,
+    pub video: Vec<Received>,
+    pub audio: Vec<Received>,
+    pub control_messages: Vec<String>,
+    pub control_open: bool,
+}
+
+/// A running subscriber.
+pub struct Subscriber {
+    pub resource: Resource,
+    token: String,
+    http: reqwest::Client,
+    stats: Arc<Mutex<SubscriberStats>>,
+    control_tx: mpsc::UnboundedSender<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn connect(
+        target: Target,
+        options: SubscribeOptions,
+        epoch: Instant,
+    ) -> Result<Subscriber, ClientError> {
+        let mut registry =
+            Registry::new().with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        if options.nack {
+            registry = registry.with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_interval(Duration::from_millis(20))
+                    .build(),
+            );
+        }
+        let me = media_engine(true, true).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())?;
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )?;
+        }
+        if options.data_channel {
+            pc.create_data_channel("control", None)?;
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let local = socket.local_addr()?;
+        let http = driver::http_client();
+        let resource = driver::negotiate(&http, &target, "whep", &mut pc, local).await?;
+
+        let stats = Arc::new(Mutex::new(SubscriberStats::default()));
+        let (stop, mut stopped) = oneshot::channel();
+        let (up_tx, mut up_rx) = watch::channel(false);
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel::<String>();
+        let task_stats = stats.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            // track id → (kind is video, codec, receiver)
+            let mut tracks: HashMap<String, (bool, Option<VideoCodec>, RTCRtpReceiverId, u32)> =
+                HashMap::new();
+            let mut control: Option<RTCDataChannelId> = None;
+            let mut pli_tick =
+                tokio::time::interval(options.pli_every.unwrap_or(Duration::from_secs(3600)));
+            let mut rng_state: u64 = rand::random::<u64>() | 1;
+            loop {
+                driver::flush(&mut pc, &socket).await;
+                while let Some(event) = pc.poll_event() {
+                    if let Some(up) = driver::is_connected(&event) {
+                        let _ = up_tx.send(up);
+                        let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
+                        s.connected = up;
+                        if up && s.connected_at.is_none() {
+                            s.connected_at = Some(Instant::now());
+                        }
+                    }
+                    match event {
+                        RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                            if let Some(r) = pc.rtp_receiver(init.receiver_id) {
+                                let track = r.track();
+                                let video = track.kind() == RtpCodecKind::Video;
+                                let codec = track
+                                    .codec(init.ssrc)
+                                    .and_then(|c| VideoCodec::from_mime(&c.mime_type));
+                                tracks.insert(
+                                    init.track_id.clone(),
+                                    (video, codec, init.receiver_id, init.ssrc),
+                                );
+                            }
+                        }
+                        RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                            control = Some(id);
+                            task_stats.lock().map(|mut s| s.control_open = true).ok();
+                        }
+                        _ => {}
+                    }
+                }
+                while let Some(msg) = pc.poll_read() {
+                    let now = Instant::now();
+                    match msg.message {
+                        RTCMessage::RtpPacket(track_id, packet) => {
+                            let (video, codec) = tracks
+                                .get(&track_id)
+                                .map(|t| (t.0, t.1))
+                                .unwrap_or((false, None));
+                            let latency_us = synth::payload_stamp(
+                                if video {
+                                    codec.or(Some(VideoCodec::H264))
+                                } else {
+                                    None
+                                },
+                                &packet.payload,
+                            )
+                            .and_then(|sent| synth::micros_since(epoch).checked_sub(sent));
+                            let r = Received {
+                                ssrc: packet.header.ssrc,
+                                seq: packet.header.sequence_number,
+                                timestamp: packet.header.timestamp,
+                                at: now,
+                                latency_us,
+                            };
+                            let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
+                            if video {
+                                s.video_packets += 1;
+                                s.first_video_at.get_or_insert(now);
+                                if options.record {
+                                    s.video.push(r);
+                                }
+                            } else {
+                                s.audio_packets += 1;
+                                if options.record {
+                                    s.audio.push(r);
+                                }
+                            }
+                        }
+                        RTCMessage::DataChannelMessage(_, m) => {
+                            let text = String::from_utf8_lossy(&m.data).into_owned();
+                            task_stats
+                                .lock()
+                                .map(|mut s| s.control_messages.push(text))
+                                .ok();
+                        }
+                        _ => {}
+                    }
+                }
+                let deadline = pc
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    r = socket.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                        let data = &buf[..n];
+                        // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
+                        let is_rtp = matches!(data.first(), Some(128..=191)) && !matches!(data.get(1), Some(192..=223));
+                        if is_rtp && options.drop_ratio > 0.0 {
+                            rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+                            if (rng_state % 1_000_000) as f64 / 1_000_000.0 < options.drop_ratio {
+                                task_stats.lock().map(|mut s| s.dropped_on_purpose += 1).ok();
+                                continue;
+                            }
+                        }
+                        driver::feed(&mut pc, local, from, data);
+                    },
+                    _ = tokio::time::sleep_until(deadline.into()) => { let _ = pc.handle_timeout(Instant::now()); }
+                    text = control_rx.recv() => if let (Some(text), Some(id)) = (text, control)
+                        && let Some(mut dc) = pc.data_channel(id) {
+                        let _ = dc.send_text(Instant::now(), text);
+                    },
+                    _ = pli_tick.tick(), if options.pli_every.is_some() => {
+                        let video = tracks.values().find(|t| t.0).map(|t| (t.2, t.3));
+                        if let Some((receiver, ssrc)) = video && let Some(mut r) = pc.rtp_receiver(receiver) {
+                            if r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).is_ok() {
+                                task_stats.lock().map(|mut s| s.plis_sent += 1).ok();
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = pc.close();
+            driver::flush(&mut pc, &socket).await;
+        });
+        if options.wait_connected {
+            let up = tokio::time::timeout(Duration::from_secs(10), up_rx.wait_for(|up| *up)).await;
+            if !matches!(up, Ok(Ok(_))) {
+                task.abort();
+                return Err(ClientError::Timeout(Duration::from_secs(10)));
+            }
+        }
+        Ok(Subscriber {
+            resource,
+            token: target.token,
+            http,
+            stats,
+            control_tx,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn stats(&self) -> SubscriberStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends a text message on the control channel.
+    pub fn send_control(&self, text: impl Into<String>) {
+        let _ = self.control_tx.send(text.into());
+    }
+
+    pub async fn close(mut self) -> Result<u16, ClientError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        driver::delete(&self.http, &self.resource, &self.token).await
+    }
+}

@@ -1,0 +1,470 @@
+//! One session: an `RTCPeerConnection` answering a WHIP or WHEP offer, and what the worker needs
+//! to know about it (role, table, tracks, outgoing streams, timers).
+//!
+//! The node is ICE-lite with its own ICE credentials per session (so a STUN request can be routed
+//! to its session by ufrag) and one host candidate per announced address on the worker's port.
+
+use super::keyframe::VideoCodec;
+use super::rtcp_tap::RtcpTap;
+use super::subscriber::OutStream;
+use super::{MediaError, Role};
+use crate::ids::{CameraId, SessionId, TableId, UserId};
+use crate::metrics::TableMetrics;
+use rtc::data_channel::RTCDataChannelId;
+use rtc::interceptor::{
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A table camera: what publishers feed and subscribers watch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouterKey {
+    pub table: TableId,
+    pub camera: CameraId,
+}
+
+/// The kinds of media a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// A track a publisher sends us.
+#[derive(Debug, Clone)]
+pub struct InTrack {
+    pub kind: MediaKind,
+    pub video_codec: Option<VideoCodec>,
+    pub ssrc: u32,
+    pub receiver: rtc::rtp_transceiver::RTCRtpReceiverId,
+    /// Changes whenever the source changes (new session or new SSRC); subscribers re-anchor.
+    pub epoch: u64,
+}
+
+/// One outgoing stream of a subscriber.
+pub struct OutSender {
+    pub sender: RTCRtpSenderId,
+    pub stream: OutStream,
+    /// Negotiated payload type for each codec the subscriber accepted.
+    pub pt_h264: Option<u8>,
+    pub pt_vp8: Option<u8>,
+    pub pt_opus: Option<u8>,
+}
+
+impl OutSender {
+    pub fn payload_type(&self, codec: Option<VideoCodec>) -> Option<u8> {
+        match codec {
+            Some(VideoCodec::H264) => self.pt_h264,
+            Some(VideoCodec::Vp8) => self.pt_vp8,
+            None => self.pt_opus,
+        }
+    }
+}
+
+/// A session and everything the worker tracks about it.
+pub struct Peer {
+    pub session: SessionId,
+    pub role: Role,
+    pub key: RouterKey,
+    pub user: UserId,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub etag: String,
+    pub span: tracing::Span,
+    pub metrics: Arc<TableMetrics>,
+    pub created: Instant,
+    pub connected_at: Option<Instant>,
+    pub last_rx: Instant,
+    /// Source addresses this session has been seen from (for demultiplexing).
+    pub addrs: Vec<SocketAddr>,
+    /// Publisher: its tracks by `rtc` track id.
+    pub in_tracks: HashMap<String, InTrack>,
+    /// Subscriber: outgoing video and audio.
+    pub out_video: Option<OutSender>,
+    pub out_audio: Option<OutSender>,
+    pub control: Option<RTCDataChannelId>,
+    /// The deadline currently registered for this peer in the worker's timer heap.
+    pub deadline: Option<Instant>,
+    pub closing: bool,
+}
+
+/// ICE credentials for one session: `ice-char` only, as RFC 8839 requires.
+pub fn ice_credentials() -> (String, String) {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let mut pick = |n: usize| {
+        (0..n)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+            .collect::<String>()
+    };
+    (pick(16), pick(32))
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.into(),
+            parameter: parameter.into(),
+        })
+        .collect()
+}
+
+/// The codecs the node forwards: Opus, VP8 and H.264 (packetization-mode 1, the profiles OBS and
+/// browsers use). No transcoding, so nothing else can be relayed.
+pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
+    let mut me = MediaEngine::default();
+    let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: Vec<RTCPFeedback>| RTCRtpCodec {
+        mime_type: mime.into(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.into(),
+        rtcp_feedback: fb,
+    };
+    let register = |me: &mut MediaEngine, rtp_codec, payload_type, kind| {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec,
+                payload_type,
+            },
+            kind,
+        )
+        .map_err(|e| MediaError::Unavailable(format!("codec registration failed: {e}")))
+    };
+    register(
+        &mut me,
+        codec(
+            MIME_TYPE_OPUS,
+            48000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+        ),
+        111,
+        RtpCodecKind::Audio,
+    )?;
+    if vp8 {
+        register(
+            &mut me,
+            codec(MIME_TYPE_VP8, 90000, 0, "", video_feedback()),
+            96,
+            RtpCodecKind::Video,
+        )?;
+    }
+    for (pt, fmtp) in if !h264 {
+        &[][..]
+    } else {
+        &[
+            (
+                102,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            ),
+            (
+                108,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            ),
+            (
+                112,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f",
+            ),
+            (
+                116,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f",
+            ),
+        ][..]
+    } {
+        register(
+            &mut me,
+            codec(MIME_TYPE_H264, 90000, 0, fmtp, video_feedback()),
+            *pt,
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(me)
+}
+
+/// Builds a peer connection for `role` and answers `offer_sdp`.
+///
+/// Returns the connection and the answer SDP, which carries our host candidates (so clients
+/// that do not trickle, like OBS, need nothing more).
+pub fn answer(
+    role: Role,
+    offer_sdp: &str,
+    ufrag: &str,
+    pwd: &str,
+    candidates: &[SocketAddr],
+    now: Instant,
+) -> Result<
+    (
+        RTCPeerConnection,
+        Option<(OutSender, MediaKind)>,
+        Option<(OutSender, MediaKind)>,
+        String,
+    ),
+    MediaError,
+> {
+    let setting_engine = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
+    let registry = match role {
+        Role::Publisher => Registry::new()
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_interval(Duration::from_millis(50))
+                    .build(),
+            )
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Role::Subscriber => Registry::new()
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(Slot::from(11_500usize), RtcpTap::default()),
+    };
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine(true, true)?)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(|e| MediaError::Unavailable(format!("cannot create peer connection: {e}")))?;
+
+    if !offer_sdp.trim_start().starts_with("v=0") {
+        return Err(MediaError::BadSdp(
+            "the body is not SDP (it must start with v=0)".into(),
+        ));
+    }
+    let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+        .map_err(|e| MediaError::BadSdp(e.to_string()))?;
+    pc.set_remote_description(now, offer)
+        .map_err(|e| MediaError::UnusableSdp(e.to_string()))?;
+
+    let mut video = None;
+    let mut audio = None;
+    if role == Role::Subscriber {
+        let (has_video, has_audio) = offered_kinds(offer_sdp);
+        if !has_video && !has_audio {
+            return Err(MediaError::UnusableSdp(
+                "the offer has no audio or video section to receive into; add recvonly transceivers".into(),
+            ));
+        }
+        if has_video {
+            video = Some((
+                add_out_track(&mut pc, RtpCodecKind::Video)?,
+                MediaKind::Video,
+            ));
+        }
+        if has_audio {
+            audio = Some((
+                add_out_track(&mut pc, RtpCodecKind::Audio)?,
+                MediaKind::Audio,
+            ));
+        }
+    }
+
+    for addr in candidates {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: addr.ip().to_string(),
+                port: addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| MediaError::Unavailable(format!("bad local candidate {addr}: {e}")))?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(|e| MediaError::Unavailable(format!("bad local candidate {addr}: {e}")))?;
+        pc.add_local_candidate(init)
+            .map_err(|e| MediaError::Unavailable(format!("cannot add candidate {addr}: {e}")))?;
+    }
+
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| MediaError::UnusableSdp(e.to_string()))?;
+    pc.set_local_description(now, answer)
+        .map_err(|e| MediaError::UnusableSdp(e.to_string()))?;
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| MediaError::Unavailable("no local description after answering".into()))?;
+    if role == Role::Publisher && !sdp_has_active_media(&sdp) {
+        return Err(MediaError::UnusableSdp(
+            "no audio or video in the offer can be received: send H.264 (packetization-mode=1), VP8 or Opus".into(),
+        ));
+    }
+
+    let video = match video {
+        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 90_000, true)?, kind)),
+        None => None,
+    };
+    let audio = match audio {
+        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 48_000, false)?, kind)),
+        None => None,
+    };
+    Ok((pc, video, audio, sdp))
+}
+
+/// Which kinds the offer has m-lines for (port not 0).
+fn offered_kinds(sdp: &str) -> (bool, bool) {
+    let mut video = false;
+    let mut audio = false;
+    for line in sdp.lines() {
+        let mut parts = line.trim().split_whitespace();
+        let (Some(media), Some(port)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if port == "0" {
+            continue;
+        }
+        match media {
+            "m=video" => video = true,
+            "m=audio" => audio = true,
+            _ => {}
+        }
+    }
+    (video, audio)
+}
+
+fn sdp_has_active_media(sdp: &str) -> bool {
+    let (video, audio) = offered_kinds(sdp);
+    video || audio
+}
+
+fn add_out_track(
+    pc: &mut RTCPeerConnection,
+    kind: RtpCodecKind,
+) -> Result<RTCRtpSenderId, MediaError> {
+    let ssrc = rand::random::<u32>();
+    let label = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
+    let track = MediaStreamTrack::new(
+        "tablecast".to_owned(),
+        label.to_owned(),
+        label.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+    );
+    pc.add_track(track)
+        .map_err(|e| MediaError::UnusableSdp(format!("cannot send {label}: {e}")))
+}
+
+fn out_sender(
+    pc: &mut RTCPeerConnection,
+    id: RTCRtpSenderId,
+    clock_rate: u32,
+    video: bool,
+) -> Result<OutSender, MediaError> {
+    let mut sender = pc
+        .rtp_sender(id)
+        .ok_or_else(|| MediaError::Unavailable("sender vanished".into()))?;
+    let ssrc = sender
+        .track()
+        .ssrcs()
+        .next()
+        .ok_or_else(|| MediaError::Unavailable("sender has no SSRC".into()))?;
+    let params = sender.get_parameters();
+    let mut pt_h264 = None;
+    let mut pt_vp8 = None;
+    let mut pt_opus = None;
+    for c in &params.rtp_parameters.codecs {
+        let mime = c.rtp_codec.mime_type.to_ascii_lowercase();
+        if mime == "video/h264" {
+            // Prefer packetization-mode=1 with the constrained baseline profile browsers favour.
+            let better = c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
+                && (pt_h264.is_none() || c.rtp_codec.sdp_fmtp_line.contains("42e01f"));
+            if better {
+                pt_h264 = Some(c.payload_type);
+            }
+        } else if mime == "video/vp8" && pt_vp8.is_none() {
+            pt_vp8 = Some(c.payload_type);
+        } else if mime == "audio/opus" && pt_opus.is_none() {
+            pt_opus = Some(c.payload_type);
+        }
+    }
+    if video && pt_h264.is_none() && pt_vp8.is_none() {
+        return Err(MediaError::UnusableSdp(
+            "the offer accepts neither H.264 nor VP8 video".into(),
+        ));
+    }
+    let first_seq = rand::random::<u16>() & 0x3fff;
+    let first_ts = rand::random::<u32>();
+    Ok(OutSender {
+        sender: id,
+        stream: OutStream::new(ssrc, clock_rate, video, first_seq, first_ts),
+        pt_h264,
+        pt_vp8,
+        pt_opus,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_offers_are_refused_with_a_reason_not_a_panic() {
+        let now = Instant::now();
+        let (u, p) = ice_credentials();
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        for bad in [
+            "",
+            "hello",
+            "v=0\r\n",
+            "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video x",
+        ] {
+            let err = answer(Role::Publisher, bad, &u, &p, &[addr], now)
+                .err()
+                .expect("refused");
+            assert!(
+                matches!(err, MediaError::BadSdp(_) | MediaError::UnusableSdp(_)),
+                "{bad:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_are_ice_chars_of_the_right_length() {
+        let (u, p) = ice_credentials();
+        assert_eq!(u.len(), 16);
+        assert_eq!(p.len(), 32);
+        assert!(
+            u.chars()
+                .chain(p.chars())
+                .all(|c| c.is_ascii_alphanumeric())
+        );
+    }
+}

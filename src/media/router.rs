@@ -1,0 +1,113 @@
+//! A table camera's media on one worker: its publisher (when it is on this worker), its local
+//! subscribers, the packet buffers that answer NACKs, and the keyframe-request throttle.
+//!
+//! Forwarding is one map lookup (the router) and then a loop over its subscribers.
+
+use super::keyframe::{PliThrottle, VideoCodec};
+use super::peer::MediaKind;
+use std::time::{Duration, Instant};
+
+/// One RTP packet on its way from a publisher to subscribers.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub kind: MediaKind,
+    pub codec: Option<VideoCodec>,
+    /// Identifies the source (publisher session and SSRC); see `subscriber.rs`.
+    pub epoch: u64,
+    pub keyframe: bool,
+    pub packet: rtc::rtp::Packet,
+}
+
+/// Recent packets of one track, by sequence number, for answering NACKs.
+/// Holds `rtp::Packet`s whose payloads are shared `Bytes`: no copy per subscriber.
+pub struct PacketBuffer {
+    slots: Vec<Option<(u64, Option<VideoCodec>, rtc::rtp::Packet)>>,
+    mask: usize,
+}
+
+impl PacketBuffer {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(16, 1 << 15).next_power_of_two();
+        Self {
+            slots: vec![None; capacity],
+            mask: capacity - 1,
+        }
+    }
+
+    pub fn insert(&mut self, epoch: u64, codec: Option<VideoCodec>, packet: &rtc::rtp::Packet) {
+        let i = packet.header.sequence_number as usize & self.mask;
+        self.slots[i] = Some((epoch, codec, packet.clone()));
+    }
+
+    /// The buffered packet `seq` of source `epoch`, with its codec.
+    pub fn get(&self, epoch: u64, seq: u16) -> Option<(Option<VideoCodec>, &rtc::rtp::Packet)> {
+        match &self.slots[seq as usize & self.mask] {
+            Some((e, c, p)) if *e == epoch && p.header.sequence_number == seq => Some((*c, p)),
+            _ => None,
+        }
+    }
+}
+
+/// Per-worker state of one table camera.
+pub struct Router {
+    /// Slot of the publisher session, when it runs on this worker.
+    pub publisher: Option<usize>,
+    /// Slots of this worker's subscriber sessions.
+    pub subscribers: Vec<usize>,
+    pub video: PacketBuffer,
+    pub audio: PacketBuffer,
+    /// Throttles keyframe requests going toward the publisher.
+    pub pli: PliThrottle,
+}
+
+impl Router {
+    pub fn new(buffer_packets: usize, pli_interval: Duration) -> Self {
+        Self {
+            publisher: None,
+            subscribers: Vec::new(),
+            video: PacketBuffer::new(buffer_packets),
+            audio: PacketBuffer::new(buffer_packets.min(256)),
+            pli: PliThrottle::new(pli_interval),
+        }
+    }
+
+    pub fn buffer(&mut self, kind: MediaKind) -> &mut PacketBuffer {
+        match kind {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.publisher.is_none() && self.subscribers.is_empty()
+    }
+
+    pub fn allow_keyframe_request(&mut self, now: Instant) -> bool {
+        self.pli.allow(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u16) -> rtc::rtp::Packet {
+        let mut p = rtc::rtp::Packet::default();
+        p.header.sequence_number = seq;
+        p
+    }
+
+    #[test]
+    fn buffer_answers_only_for_the_same_epoch_and_sequence() {
+        let mut b = PacketBuffer::new(16);
+        b.insert(1, None, &pkt(5));
+        assert!(b.get(1, 5).is_some());
+        assert!(
+            b.get(2, 5).is_none(),
+            "a packet of an older source is never resent"
+        );
+        b.insert(1, None, &pkt(21)); // same slot, newer packet
+        assert!(b.get(1, 5).is_none());
+        assert!(b.get(1, 21).is_some());
+    }
+}

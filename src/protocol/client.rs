@@ -1,0 +1,113 @@
+//! Client → server messages: players (`hello`, `bet.place`, `bet.cancel`, `chat`, `ping`) and
+//! the dealer / operator console (`dealer.*`, `operator.mute`).
+
+use super::types::{Outcome, WireAmount};
+use crate::ids::{BetId, RoundId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// One message from a client. Unknown fields are ignored, so clients may add fields.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ClientMessage {
+    /// First message on a control connection.
+    #[serde(rename = "hello")]
+    Hello {
+        token: String,
+        /// Replay every public event after this seq instead of sending a snapshot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_after_seq: Option<u64>,
+        /// Protocol version the client speaks; absent means 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        v: Option<u32>,
+    },
+    /// Place a bet. `spot` stays a plain string and `amount` any JSON number here, so the table
+    /// core can answer a bad one with a `bet.rejected` that carries the bet's `id`.
+    #[serde(rename = "bet.place")]
+    BetPlace {
+        id: BetId,
+        round: RoundId,
+        spot: String,
+        amount: WireAmount,
+    },
+    /// Withdraw one of your bets while betting is open.
+    #[serde(rename = "bet.cancel")]
+    BetCancel { id: BetId },
+    /// Say something to the table (at most 280 characters).
+    #[serde(rename = "chat")]
+    Chat { id: BetId, text: String },
+    /// Clock-offset probe; answered by `pong`.
+    #[serde(rename = "ping")]
+    Ping { client_ms: u64 },
+
+    /// Dealer: open a new round now.
+    #[serde(rename = "dealer.open")]
+    DealerOpen { id: BetId },
+    /// Dealer: close betting before the deadline.
+    #[serde(rename = "dealer.close")]
+    DealerClose { id: BetId },
+    /// Dealer: the round's result.
+    #[serde(rename = "dealer.result")]
+    DealerResult {
+        id: BetId,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_ts: Option<u64>,
+    },
+    /// Dealer or operator: void the round in progress; every bet is refunded.
+    #[serde(rename = "dealer.void")]
+    DealerVoid {
+        id: BetId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Operator: mute or unmute a player's chat.
+    #[serde(rename = "operator.mute")]
+    OperatorMute {
+        id: BetId,
+        user: UserId,
+        muted: bool,
+    },
+}
+
+/// Every `type` a client may send, for telling "unknown type" from "malformed message".
+pub const CLIENT_TYPES: &[&str] = &[
+    "hello",
+    "bet.place",
+    "bet.cancel",
+    "chat",
+    "ping",
+    "dealer.open",
+    "dealer.close",
+    "dealer.result",
+    "dealer.void",
+    "operator.mute",
+];
+
+impl ClientMessage {
+    /// The command id the message carries, if any (used to address a reply).
+    pub fn id(&self) -> Option<&BetId> {
+        match self {
+            Self::Hello { .. } | Self::Ping { .. } => None,
+            Self::BetPlace { id, .. }
+            | Self::BetCancel { id }
+            | Self::Chat { id, .. }
+            | Self::DealerOpen { id }
+            | Self::DealerClose { id }
+            | Self::DealerResult { id, .. }
+            | Self::DealerVoid { id, .. }
+            | Self::OperatorMute { id, .. } => Some(id),
+        }
+    }
+
+    /// True for messages only a dealer or operator token may send.
+    pub fn needs_dealer(&self) -> bool {
+        matches!(
+            self,
+            Self::DealerOpen { .. }
+                | Self::DealerClose { .. }
+                | Self::DealerResult { .. }
+                | Self::DealerVoid { .. }
+                | Self::OperatorMute { .. }
+        )
+    }
+}

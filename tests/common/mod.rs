@@ -1,0 +1,108 @@
+//! Shared helpers: a real node on port 0 and an HTTP client for it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tablecast::app::{self, RunningNode};
+use tablecast::auth::TokenRole;
+use tablecast::config::Config;
+
+/// The fixed secret of test nodes, so tests can also sign tokens on their own.
+pub const TEST_SECRET: &str = "tablecast-test-secret-0123456789abcdef";
+
+/// A node on 127.0.0.1:0 with plain HTTP, ephemeral media ports, a temp data dir and demo on.
+pub struct TestNode {
+    pub node: RunningNode,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node after `tweak` adjusts the test config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestNode {
+        let dir = temp_dir("node");
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        let _ = tablecast::telemetry::init(&config.log);
+        let node = app::start(config).await.expect("test node starts");
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        TestNode { node, client, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.node.base_url(), path)
+    }
+
+    pub fn token(&self, role: TokenRole, table: &str) -> String {
+        self.node
+            .issue_token(role, table, "tester", Duration::from_secs(600))
+            .expect("token")
+    }
+
+    pub async fn stop(self) {
+        self.node.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The config every test node starts from.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.http.tls = false;
+    config.http.listen = "127.0.0.1:0".parse().expect("addr");
+    config.http.cert = dir.join("certs/tablecast.crt");
+    config.http.key = dir.join("certs/tablecast.key");
+    config.http.web_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
+    config.media.udp_port = 0;
+    config.media.workers = 1;
+    config.media.bind_ip = "127.0.0.1".parse().expect("ip");
+    config.media.announce_ips = vec!["127.0.0.1".parse().expect("ip")];
+    config.data.dir = dir.join("data");
+    config.auth.secret = TEST_SECRET.to_owned();
+    config.auth.demo = true;
+    config.log.filter = "warn".to_owned();
+    config
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tablecast-{label}-{}-{}",
+        std::process::id(),
+        hex::encode(rand::random::<[u8; 6]>())
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A minimal, well-formed offer for tests that get past the HTTP checks: one VP8 video section
+/// with the given direction (`sendonly` for WHIP, `recvonly` for WHEP).
+pub fn offer(direction: &str) -> String {
+    [
+        "v=0",
+        "o=- 1 1 IN IP4 127.0.0.1",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:0",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
+        "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF",
+        "a=setup:actpass",
+        &format!("a={direction}"),
+        "a=rtcp-mux",
+        "a=rtpmap:96 VP8/90000",
+        "",
+    ]
+    .join("\r\n")
+}

@@ -1,0 +1,119 @@
+//! Loss and keyframes: a lossy player recovers through NACKs answered from the node's packet
+//! buffer, and a player flooding keyframe requests cannot flood the dealer.
+
+mod common;
+
+use common::TestNode;
+use std::time::{Duration, Instant};
+use tablecast::auth::TokenRole;
+use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber, Target};
+
+fn target(node: &TestNode, role: TokenRole) -> Target {
+    Target {
+        base_url: node.node.base_url(),
+        table: "demo".into(),
+        camera: None,
+        token: node.token(role, "demo"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_losing_five_percent_recovers_through_nacks() {
+    let node = TestNode::start().await;
+    let epoch = Instant::now();
+    let dealer = Publisher::connect(
+        target(&node, TokenRole::Dealer),
+        PublishOptions::default(),
+        epoch,
+    )
+    .await
+    .expect("dealer");
+    let options = SubscribeOptions {
+        drop_ratio: 0.05,
+        data_channel: false,
+        ..Default::default()
+    };
+    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
+        .await
+        .expect("player");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = player.stats();
+    assert!(
+        s.dropped_on_purpose > 20,
+        "the network dropped {} packets",
+        s.dropped_on_purpose
+    );
+    // Judge the range whose retransmissions had time to arrive: all but the last 500 ms.
+    let cutoff = Instant::now() - Duration::from_millis(500);
+    let judged: Vec<u16> = s
+        .video
+        .iter()
+        .filter(|r| r.at < cutoff)
+        .map(|r| r.seq)
+        .collect();
+    let first = *judged.first().expect("video arrived");
+    let last = *judged.last().expect("video arrived");
+    let span = last.wrapping_sub(first) as usize + 1;
+    let unique: std::collections::BTreeSet<u16> =
+        judged.iter().map(|s| s.wrapping_sub(first)).collect();
+    let recovered = unique.len() as f64 / span as f64;
+    assert!(
+        recovered >= 0.995,
+        "recovered {:.4} of {span} packets ({} dropped on purpose)",
+        recovered,
+        s.dropped_on_purpose
+    );
+    let metrics = node
+        .node
+        .metrics()
+        .table(&tablecast::ids::TableId::parse("demo").unwrap());
+    assert!(
+        metrics
+            .retransmissions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 20,
+        "recovery came from node retransmissions"
+    );
+    dealer.close().await.expect("delete");
+    player.close().await.expect("delete");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_flooding_keyframe_requests_gets_at_most_two_a_second_to_the_dealer() {
+    let node = TestNode::start().await;
+    let epoch = Instant::now();
+    let dealer = Publisher::connect(
+        target(&node, TokenRole::Dealer),
+        PublishOptions::default(),
+        epoch,
+    )
+    .await
+    .expect("dealer");
+    let options = SubscribeOptions {
+        pli_every: Some(Duration::from_millis(10)),
+        data_channel: false,
+        ..Default::default()
+    };
+    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
+        .await
+        .expect("player");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = dealer.stats().plis_received;
+    let sent_before = player.stats().plis_sent;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let through = dealer.stats().plis_received - before;
+    let asked = player.stats().plis_sent - sent_before;
+    assert!(asked > 200, "the player asked {asked} times");
+    assert!(
+        through <= 9,
+        "{through} keyframe requests reached the dealer in 4 s (limit 2/s)"
+    );
+    assert!(
+        through >= 4,
+        "keyframe requests must still get through: {through}"
+    );
+    dealer.close().await.expect("delete");
+    player.close().await.expect("delete");
+    node.stop().await;
+}

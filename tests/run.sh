@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# tablecast's one test command (the README's second command; .ci/run calls it).
+#
+#   bash tests/run.sh
+#
+# On a fresh Debian 12 machine it installs what the tests need when it is
+# missing (apt: chromium, redis-server, simple-whip-client, ffmpeg, GStreamer;
+# npm: playwright-core), builds the release binary, runs every Rust unit and
+# integration test, then the headless-Chromium tests in tests/browser/.
+# Rust itself is not installed here: it needs a toolchain new enough for
+# edition 2024 (https://rustup.rs); Debian 12's rustc is too old.
+#
+# Exits non-zero if any step fails. A failing `cargo test` does not stop the
+# browser tests (one run shows every failure), but the exit status says so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || die "not root and no sudo: install the packages listed in tests/run.sh by hand"
+  SUDO=(sudo)
+fi
+
+# ---------------------------------------------------------------------------
+step "system packages"
+APT_PACKAGES=(
+  chromium redis-server simple-whip-client ffmpeg
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-tools
+)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  installed "$pkg" || missing+=("$pkg")
+done
+# Node may come from elsewhere (e.g. NodeSource, which bundles npm and conflicts
+# with Debian's npm package), so ask for the commands, not the packages.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  "${SUDO[@]}" apt-get update
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  echo "all present: ${APT_PACKAGES[*]} node npm"
+fi
+
+# ---------------------------------------------------------------------------
+step "npm ci (tests/browser)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 18 ] || die "node $(node --version) is too old: the browser tests need node 18 or newer"
+(cd tests/browser && npm ci --no-audit --no-fund)
+
+# ---------------------------------------------------------------------------
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain with edition 2024 support (https://rustup.rs), then run this again"
+
+step "cargo build --release"
+cargo build --release
+
+failed=()
+
+step "cargo test --release"
+cargo test --release || failed+=("cargo test --release")
+
+# ---------------------------------------------------------------------------
+# Files one at a time: the browser tests measure real-time media and should
+# not share the CPU with each other.
+browser_tests=(tests/browser/*.test.mjs)
+step "node --test tests/browser/ (${#browser_tests[@]} files; logs and screenshots in tests/browser/.artifacts/)"
+concurrency=()
+if node --help 2>/dev/null | grep -q -- '--test-concurrency'; then
+  concurrency=(--test-concurrency=1)
+fi
+node --test "${concurrency[@]}" "${browser_tests[@]}" || failed+=("node --test tests/browser/")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf '\nFAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+printf '\n==> all tests passed\n'
