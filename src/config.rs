@@ -150,7 +150,7 @@ impl Default for DataConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".into(),
+            filter: "info,rtc_ice=warn,rtc_dtls=error,rtc_sctp=warn".into(),
             format: "text".into(),
         }
     }

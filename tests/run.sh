@@ -4,8 +4,8 @@
 #   bash tests/run.sh
 #
 # On a fresh Debian 12 machine it installs what the tests need when it is
-# missing (apt: chromium, redis-server, simple-whip-client, ffmpeg, GStreamer;
-# npm: playwright-core), builds the release binary, runs every Rust unit and
+# missing (apt: chromium, redis-server, ffmpeg, python3-pip; npm: playwright-core;
+# PyPI: aiortc, the third-party WHIP publisher), builds the release binary, runs every Rust unit and
 # integration test, then the headless-Chromium tests in tests/browser/.
 # Rust itself is not installed here: it needs a toolchain new enough for
 # edition 2024 (https://rustup.rs); Debian 12's rustc is too old.
@@ -26,11 +26,10 @@ fi
 
 # ---------------------------------------------------------------------------
 step "system packages"
-APT_PACKAGES=(
-  chromium redis-server simple-whip-client ffmpeg
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-tools
-)
+# Debian 12's simple-whip-client is not used: it links libsoup2 while bookworm's libnice links
+# libsoup3, and it aborts at start ("Using libsoup2 and libsoup3 in the same process is not
+# supported"). aiortc from PyPI is the third-party publisher instead.
+APT_PACKAGES=(chromium redis-server ffmpeg)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -40,6 +39,8 @@ done
 # with Debian's npm package), so ask for the commands, not the packages.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   "${SUDO[@]}" apt-get update
@@ -53,6 +54,18 @@ step "npm ci (tests/browser)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 18 ] || die "node $(node --version) is too old: the browser tests need node 18 or newer"
 (cd tests/browser && npm ci --no-audit --no-fund)
+
+# ---------------------------------------------------------------------------
+step "pip install aiortc (tests/third_party/.pylib)"
+if [ ! -d tests/third_party/.pylib/aiortc ]; then
+  # --target keeps it out of the system Python; PEP 668 needs the flag even so on Debian 12.
+  python3 -m pip install --quiet --disable-pip-version-check --target tests/third_party/.pylib \
+    --break-system-packages 'aiortc==1.16.0' 'av==18.1.0' \
+    || python3 -m pip install --quiet --disable-pip-version-check --target tests/third_party/.pylib \
+    'aiortc==1.16.0' 'av==18.1.0'
+else
+  echo "already installed"
+fi
 
 # ---------------------------------------------------------------------------
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -578,9 +578,10 @@ impl Worker {
                         // Until the control plane takes these, echo them so clients see the channel work.
                         if Some(id) == peer.control
                             && message.is_string
+                            && let Ok(text) = std::str::from_utf8(&message.data)
                             && let Some(mut dc) = peer.pc.data_channel(id)
                         {
-                            let _ = dc.send(now, message.data);
+                            let _ = dc.send_text(now, text);
                         }
                     }
                     _ => {}
