@@ -3,19 +3,10 @@
 
 mod common;
 
-use common::TestNode;
+use common::{TestNode, target};
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
-use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber, Target};
-
-fn target(node: &TestNode, role: TokenRole) -> Target {
-    Target {
-        base_url: node.node.base_url(),
-        table: "demo".into(),
-        camera: None,
-        token: node.token(role, "demo"),
-    }
-}
+use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_losing_five_percent_recovers_through_nacks() {

@@ -3,22 +3,11 @@
 
 mod common;
 
-use common::TestNode;
+use common::{TestNode, target};
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
-use tablecast::client::{
-    PublishOptions, Publisher, Received, SubscribeOptions, Subscriber, Target,
-};
+use tablecast::client::{PublishOptions, Publisher, Received, SubscribeOptions, Subscriber};
 use tablecast::media::keyframe::VideoCodec;
-
-fn target(node: &TestNode, role: TokenRole) -> Target {
-    Target {
-        base_url: node.node.base_url(),
-        table: "demo".into(),
-        camera: None,
-        token: node.token(role, "demo"),
-    }
-}
 
 /// Largest forward step between consecutive received sequence numbers, in arrival order.
 fn largest_jump(packets: &[Received]) -> i32 {

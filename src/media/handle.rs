@@ -193,18 +193,12 @@ impl MediaHandle {
             .ok_or_else(|| MediaError::Unavailable("no media workers".into()))?;
         let session = SessionId::parse(&format!("{index:02x}{}", SessionId::random()))
             .map_err(|e| MediaError::Unavailable(e.to_string()))?;
-        let (reply, answer) = oneshot::channel();
-        worker
-            .send(WorkerMsg::Open {
-                req,
-                session,
-                reply,
-            })
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
+        ask(worker, |reply| WorkerMsg::Open {
+            req,
+            session,
+            reply,
+        })
+        .await
     }
 
     /// Applies a WHIP/WHEP PATCH: trickled candidates.
@@ -212,14 +206,7 @@ impl MediaHandle {
         let worker = self
             .worker_of(&req.session)
             .ok_or_else(|| MediaError::NoSession(req.session.to_string()))?;
-        let (reply, answer) = oneshot::channel();
-        worker
-            .send(WorkerMsg::Patch { req, reply })
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
+        ask(worker, |reply| WorkerMsg::Patch { req, reply }).await
     }
 
     /// Ends a session (WHIP/WHEP DELETE).
@@ -233,16 +220,18 @@ impl MediaHandle {
         let worker = self
             .worker_of(session)
             .ok_or_else(|| MediaError::NoSession(session.to_string()))?;
-        let (reply, answer) = oneshot::channel();
-        worker
-            .send(WorkerMsg::Close {
-                session: session.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| MediaError::Unavailable("media worker stopped".into()))?
+        let session = session.clone();
+        ask(worker, |reply| WorkerMsg::Close { session, reply }).await
     }
+}
+
+/// Sends a request to a worker and waits for its reply.
+async fn ask<T>(
+    worker: &mpsc::Sender<WorkerMsg>,
+    msg: impl FnOnce(oneshot::Sender<Result<T, MediaError>>) -> WorkerMsg,
+) -> Result<T, MediaError> {
+    let stopped = || MediaError::Unavailable("media worker stopped".into());
+    let (reply, answer) = oneshot::channel();
+    worker.send(msg(reply)).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
 }

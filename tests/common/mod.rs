@@ -106,3 +106,13 @@ pub fn offer(direction: &str) -> String {
     ]
     .join("\r\n")
 }
+
+/// Where a test client connects, as `role`, to the node's demo table.
+pub fn target(node: &TestNode, role: TokenRole) -> tablecast::client::Target {
+    tablecast::client::Target {
+        base_url: node.node.base_url(),
+        table: "demo".into(),
+        camera: None,
+        token: node.token(role, "demo"),
+    }
+}
