@@ -162,7 +162,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         None
     };
 
-    let media = Media::start(&config.media, metrics.clone())?;
+    let media = Media::start(&config.media, metrics.clone(), Arc::new(crate::media::NoControl))?;
     let state = ApiState {
         media: media.handle.clone(),
         tokens: tokens.clone(),

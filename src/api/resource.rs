@@ -85,6 +85,7 @@ async fn create<E: Endpoint>(
             table: table.clone(),
             camera: camera.clone(),
             user: identity.user.clone(),
+            token_role: identity.role,
             offer_sdp,
         })
         .await?;

@@ -3,6 +3,7 @@
 //! A session id starts with the index of the worker that owns it, so a PATCH or DELETE goes
 //! straight to that worker without a shared directory.
 
+use super::control::ControlHook;
 use super::udp;
 use super::worker::{Worker, WorkerConfig, WorkerMsg};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
@@ -67,7 +68,11 @@ fn default_announce(bind_ip: IpAddr) -> Vec<IpAddr> {
 
 impl Media {
     /// Binds one UDP socket per worker and starts the worker threads.
-    pub fn start(config: &MediaConfig, metrics: Arc<Metrics>) -> Result<Media, StartError> {
+    pub fn start(
+        config: &MediaConfig,
+        metrics: Arc<Metrics>,
+        control: Arc<dyn ControlHook>,
+    ) -> Result<Media, StartError> {
         let count = if config.workers == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -124,6 +129,7 @@ impl Media {
             let metrics = metrics.clone();
             let worker_config = worker_config.clone();
             let epochs = epochs.clone();
+            let control = control.clone();
             info!(worker = i, port = local_addrs.first().map(|a| a.port()), candidates = ?local_addrs, "media worker starting");
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -136,7 +142,7 @@ impl Media {
                         }
                     };
                     rt.block_on(async move {
-                        match Worker::new(i, socket, local_addrs, txs, metrics, worker_config, epochs) {
+                        match Worker::new(i, socket, local_addrs, txs, metrics, worker_config, epochs, control) {
                             Ok(worker) => worker.run(rx).await,
                             Err(e) => tracing::error!(worker = i, error = %e, "media worker failed to start"),
                         }
@@ -222,6 +228,62 @@ impl MediaHandle {
             .ok_or_else(|| MediaError::NoSession(session.to_string()))?;
         let session = session.clone();
         ask(worker, |reply| WorkerMsg::Close { session, reply }).await
+    }
+}
+
+impl MediaHandle {
+    /// Sends `text` on the `control` data channel of each session, with one message per worker.
+    /// Never waits: a worker whose queue is full drops it (and logs), so one slow worker cannot
+    /// stall the table that calls this.
+    pub fn control_send(&self, sessions: &[SessionId], text: Arc<str>) {
+        match sessions {
+            [] => {}
+            [one] => self.control_send_to(self.worker_index(one), vec![one.clone()], text),
+            _ => {
+                let mut by_worker: Vec<Vec<SessionId>> = vec![Vec::new(); self.workers.len()];
+                for s in sessions {
+                    if let Some(i) = self.worker_index(s) {
+                        by_worker[i].push(s.clone());
+                    }
+                }
+                for (i, list) in by_worker.into_iter().enumerate() {
+                    if !list.is_empty() {
+                        self.control_send_to(Some(i), list, text.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn control_send_to(&self, index: Option<usize>, sessions: Vec<SessionId>, text: Arc<str>) {
+        let Some(worker) = index.and_then(|i| self.workers.get(i)) else {
+            return;
+        };
+        if let Err(e) = worker.try_send(WorkerMsg::ControlSend { sessions, text }) {
+            warn!(error = %e, "media worker queue full: a control message was not delivered; the players resume on reconnect");
+        }
+    }
+
+    fn worker_index(&self, session: &SessionId) -> Option<usize> {
+        let hex = session.as_str().get(..2)?;
+        usize::from_str_radix(hex, 16)
+            .ok()
+            .filter(|&i| i < self.workers.len())
+    }
+
+    /// Closes a session for the node's own reason (an operator's kick, a flooding client).
+    pub async fn kick(&self, session: &SessionId, reason: impl Into<String>) -> Result<(), MediaError> {
+        let worker = self
+            .worker_of(session)
+            .ok_or_else(|| MediaError::NoSession(session.to_string()))?;
+        let session = session.clone();
+        let reason = reason.into();
+        ask(worker, |reply| WorkerMsg::Kick {
+            session,
+            reason,
+            reply,
+        })
+        .await
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! The rest of the node talks to the workers only through [`MediaHandle`], by message.
 
+pub mod control;
 pub mod demux;
 pub mod error;
 pub mod keyframe;
@@ -21,8 +22,10 @@ pub mod subscriber;
 pub mod udp;
 mod worker;
 
+pub use control::{ControlChannel, ControlHook, NoControl};
 pub use error::MediaError;
 
+use crate::auth::TokenRole;
 use crate::ids::{CameraId, SessionId, TableId, UserId};
 
 /// Whether a session sends media in (WHIP) or takes it out (WHEP).
@@ -48,6 +51,8 @@ pub struct SessionRequest {
     pub table: TableId,
     pub camera: CameraId,
     pub user: UserId,
+    /// The role of the token the session was opened with (what its control channel may do).
+    pub token_role: TokenRole,
     pub offer_sdp: String,
 }
 

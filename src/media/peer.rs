@@ -87,6 +87,7 @@ pub struct Peer {
     pub role: Role,
     pub key: RouterKey,
     pub user: UserId,
+    pub token_role: crate::auth::TokenRole,
     pub pc: RTCPeerConnection,
     pub ufrag: String,
     pub etag: String,

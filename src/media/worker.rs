@@ -13,6 +13,7 @@ use super::peer::{self, InTrack, MediaKind, Peer, RouterKey};
 use super::router::{Forward, Router};
 use super::subscriber::Rewrite;
 use super::udp::{RecvBatch, SendQueue};
+use super::control::{ControlChannel, ControlHook};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
@@ -70,6 +71,17 @@ pub enum WorkerMsg {
     KeyframeRequest {
         key: RouterKey,
     },
+    /// Send `text` on the `control` data channel of each of these sessions (all on this worker).
+    ControlSend {
+        sessions: Vec<SessionId>,
+        text: Arc<str>,
+    },
+    /// Close a session for a reason of the node's (a flooding client, an operator's kick).
+    Kick {
+        session: SessionId,
+        reason: String,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -106,6 +118,22 @@ pub struct Worker {
     config: WorkerConfig,
     /// Source epochs, shared by all workers so that a later source always has a larger epoch.
     epochs: Arc<AtomicU64>,
+    /// The control plane, told about `control` data channels.
+    control: Arc<dyn ControlHook>,
+}
+
+/// A control channel whose peer has not taken this many bytes is closed: the player is gone or
+/// cannot keep up, and it will resume from its last seq when it reconnects.
+const CONTROL_BACKLOG_LIMIT: usize = 4 * 1024 * 1024;
+
+fn control_channel(peer: &Peer) -> ControlChannel<'_> {
+    ControlChannel {
+        session: &peer.session,
+        table: &peer.key.table,
+        user: &peer.user,
+        role: peer.role,
+        token_role: peer.token_role,
+    }
 }
 
 impl Worker {
@@ -117,6 +145,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         config: WorkerConfig,
         epochs: Arc<AtomicU64>,
+        control: Arc<dyn ControlHook>,
     ) -> std::io::Result<Self> {
         let recv = RecvBatch::new(&socket)?;
         Ok(Self {
@@ -139,6 +168,7 @@ impl Worker {
             metrics,
             config,
             epochs,
+            control,
         })
     }
 
@@ -276,6 +306,27 @@ impl Worker {
                     self.send_pli(publisher, now);
                 }
             }
+            WorkerMsg::ControlSend { sessions, text } => {
+                for session in &sessions {
+                    if let Some(&slot) = self.by_session.get(session) {
+                        self.control_send(slot, &text, now);
+                    }
+                }
+            }
+            WorkerMsg::Kick {
+                session,
+                reason,
+                reply,
+            } => {
+                let result = match self.by_session.get(&session).copied() {
+                    Some(slot) => {
+                        self.remove(slot, &reason);
+                        Ok(())
+                    }
+                    None => Err(MediaError::NoSession(session.to_string())),
+                };
+                let _ = reply.send(result);
+            }
             WorkerMsg::Shutdown { done } => return Some(done),
         }
         None
@@ -309,6 +360,7 @@ impl Worker {
             role: req.role,
             key: key.clone(),
             user: req.user,
+            token_role: req.token_role,
             pc,
             ufrag: ufrag.clone(),
             etag: etag.clone(),
@@ -556,16 +608,21 @@ impl Worker {
                         }
                     }
                     RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
-                        if let Some(mut dc) = peer.pc.data_channel(id) {
+                        if let Some(dc) = peer.pc.data_channel(id) {
                             let label = dc.label().to_owned();
-                            if label == "control" {
-                                let hello =
-                                    format!(r#"{{"type":"hello","session":"{}"}}"#, peer.session);
-                                let _ = dc.send_text(now, hello);
-                                peer.control = Some(id);
-                            }
                             peer.span.in_scope(|| info!(%label, "data channel open"));
+                            if label == "control" && peer.control.is_none() {
+                                peer.control = Some(id);
+                                self.control.opened(control_channel(peer));
+                            }
                         }
+                    }
+                    RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id))
+                        if peer.control == Some(id) =>
+                    {
+                        peer.control = None;
+                        peer.span.in_scope(|| info!("control channel closed"));
+                        self.control.closed(control_channel(peer));
                     }
                     _ => {}
                 }
@@ -574,15 +631,8 @@ impl Worker {
                 match msg.message {
                     RTCMessage::RtpPacket(track_id, packet) => rtp.push((track_id, packet)),
                     RTCMessage::RtcpPacket(_, packets) => rtcp.extend(packets),
-                    RTCMessage::DataChannelMessage(id, message) => {
-                        // Until the control plane takes these, echo them so clients see the channel work.
-                        if Some(id) == peer.control
-                            && message.is_string
-                            && let Ok(text) = std::str::from_utf8(&message.data)
-                            && let Some(mut dc) = peer.pc.data_channel(id)
-                        {
-                            let _ = dc.send_text(now, text);
-                        }
+                    RTCMessage::DataChannelMessage(id, message) if Some(id) == peer.control => {
+                        self.control.message(control_channel(peer), &message.data);
                     }
                     _ => {}
                 }
@@ -946,6 +996,9 @@ impl Worker {
         let Some(mut peer) = self.peers[slot].take() else {
             return;
         };
+        if peer.control.take().is_some() {
+            self.control.closed(control_channel(&peer));
+        }
         let _ = peer.pc.close();
         while let Some(out) = peer.pc.poll_write() {
             self.send.push(out.transport.peer_addr, out.message);
@@ -983,6 +1036,28 @@ impl Worker {
         if lost_interest {
             self.announce_interest(&peer.key, false);
         }
+    }
+
+    /// Sends one control-plane message on a session's `control` channel.
+    fn control_send(&mut self, slot: usize, text: &str, now: Instant) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let Some(mut dc) = peer.control.and_then(|id| peer.pc.data_channel(id)) else {
+            return;
+        };
+        if dc.outstanding_bytes() > CONTROL_BACKLOG_LIMIT {
+            self.remove(
+                slot,
+                "control channel backlog over 4 MiB: the player is not reading; it resumes when it reconnects",
+            );
+            return;
+        }
+        if let Err(e) = dc.send_text(now, text) {
+            peer.span
+                .in_scope(|| debug!(error = %e, "control message not sent"));
+        }
+        self.drive(slot, now);
     }
 
     fn close_all(&mut self) {
