@@ -8,9 +8,11 @@ use crate::api::{self, ApiState, Readiness, ReadyState, RouterOptions};
 use crate::auth::{TokenRole, TokenSetupError, Tokens};
 use crate::certs::{self, CertError, CertOrigin};
 use crate::config::Config;
+use crate::control::ControlPlane;
 use crate::ids::UserId;
 use crate::media::{Media, StartError};
 use crate::metrics::Metrics;
+use crate::store::{EventStore, FileStore};
 use axum_server::Handle;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -31,6 +33,10 @@ pub enum AppError {
     Media(#[from] StartError),
     #[error(transparent)]
     Certs(#[from] CertError),
+    #[error("cannot open the table logs: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Control(#[from] crate::control::StartError),
     #[error(
         "cannot listen on {addr}: {source}; choose another [http] {key} or stop the process using it"
     )]
@@ -162,7 +168,17 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         None
     };
 
-    let media = Media::start(&config.media, metrics.clone(), Arc::new(crate::media::NoControl))?;
+    let store: Arc<dyn EventStore> = Arc::new(FileStore::open(&config.data.dir)?);
+    let control = ControlPlane::start(
+        &config.tables,
+        store,
+        tokens.clone(),
+        config.control.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    let media = Media::start(&config.media, metrics.clone(), control.clone())?;
+    control.attach_media(media.handle.clone());
     let state = ApiState {
         media: media.handle.clone(),
         tokens: tokens.clone(),
@@ -170,6 +186,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         tables: tables.clone(),
         readiness: readiness.clone(),
         max_sdp_bytes: config.http.max_sdp_bytes,
+        control,
     };
     if config.auth.demo {
         tracing::warn!(

@@ -18,6 +18,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub data: DataConfig,
     pub log: LogConfig,
+    pub control: ControlConfig,
     /// Tables this node serves (`[[tables]]`). Kept as raw TOML here; the control plane parses it.
     pub tables: Vec<toml::Table>,
 }
@@ -99,6 +100,47 @@ pub struct LogConfig {
     pub filter: String,
     /// `text` or `json`.
     pub format: String,
+}
+
+/// `[control]`: limits of the control plane's connections and players.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Public events kept in memory per table for players that resume; one further behind
+    /// gets a snapshot instead.
+    pub replay_window: usize,
+    /// Messages of any kind one connection may send per second, and in a burst.
+    pub messages_per_sec: f64,
+    pub messages_burst: u32,
+    /// Bad messages (malformed, unknown, oversized, over the rate) one connection may send per
+    /// second and in a burst, each answered with an `error`; past that it is closed.
+    pub garbage_per_sec: f64,
+    pub garbage_burst: u32,
+    /// Bets and cancels one player may send per second, and in a burst.
+    pub bets_per_sec: f64,
+    pub bets_burst: u32,
+    /// Chat messages one player may send per second, and in a burst.
+    pub chat_per_sec: f64,
+    pub chat_burst: u32,
+    /// A WebSocket that has not said `hello` by then is closed.
+    pub hello_timeout_secs: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            replay_window: 10_000,
+            messages_per_sec: 50.0,
+            messages_burst: 100,
+            garbage_per_sec: 0.5,
+            garbage_burst: 10,
+            bets_per_sec: 10.0,
+            bets_burst: 20,
+            chat_per_sec: 0.5,
+            chat_burst: 3,
+            hello_timeout_secs: 10,
+        }
+    }
 }
 
 impl Default for NodeConfig {

@@ -36,6 +36,16 @@ pub struct TableMetrics {
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
     pub plis_sent: AtomicU64,
+    /// Control connections (data channels and WebSockets) attached to the table.
+    pub control_members: AtomicU64,
+    /// Public table events sent.
+    pub control_events: AtomicU64,
+    /// Bets and chat messages refused by the per-player rate limits.
+    pub control_rate_limited: AtomicU64,
+    /// Batches appended to the table's log (each one fsync with the file store).
+    pub log_appends: AtomicU64,
+    /// Records appended to the table's log.
+    pub log_records: AtomicU64,
 }
 
 /// The registry.
@@ -115,6 +125,36 @@ struct Family {
 }
 
 const TABLE_FAMILIES: &[Family] = &[
+    Family {
+        name: "tablecast_control_connections",
+        kind: "gauge",
+        help: "Control connections (data channels and WebSockets) attached to the table.",
+        series: &[(None, |m| m.control_members.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_control_events_total",
+        kind: "counter",
+        help: "Public table events sent to the table's members.",
+        series: &[(None, |m| m.control_events.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_control_rate_limited_total",
+        kind: "counter",
+        help: "Bets and chat messages refused by the per-player rate limits.",
+        series: &[(None, |m| m.control_rate_limited.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_log_appends_total",
+        kind: "counter",
+        help: "Batches appended to the table's durable log (one fsync each with the file store).",
+        series: &[(None, |m| m.log_appends.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_log_records_total",
+        kind: "counter",
+        help: "Records appended to the table's durable log.",
+        series: &[(None, |m| m.log_records.load(Relaxed).into())],
+    },
     Family {
         name: "tablecast_publishers",
         kind: "gauge",

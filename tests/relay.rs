@@ -167,7 +167,7 @@ async fn a_player_who_joins_before_the_dealer_gets_video_when_the_dealer_goes_li
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_control_channel_opens_on_the_player_connection_and_answers() {
+async fn the_control_channel_on_the_player_connection_speaks_the_table_protocol() {
     let node = TestNode::start().await;
     let player = Subscriber::connect(
         target(&node, TokenRole::Player),
@@ -177,32 +177,36 @@ async fn the_control_channel_opens_on_the_player_connection_and_answers() {
     .await
     .expect("player joins");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !player
-        .stats()
-        .control_messages
-        .iter()
-        .any(|m| m.contains("\"hello\""))
-    {
+    let wait = |what: &'static str, needle: &'static str| {
+        let player = &player;
+        async move {
+            loop {
+                let got = player.stats().control_messages;
+                if let Some(m) = got.iter().find(|m| m.contains(needle)) {
+                    return m.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {what} on the control channel: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    while !player.stats().control_open {
         assert!(
             Instant::now() < deadline,
-            "no hello on the control channel: {:?}",
-            player.stats().control_messages
+            "the control channel never opened"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The WHEP session's token already says who this is: hello needs no second token.
+    player.send_control(r#"{"type":"hello","token":""}"#);
+    let welcome = wait("welcome", "\"welcome\"").await;
+    assert!(welcome.contains("\"snapshot\""), "{welcome}");
     player.send_control(r#"{"type":"ping","client_ms":1}"#);
-    while !player
-        .stats()
-        .control_messages
-        .iter()
-        .any(|m| m.contains("client_ms"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no answer on the control channel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pong = wait("pong", "\"pong\"").await;
+    assert!(pong.contains("\"client_ms\":1"), "{pong}");
     player.close().await.expect("delete");
     node.stop().await;
 }

@@ -27,6 +27,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("internal error: {0}; see the node's log")]
     Internal(String),
+    /// A dealer action the round's state or its arguments refuse.
+    #[error("{0}")]
+    Dealer(#[from] crate::table::DealerError),
+    #[error(transparent)]
+    TableStopped(#[from] crate::control::TableUnavailable),
 }
 
 impl ApiError {
@@ -48,6 +53,11 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Dealer(e) => match e.code() {
+                crate::protocol::ErrorCode::WrongState => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            ApiError::TableStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

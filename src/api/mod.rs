@@ -2,6 +2,8 @@
 //!
 //! - `resource`: the WHIP/WHEP resource rules shared by [`whip`] and [`whep`] (RFC 9725);
 //! - `health`: `/healthz`, `/readyz`, `/metrics`;
+//! - `tables`: `GET /api/v1/tables/{table}` and the dealer's round actions;
+//! - `ws`: `GET /ws/{table}`, the control protocol over a WebSocket;
 //! - `demo`: `POST /api/v1/demo/token`, only with `[auth] demo = true`;
 //! - `pages`: `/`, `/play/{table}`, `/dealer/{table}`, `/ops` and `/web/*`;
 //! - `error`: the one place where errors become HTTP responses.
@@ -11,8 +13,10 @@ pub mod error;
 mod health;
 mod pages;
 mod resource;
+pub mod tables;
 pub mod whep;
 pub mod whip;
+pub mod ws;
 
 pub use error::ApiError;
 pub use health::{Readiness, ReadyState};
@@ -39,6 +43,8 @@ pub struct ApiState {
     pub readiness: Readiness,
     /// Largest accepted SDP or sdpfrag body.
     pub max_sdp_bytes: usize,
+    /// The tables' control plane.
+    pub control: Arc<crate::control::ControlPlane>,
 }
 
 /// Options that change which routes exist.
@@ -55,7 +61,9 @@ pub fn router(state: ApiState, options: &RouterOptions) -> Router {
     let mut api = Router::new()
         .merge(whip::routes(state.max_sdp_bytes))
         .merge(whep::routes(state.max_sdp_bytes))
-        .merge(health::routes());
+        .merge(health::routes())
+        .merge(tables::routes())
+        .merge(ws::routes());
     if options.demo {
         api = api.merge(demo::routes());
     }

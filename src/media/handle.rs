@@ -232,47 +232,69 @@ impl MediaHandle {
 }
 
 impl MediaHandle {
-    /// Sends `text` on the `control` data channel of each session, with one message per worker.
-    /// Never waits: a worker whose queue is full drops it (and logs), so one slow worker cannot
-    /// stall the table that calls this.
-    pub fn control_send(&self, sessions: &[SessionId], text: Arc<str>) {
-        match sessions {
-            [] => {}
-            [one] => self.control_send_to(self.worker_index(one), vec![one.clone()], text),
-            _ => {
-                let mut by_worker: Vec<Vec<SessionId>> = vec![Vec::new(); self.workers.len()];
-                for s in sessions {
-                    if let Some(i) = self.worker_index(s) {
-                        by_worker[i].push(s.clone());
-                    }
-                }
-                for (i, list) in by_worker.into_iter().enumerate() {
-                    if !list.is_empty() {
-                        self.control_send_to(Some(i), list, text.clone());
-                    }
-                }
-            }
-        }
+    /// How many media workers there are (session ids name theirs: [`Self::worker_index`]).
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
     }
 
-    fn control_send_to(&self, index: Option<usize>, sessions: Vec<SessionId>, text: Arc<str>) {
-        let Some(worker) = index.and_then(|i| self.workers.get(i)) else {
-            return;
-        };
-        if let Err(e) = worker.try_send(WorkerMsg::ControlSend { sessions, text }) {
-            warn!(error = %e, "media worker queue full: a control message was not delivered; the players resume on reconnect");
-        }
-    }
-
-    fn worker_index(&self, session: &SessionId) -> Option<usize> {
+    /// The worker that owns a session.
+    pub fn worker_index(&self, session: &SessionId) -> Option<usize> {
         let hex = session.as_str().get(..2)?;
         usize::from_str_radix(hex, 16)
             .ok()
             .filter(|&i| i < self.workers.len())
     }
 
+    /// Sends `text` on the `control` data channel of every session in `groups[w]`, the sessions
+    /// of worker `w`: one message per worker, however many players. Never waits, so a table
+    /// actor is never stalled by a worker; a worker whose queue is full misses the message and
+    /// says so (its players see a seq gap and resume: see docs/protocol.md).
+    pub fn control_fanout(&self, groups: &[Arc<[SessionId]>], text: &Arc<str>) {
+        for (worker, sessions) in self.workers.iter().zip(groups) {
+            if !sessions.is_empty() {
+                let msg = WorkerMsg::ControlSend {
+                    sessions: sessions.clone(),
+                    text: text.clone(),
+                };
+                if let Err(e) = worker.try_send(msg) {
+                    warn!(error = %e, "media worker queue full: a control message was dropped; its players will resume");
+                }
+            }
+        }
+    }
+
+    /// Sends `text` on one session's `control` data channel.
+    pub fn control_send(&self, session: &SessionId, text: Arc<str>) {
+        let Some(worker) = self.worker_of(session) else {
+            return;
+        };
+        let msg = WorkerMsg::ControlSend {
+            sessions: Arc::from([session.clone()]),
+            text,
+        };
+        if let Err(e) = worker.try_send(msg) {
+            warn!(error = %e, %session, "media worker queue full: a control message was dropped; the player will resume");
+        }
+    }
+
+    /// Closes a session without waiting for the worker to confirm (from a worker's own thread).
+    pub fn kick_later(&self, session: &SessionId, reason: impl Into<String>) {
+        if let Some(worker) = self.worker_of(session) {
+            let (reply, _) = oneshot::channel();
+            let _ = worker.try_send(WorkerMsg::Kick {
+                session: session.clone(),
+                reason: reason.into(),
+                reply,
+            });
+        }
+    }
+
     /// Closes a session for the node's own reason (an operator's kick, a flooding client).
-    pub async fn kick(&self, session: &SessionId, reason: impl Into<String>) -> Result<(), MediaError> {
+    pub async fn kick(
+        &self,
+        session: &SessionId,
+        reason: impl Into<String>,
+    ) -> Result<(), MediaError> {
         let worker = self
             .worker_of(session)
             .ok_or_else(|| MediaError::NoSession(session.to_string()))?;

@@ -7,13 +7,13 @@
 //! next datagram, message or deadline. Workers talk to each other and to the HTTP layer only by
 //! [`WorkerMsg`].
 
+use super::control::{ControlChannel, ControlHook};
 use super::demux::{self, Kind};
 use super::keyframe;
 use super::peer::{self, InTrack, MediaKind, Peer, RouterKey};
 use super::router::{Forward, Router};
 use super::subscriber::Rewrite;
 use super::udp::{RecvBatch, SendQueue};
-use super::control::{ControlChannel, ControlHook};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
@@ -73,7 +73,7 @@ pub enum WorkerMsg {
     },
     /// Send `text` on the `control` data channel of each of these sessions (all on this worker).
     ControlSend {
-        sessions: Vec<SessionId>,
+        sessions: Arc<[SessionId]>,
         text: Arc<str>,
     },
     /// Close a session for a reason of the node's (a flooding client, an operator's kick).
@@ -307,7 +307,7 @@ impl Worker {
                 }
             }
             WorkerMsg::ControlSend { sessions, text } => {
-                for session in &sessions {
+                for session in sessions.iter() {
                     if let Some(&slot) = self.by_session.get(session) {
                         self.control_send(slot, &text, now);
                     }

@@ -261,6 +261,10 @@ pub enum SessionMessage {
         snapshot: Box<Snapshot>,
         seq: u64,
     },
+    /// The answer to `hello` with `resume_after_seq` when the server still has every missed
+    /// event: the events `after_seq + 1 ..= last_seq` follow at once, then live events.
+    #[serde(rename = "resumed")]
+    Resumed { after_seq: u64, last_seq: u64 },
     #[serde(rename = "pong")]
     Pong {
         client_ms: u64,

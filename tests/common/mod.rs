@@ -1,6 +1,8 @@
 //! Shared helpers: a real node on port 0 and an HTTP client for it.
 #![allow(dead_code)]
 
+pub mod control;
+
 use std::path::PathBuf;
 use std::time::Duration;
 use tablecast::app::{self, RunningNode};

@@ -1,0 +1,199 @@
+//! The table's HTTP face: its snapshot, and the dealer's round actions for consoles and
+//! automation that do not hold a control connection.
+//!
+//! - `GET  /api/v1/tables/{table}`: the snapshot (any token for the table);
+//! - `POST /api/v1/tables/{table}/round/open | close | result | void`: dealer or operator token;
+//!   `result` takes `{"outcome": "banker"}` (or a list of spots, and an optional `media_ts`),
+//!   `void` an optional `{"reason": "..."}`. Each answers `200 {"round": N}` once the action is in
+//!   the table's log, `409` when the round's state refuses it, `422` for a bad argument;
+//! - `DELETE /api/v1/tables/{table}/sessions/{session}`: an operator drops a session (the player
+//!   reconnects and resumes by itself).
+
+use super::{ApiError, ApiState};
+use crate::auth::{self, Identity, TokenRole};
+use crate::control::{DealerAction, TableHandle};
+use crate::ids::{SessionId, TableId};
+use crate::protocol::Outcome;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/tables/{table}", get(snapshot))
+        .route("/api/v1/tables/{table}/round/open", post(open))
+        .route("/api/v1/tables/{table}/round/close", post(close))
+        .route("/api/v1/tables/{table}/round/result", post(result))
+        .route("/api/v1/tables/{table}/round/void", post(void))
+        .route(
+            "/api/v1/tables/{table}/sessions/{session}",
+            delete(drop_session),
+        )
+}
+
+const DEALERS: &[TokenRole] = &[TokenRole::Dealer, TokenRole::Operator];
+const ANYONE: &[TokenRole] = &[TokenRole::Player, TokenRole::Dealer, TokenRole::Operator];
+
+fn table<'a>(state: &'a ApiState, raw: &str) -> Result<&'a TableHandle, ApiError> {
+    TableId::parse(raw)
+        .ok()
+        .and_then(|id| state.control.table(&id))
+        .ok_or_else(|| ApiError::UnknownTable(raw.chars().take(80).collect()))
+}
+
+fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+    table: &TableId,
+    roles: &[TokenRole],
+    need: &'static str,
+) -> Result<Identity, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let identity = state.tokens.verify(auth::bearer(header)?)?;
+    identity.require(table, roles, need)?;
+    Ok(identity)
+}
+
+async fn snapshot(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let table = table(&state, &raw)?;
+    authorize(
+        &state,
+        &headers,
+        &table.id,
+        ANYONE,
+        "player, dealer or operator",
+    )?;
+    Ok(Json(table.snapshot().await?).into_response())
+}
+
+async fn act(
+    state: &ApiState,
+    raw: &str,
+    headers: &HeaderMap,
+    action: DealerAction,
+) -> Result<Response, ApiError> {
+    let table = table(state, raw)?;
+    let who = authorize(state, headers, &table.id, DEALERS, "dealer or operator")?;
+    let what = format!("{action:?}");
+    let round = table.dealer(action).await??;
+    tracing::info!(table_id = %table.id, user = %who.user, %round, action = %what, "dealer action over HTTP");
+    Ok(Json(serde_json::json!({ "round": round })).into_response())
+}
+
+async fn open(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(&state, &raw, &headers, DealerAction::Open).await
+}
+
+async fn close(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    act(&state, &raw, &headers, DealerAction::Close).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultBody {
+    outcome: Outcome,
+    #[serde(default)]
+    media_ts: Option<u64>,
+}
+
+async fn result(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ResultBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    // Authorize before reading the body, so a stranger learns nothing from its errors.
+    let handle = table(&state, &raw)?;
+    authorize(&state, &headers, &handle.id, DEALERS, "dealer or operator")?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; send {{\"outcome\": \"banker\"}} as application/json",
+            e.body_text()
+        ))
+    })?;
+    act(
+        &state,
+        &raw,
+        &headers,
+        DealerAction::Result {
+            outcome: body.outcome,
+            media_ts: body.media_ts,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VoidBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn void(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let handle = table(&state, &raw)?;
+    authorize(&state, &headers, &handle.id, DEALERS, "dealer or operator")?;
+    let body: VoidBody = if body.iter().all(u8::is_ascii_whitespace) {
+        VoidBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "{e}; send nothing, or {{\"reason\": \"...\"}} as application/json"
+            ))
+        })?
+    };
+    act(
+        &state,
+        &raw,
+        &headers,
+        DealerAction::Void {
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+async fn drop_session(
+    State(state): State<ApiState>,
+    Path((raw, session)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let handle = table(&state, &raw)?;
+    let who = authorize(
+        &state,
+        &headers,
+        &handle.id,
+        &[TokenRole::Operator],
+        "operator",
+    )?;
+    let session =
+        SessionId::parse(&session).map_err(|e| ApiError::BadRequest(format!("session id: {e}")))?;
+    state
+        .media
+        .kick(&session, format!("dropped by operator {}", who.user))
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,112 @@
+//! `control` data channels: the media workers call this [`ControlHook`] on their own threads.
+//! Each message is read at the edge right there (parse, `ping`, limits) and only table commands
+//! travel on to the table's actor, so a flooding player costs its own worker, not the table.
+
+use super::edge::{Edge, Speaker, Step};
+use super::{ControlPlane, Outlet, TableMsg, server_ms};
+use crate::media::{ControlChannel, ControlHook};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{info, warn};
+
+impl ControlHook for ControlPlane {
+    fn opened(&self, ch: ControlChannel<'_>) {
+        if self.table(ch.table).is_none() {
+            return;
+        }
+        let speaker = Speaker {
+            user: ch.user.clone(),
+            role: ch.token_role,
+        };
+        let edge = Edge::new(
+            self.next_conn(),
+            ch.table.clone(),
+            Some(speaker),
+            &self.limits,
+            Instant::now(),
+        );
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ch.session.clone(), edge);
+    }
+
+    fn message(&self, ch: ControlChannel<'_>, data: &[u8]) {
+        let Some(table) = self.table(ch.table) else {
+            return;
+        };
+        let (conn, step) = {
+            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(edge) = channels.get_mut(ch.session) else {
+                return;
+            };
+            let step = edge.on_message(data, &self.tokens, Instant::now(), server_ms());
+            (edge.conn, step)
+        };
+        let media = self.media.get();
+        match step {
+            Step::Reply(text) => {
+                if let Some(media) = media {
+                    media.control_send(ch.session, Arc::from(text));
+                }
+            }
+            Step::Attach {
+                speaker,
+                resume_after_seq,
+            } => {
+                table.send(TableMsg::Attach {
+                    conn,
+                    user: speaker.user,
+                    outlet: Some(Outlet::Channel(ch.session.clone())),
+                    resume_after_seq,
+                });
+            }
+            Step::Command { speaker, msg } => {
+                if !table.send(TableMsg::Command {
+                    conn,
+                    user: speaker.user,
+                    msg,
+                }) && let Some(media) = media
+                {
+                    let text = unavailable(&table.id);
+                    media.control_send(ch.session, Arc::from(text));
+                }
+            }
+            Step::Close(reason) => {
+                warn!(session = %ch.session, table_id = %ch.table, user = %ch.user, %reason, "closing a control connection");
+                if let Some(media) = media {
+                    let notice = crate::protocol::encode(&crate::protocol::Reply::Error {
+                        id: None,
+                        code: crate::protocol::ErrorCode::RateLimited,
+                        message: reason.clone(),
+                    });
+                    media.control_send(ch.session, Arc::from(notice));
+                    media.kick_later(ch.session, reason);
+                }
+            }
+        }
+    }
+
+    fn closed(&self, ch: ControlChannel<'_>) {
+        let edge = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ch.session);
+        if let (Some(edge), Some(table)) = (edge, self.table(ch.table))
+            && edge.attached()
+        {
+            info!(session = %ch.session, table_id = %ch.table, "control channel left the table");
+            table.send(TableMsg::Detach { conn: edge.conn });
+        }
+    }
+}
+
+/// The `error` a client gets when its table has stopped.
+pub(crate) fn unavailable(table: &crate::ids::TableId) -> String {
+    crate::protocol::encode(&crate::protocol::Reply::Error {
+        id: None,
+        code: crate::protocol::ErrorCode::InvalidCommand,
+        message: super::TableUnavailable(table.clone()).to_string(),
+    })
+}
