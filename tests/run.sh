@@ -28,8 +28,13 @@ fi
 step "system packages"
 # Debian 12's simple-whip-client is not used: it links libsoup2 while bookworm's libnice links
 # libsoup3, and it aborts at start ("Using libsoup2 and libsoup3 in the same process is not
-# supported"). aiortc from PyPI is the third-party publisher instead.
-APT_PACKAGES=(chromium redis-server ffmpeg)
+# supported"). The third-party publishers are aiortc from PyPI and the same GStreamer webrtcbin
+# driven from Debian's /usr/bin/python3 (tests/third_party/gst_whip.py): the packages after
+# ffmpeg are its Python bindings, libnice, and the x264/Opus encoders it publishes with.
+APT_PACKAGES=(chromium redis-server ffmpeg
+  python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 gstreamer1.0-nice
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
