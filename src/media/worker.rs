@@ -7,13 +7,14 @@
 //! next datagram, message or deadline. Workers talk to each other and to the HTTP layer only by
 //! [`WorkerMsg`].
 
-use super::demux::{self, Kind};
+use super::control::{ControlChannel, ControlHook};
+use super::demux::{self, Kind, NewPath};
 use super::keyframe;
 use super::peer::{self, InTrack, MediaKind, Peer, RouterKey};
+use super::restart;
 use super::router::{Forward, Router};
 use super::subscriber::Rewrite;
 use super::udp::{RecvBatch, SendQueue};
-use super::control::{ControlChannel, ControlHook};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
@@ -96,6 +97,19 @@ pub struct WorkerConfig {
     pub nack_buffer_packets: usize,
 }
 
+/// What every worker of a node is given alike.
+#[derive(Clone)]
+pub struct WorkerShared {
+    /// Every worker's queue, by worker index.
+    pub workers: Vec<mpsc::Sender<WorkerMsg>>,
+    pub metrics: Arc<Metrics>,
+    pub config: WorkerConfig,
+    /// Source epochs, shared by all workers so that a later source always has a larger epoch.
+    pub epochs: Arc<AtomicU64>,
+    /// The control plane, told about `control` data channels.
+    pub control: Arc<dyn ControlHook>,
+}
+
 pub struct Worker {
     index: usize,
     socket: Arc<AsyncFd<UdpSocket>>,
@@ -141,12 +155,15 @@ impl Worker {
         index: usize,
         socket: UdpSocket,
         local_addrs: Vec<SocketAddr>,
-        workers: Vec<mpsc::Sender<WorkerMsg>>,
-        metrics: Arc<Metrics>,
-        config: WorkerConfig,
-        epochs: Arc<AtomicU64>,
-        control: Arc<dyn ControlHook>,
+        shared: WorkerShared,
     ) -> std::io::Result<Self> {
+        let WorkerShared {
+            workers,
+            metrics,
+            config,
+            epochs,
+            control,
+        } = shared;
         let recv = RecvBatch::new(&socket)?;
         Ok(Self {
             index,
@@ -338,18 +355,18 @@ impl Worker {
         session: SessionId,
         now: Instant,
     ) -> Result<SessionAnswer, MediaError> {
-        let (ufrag, pwd) = peer::ice_credentials();
         let span = info_span!("session", session_id = %session, table_id = %req.table, camera = %req.camera, role = req.role.as_str(), user = %req.user);
-        let (pc, video, audio, sdp) = peer::answer(
-            req.role,
-            &req.offer_sdp,
-            &ufrag,
-            &pwd,
-            &self.local_addrs,
-            now,
-        )
-        .inspect_err(|e| span.in_scope(|| info!(error = %e, "offer refused")))?;
-        let etag = format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()));
+        let peer::Answered {
+            pc,
+            video,
+            audio,
+            sdp,
+        } = peer::answer(req.role, &req.offer_sdp, &self.local_addrs, now)
+            .inspect_err(|e| span.in_scope(|| info!(error = %e, "offer refused")))?;
+        let ufrag = restart::attribute(&sdp, "ice-ufrag")
+            .ok_or_else(|| MediaError::Unavailable("our answer has no a=ice-ufrag".into()))?
+            .to_owned();
+        let etag = new_etag();
         let key = RouterKey {
             table: req.table.clone(),
             camera: req.camera.clone(),
@@ -369,10 +386,10 @@ impl Worker {
             created: now,
             connected_at: None,
             last_rx: now,
-            addrs: Vec::new(),
+            paths: Default::default(),
             in_tracks: HashMap::new(),
-            out_video: video.map(|(s, _)| s),
-            out_audio: audio.map(|(s, _)| s),
+            out_video: video,
+            out_audio: audio,
             control: None,
             deadline: None,
             closing: false,
@@ -453,10 +470,7 @@ impl Worker {
             .map(str::trim)
             .ok_or(MediaError::PreconditionRequired)?;
         if if_match == "*" {
-            return Err(MediaError::BadSdpFrag(
-                "ICE restart is not supported by this node yet; start a new session with POST"
-                    .into(),
-            ));
+            return self.restart_ice(slot, &req.sdpfrag, now);
         }
         if if_match != peer.etag {
             return Err(MediaError::PreconditionFailed);
@@ -485,6 +499,41 @@ impl Worker {
         }
         self.drive(slot, now);
         Ok(PatchOutcome::Trickled)
+    }
+
+    /// Restarts ICE on a session (RFC 9725 §4.4) and answers with our new credentials.
+    ///
+    /// The old ufrag stops routing at once: once `rtc` has applied the restart its agent checks
+    /// STUN only against the new credentials (rtc-ice-0.21.1 `Agent::apply_restart`), so binding
+    /// requests with the old ufrag would be refused anyway. Addresses stay routable, and a
+    /// session's outgoing streams (SSRC, sequence and timestamp rewriting) are untouched: only
+    /// the path changes.
+    fn restart_ice(
+        &mut self,
+        slot: usize,
+        sdpfrag: &str,
+        now: Instant,
+    ) -> Result<PatchOutcome, MediaError> {
+        let request = restart::RestartRequest::parse(sdpfrag)?;
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return Err(MediaError::Unavailable("session vanished".into()));
+        };
+        let restarted = restart::apply(&mut peer.pc, &request, now).inspect_err(|e| {
+            peer.span
+                .in_scope(|| info!(error = %e, "ICE restart refused"))
+        })?;
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_ufrag.insert(restarted.ufrag.clone(), slot);
+        peer.ufrag = restarted.ufrag;
+        peer.etag = new_etag();
+        peer.span
+            .in_scope(|| info!(remote_ufrag = %request.ufrag, "ICE restarted"));
+        let etag = peer.etag.clone();
+        self.drive(slot, now);
+        Ok(PatchOutcome::Restarted {
+            sdpfrag: restarted.sdpfrag,
+            etag,
+        })
     }
 
     fn announce_interest(&self, key: &RouterKey, on: bool) {
@@ -522,10 +571,6 @@ impl Worker {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        if kind == Kind::Stun && !peer.addrs.contains(&from) {
-            peer.addrs.push(from);
-            self.by_addr.insert(from, slot);
-        }
         peer.last_rx = now;
         let msg = TaggedBytesMut {
             now,
@@ -537,10 +582,24 @@ impl Worker {
             },
             message: BytesMut::from(data),
         };
-        if let Err(e) = peer.pc.handle_read(msg) {
-            peer.span.in_scope(
+        match peer.pc.handle_read(msg) {
+            // The agent took a binding request, so it carried our ufrag and passed
+            // MESSAGE-INTEGRITY with our password: its source is a path of this session.
+            Ok(()) if kind == Kind::Stun && demux::is_binding_request(data) => {
+                if let NewPath::Added { evicted } = peer.paths.stun_from(from, now) {
+                    peer.span.in_scope(|| info!(remote = %from, "new path"));
+                    self.by_addr.insert(from, slot);
+                    if let Some(old) = evicted
+                        && self.by_addr.get(&old) == Some(&slot)
+                    {
+                        self.by_addr.remove(&old);
+                    }
+                }
+            }
+            Ok(()) => {}
+            Err(e) => peer.span.in_scope(
                 || debug!(error = %e, from = %from, "datagram refused by the peer connection"),
-            );
+            ),
         }
         self.drive(slot, now);
     }
@@ -579,7 +638,13 @@ impl Worker {
                         }
                     }
                     RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                        let epoch = self.epochs.fetch_add(1, Relaxed);
+                        // `rtc` opens the tracks again after a renegotiation (an ICE restart);
+                        // the same track and SSRC is the same source, so subscribers keep their
+                        // anchoring and the packet buffer keeps answering NACKs.
+                        let epoch = match peer.in_tracks.get(&init.track_id) {
+                            Some(t) if t.ssrc == init.ssrc => t.epoch,
+                            _ => self.epochs.fetch_add(1, Relaxed),
+                        };
                         if let Some(receiver) = peer.pc.rtp_receiver(init.receiver_id) {
                             let track = receiver.track();
                             let kind = if track.kind()
@@ -706,7 +771,7 @@ impl Worker {
         let dtls = dtls_version(&mut peer.pc, now);
         let setup_ms = now.saturating_duration_since(peer.created).as_millis() as u64;
         peer.span
-            .in_scope(|| info!(dtls = %dtls, setup_ms, remote = ?peer.addrs, "connected"));
+            .in_scope(|| info!(dtls = %dtls, setup_ms, remote = ?peer.paths.addrs().collect::<Vec<_>>(), "connected"));
         let (role, key) = (peer.role, peer.key.clone());
         if role == Role::Subscriber {
             self.request_keyframe(&key, now);
@@ -974,8 +1039,13 @@ impl Worker {
 
     fn reap(&mut self, now: Instant) {
         let mut doomed = Vec::new();
-        for (slot, peer) in self.peers.iter().enumerate() {
+        for (slot, peer) in self.peers.iter_mut().enumerate() {
             let Some(peer) = peer else { continue };
+            for addr in peer.paths.expire(now) {
+                if self.by_addr.get(&addr) == Some(&slot) {
+                    self.by_addr.remove(&addr);
+                }
+            }
             if peer.connected_at.is_none()
                 && now.saturating_duration_since(peer.created) > self.config.connect_timeout
             {
@@ -1007,9 +1077,9 @@ impl Worker {
         self.free.push(slot);
         self.by_session.remove(&peer.session);
         self.by_ufrag.remove(&peer.ufrag);
-        for addr in &peer.addrs {
-            if self.by_addr.get(addr) == Some(&slot) {
-                self.by_addr.remove(addr);
+        for addr in peer.paths.addrs() {
+            if self.by_addr.get(&addr) == Some(&slot) {
+                self.by_addr.remove(&addr);
             }
         }
         sessions_gauge(&peer.metrics, peer.role).fetch_sub(1, Relaxed);
@@ -1067,6 +1137,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// A fresh quoted entity tag for a session's ICE generation.
+fn new_etag() -> String {
+    format!("\"{}\"", hex::encode(rand::random::<[u8; 8]>()))
 }
 
 /// The negotiated DTLS version, from the transport stats.
