@@ -183,6 +183,16 @@ pub async fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
     }
 }
 
+/// Sends what the connection has queued except DTLS records (RFC 7983: first byte 20-63), which
+/// are dropped: a client whose handshake never gets out.
+pub async fn flush_except_dtls(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
+    while let Some(out) = pc.poll_write() {
+        if !matches!(out.message.first(), Some(20..=63)) {
+            let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+        }
+    }
+}
+
 /// Feeds one datagram in.
 pub fn feed(pc: &mut RTCPeerConnection, local: SocketAddr, from: SocketAddr, data: &[u8]) {
     let _ = pc.handle_read(TaggedBytesMut {

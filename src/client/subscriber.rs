@@ -38,6 +38,9 @@ pub struct SubscribeOptions {
     pub record: bool,
     /// Wait for the connection before returning.
     pub wait_connected: bool,
+    /// Never send DTLS: ICE completes but the handshake never starts (a client that vanishes
+    /// between ICE and DTLS).
+    pub hold_dtls: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -49,6 +52,7 @@ impl Default for SubscribeOptions {
             pli_every: None,
             record: true,
             wait_connected: true,
+            hold_dtls: false,
         }
     }
 }
@@ -155,7 +159,11 @@ impl Subscriber {
                 tokio::time::interval(options.pli_every.unwrap_or(Duration::from_secs(3600)));
             let mut rng_state: u64 = rand::random::<u64>() | 1;
             loop {
-                driver::flush(&mut pc, &socket).await;
+                if options.hold_dtls {
+                    driver::flush_except_dtls(&mut pc, &socket).await;
+                } else {
+                    driver::flush(&mut pc, &socket).await;
+                }
                 while let Some(event) = pc.poll_event() {
                     if let Some(up) = driver::is_connected(&event) {
                         let _ = up_tx.send(up);

@@ -31,6 +31,11 @@ pub fn is_binding_request(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[0] == 0x00 && datagram[1] == 0x01
 }
 
+/// Whether a STUN datagram is a Binding success response (method 0x001, class success).
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] == 0x01 && datagram[1] == 0x01
+}
+
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
 
@@ -61,7 +66,8 @@ pub fn stun_server_ufrag(datagram: &[u8]) -> Option<&str> {
 /// last did.
 ///
 /// An address is routable to its session from its first binding request that the session's ICE
-/// agent accepted (right ufrag, right MESSAGE-INTEGRITY), so a stranger cannot claim a path. It stops being
+/// agent accepted (right ufrag, right MESSAGE-INTEGRITY: the agent answered it with a success
+/// response), so a stranger cannot claim a path. It stops being
 /// routable when its consent has expired (no STUN for [`CONSENT_EXPIRY`], RFC 7675) while a
 /// newer address is in use: the old path of a client that moved (an ICE restart from another
 /// network). A session's only address is never expired here; the idle timeout closes the session.

@@ -582,24 +582,32 @@ impl Worker {
             },
             message: BytesMut::from(data),
         };
-        match peer.pc.handle_read(msg) {
-            // The agent took a binding request, so it carried our ufrag and passed
-            // MESSAGE-INTEGRITY with our password: its source is a path of this session.
-            Ok(()) if kind == Kind::Stun && demux::is_binding_request(data) => {
-                if let NewPath::Added { evicted } = peer.paths.stun_from(from, now) {
-                    peer.span.in_scope(|| info!(remote = %from, "new path"));
-                    self.by_addr.insert(from, slot);
-                    if let Some(old) = evicted
-                        && self.by_addr.get(&old) == Some(&slot)
-                    {
-                        self.by_addr.remove(&old);
-                    }
+        if let Err(e) = peer.pc.handle_read(msg) {
+            peer.span.in_scope(
+                || debug!(error = %e, from = %from, "datagram refused by the peer connection"),
+            );
+        }
+        if kind == Kind::Stun && demux::is_binding_request(data) {
+            // `handle_read` logs and swallows what its stages refuse (rtc-0.21.1
+            // `peer_connection/handler/mod.rs`, `pump_reads`), so acceptance shows in the reply:
+            // the agent answers a binding request with a success response only when it carried
+            // our ufrag and passed MESSAGE-INTEGRITY with our password. Then its source is a
+            // path of this session; a stranger naming our ufrag gets nothing routed.
+            let mut accepted = false;
+            while let Some(out) = peer.pc.poll_write() {
+                accepted |=
+                    out.transport.peer_addr == from && demux::is_binding_success(&out.message);
+                self.send.push(out.transport.peer_addr, out.message);
+            }
+            if accepted && let NewPath::Added { evicted } = peer.paths.stun_from(from, now) {
+                peer.span.in_scope(|| info!(remote = %from, "new path"));
+                self.by_addr.insert(from, slot);
+                if let Some(old) = evicted
+                    && self.by_addr.get(&old) == Some(&slot)
+                {
+                    self.by_addr.remove(&old);
                 }
             }
-            Ok(()) => {}
-            Err(e) => peer.span.in_scope(
-                || debug!(error = %e, from = %from, "datagram refused by the peer connection"),
-            ),
         }
         self.drive(slot, now);
     }
