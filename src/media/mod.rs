@@ -5,6 +5,7 @@
 //!   remote address, drives each session's sans-IO `RTCPeerConnection`, batches I/O and sleeps
 //!   until the next deadline.
 //! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber).
+//! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`).
 //! - `router`: a table camera's tracks mapped to their subscribers.
 //! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
 //! - `keyframe`: keyframe detection and PLI throttling.
@@ -16,6 +17,7 @@ pub mod demux;
 pub mod error;
 pub mod keyframe;
 pub mod peer;
+pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
 pub mod subscriber;

@@ -3,6 +3,8 @@
 //!
 //! The node is ICE-lite with its own ICE credentials per session (so a STUN request can be routed
 //! to its session by ufrag) and one host candidate per announced address on the worker's port.
+//! `rtc` draws the credentials (it must draw new ones on an ICE restart, see `restart.rs`); the
+//! worker reads the ufrag back from the answer.
 
 use super::keyframe::VideoCodec;
 use super::rtcp_tap::RtcpTap;
@@ -96,8 +98,8 @@ pub struct Peer {
     pub created: Instant,
     pub connected_at: Option<Instant>,
     pub last_rx: Instant,
-    /// Source addresses this session has been seen from (for demultiplexing).
-    pub addrs: Vec<SocketAddr>,
+    /// Source addresses this session has sent STUN from (for demultiplexing).
+    pub paths: super::demux::Paths,
     /// Publisher: its tracks by `rtc` track id.
     pub in_tracks: HashMap<String, InTrack>,
     /// Subscriber: outgoing video and audio.
@@ -107,19 +109,6 @@ pub struct Peer {
     /// The deadline currently registered for this peer in the worker's timer heap.
     pub deadline: Option<Instant>,
     pub closing: bool,
-}
-
-/// ICE credentials for one session: `ice-char` only, as RFC 8839 requires.
-pub fn ice_credentials() -> (String, String) {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let mut pick = |n: usize| {
-        (0..n)
-            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-            .collect::<String>()
-    };
-    (pick(16), pick(32))
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
@@ -205,6 +194,17 @@ pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
     Ok(me)
 }
 
+/// A connection that has answered its offer.
+pub struct Answered {
+    pub pc: RTCPeerConnection,
+    /// Subscriber: the outgoing video stream, when the offer can receive video.
+    pub video: Option<OutSender>,
+    /// Subscriber: the outgoing audio stream, when the offer can receive audio.
+    pub audio: Option<OutSender>,
+    /// The answer SDP, with our host candidates.
+    pub sdp: String,
+}
+
 /// Builds a peer connection for `role` and answers `offer_sdp`.
 ///
 /// Returns the connection and the answer SDP, which carries our host candidates (so clients
@@ -212,22 +212,11 @@ pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
 pub fn answer(
     role: Role,
     offer_sdp: &str,
-    ufrag: &str,
-    pwd: &str,
     candidates: &[SocketAddr],
     now: Instant,
-) -> Result<
-    (
-        RTCPeerConnection,
-        Option<(OutSender, MediaKind)>,
-        Option<(OutSender, MediaKind)>,
-        String,
-    ),
-    MediaError,
-> {
+) -> Result<Answered, MediaError> {
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .build();
     let registry = match role {
@@ -271,16 +260,10 @@ pub fn answer(
             ));
         }
         if has_video {
-            video = Some((
-                add_out_track(&mut pc, RtpCodecKind::Video)?,
-                MediaKind::Video,
-            ));
+            video = Some(add_out_track(&mut pc, RtpCodecKind::Video)?);
         }
         if has_audio {
-            audio = Some((
-                add_out_track(&mut pc, RtpCodecKind::Audio)?,
-                MediaKind::Audio,
-            ));
+            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio)?);
         }
     }
 
@@ -320,14 +303,19 @@ pub fn answer(
     }
 
     let video = match video {
-        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 90_000, true)?, kind)),
+        Some(sender_id) => Some(out_sender(&mut pc, sender_id, 90_000, true)?),
         None => None,
     };
     let audio = match audio {
-        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 48_000, false)?, kind)),
+        Some(sender_id) => Some(out_sender(&mut pc, sender_id, 48_000, false)?),
         None => None,
     };
-    Ok((pc, video, audio, sdp))
+    Ok(Answered {
+        pc,
+        video,
+        audio,
+        sdp,
+    })
 }
 
 /// Which kinds the offer has m-lines for (port not 0).
@@ -335,7 +323,7 @@ fn offered_kinds(sdp: &str) -> (bool, bool) {
     let mut video = false;
     let mut audio = false;
     for line in sdp.lines() {
-        let mut parts = line.trim().split_whitespace();
+        let mut parts = line.split_whitespace();
         let (Some(media), Some(port)) = (parts.next(), parts.next()) else {
             continue;
         };
@@ -439,7 +427,6 @@ mod tests {
     #[test]
     fn garbage_offers_are_refused_with_a_reason_not_a_panic() {
         let now = Instant::now();
-        let (u, p) = ice_credentials();
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         for bad in [
             "",
@@ -447,7 +434,7 @@ mod tests {
             "v=0\r\n",
             "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video x",
         ] {
-            let err = answer(Role::Publisher, bad, &u, &p, &[addr], now)
+            let err = answer(Role::Publisher, bad, &[addr], now)
                 .err()
                 .expect("refused");
             assert!(
@@ -455,17 +442,5 @@ mod tests {
                 "{bad:?} gave {err:?}"
             );
         }
-    }
-
-    #[test]
-    fn credentials_are_ice_chars_of_the_right_length() {
-        let (u, p) = ice_credentials();
-        assert_eq!(u.len(), 16);
-        assert_eq!(p.len(), 32);
-        assert!(
-            u.chars()
-                .chain(p.chars())
-                .all(|c| c.is_ascii_alphanumeric())
-        );
     }
 }
