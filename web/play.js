@@ -4,15 +4,14 @@
 //
 // What tests and embedding pages can read: `window.tablecast` (the client, its
 // seqLog, countdownMs(), results) and `window.tablecastPage` ({table, state, error}).
-import { joinTable, pageToken, tableFromLocation, formatMoney, formatChip, outcomeList } from '/web/tablecast.js';
+import { joinTable, pageToken, tableFromLocation, formatChip, outcomeList } from '/web/tablecast.js';
+import { $, spotName, sortSpots, money as moneyFor, oddsText, fmtRate, toast } from '/web/ui.js';
 
-const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const tableId = tableFromLocation();
 const camera = params.get('camera') || 'main';
 const video = $('video');
 
-const SPOT_NAMES = { player: 'Player', banker: 'Banker', tie: 'Tie' };
 const SPOT_SHORT = { player: 'P', banker: 'B', tie: 'T' };
 /** Chip faces in whole currency units; those outside the table's limits are left out. */
 const CHIP_UNITS = [1, 5, 25, 100, 500];
@@ -147,10 +146,6 @@ $('conn').addEventListener('click', () => {
   $('conn').setAttribute('aria-expanded', String(!panel.hidden));
 });
 
-function fmtRate(bps) {
-  return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mb/s` : `${Math.round(bps / 1e3)} kb/s`;
-}
-
 function overlay(text) {
   $('overlay').hidden = !text;
   if (text) $('overlay-text').textContent = text;
@@ -161,21 +156,7 @@ function overlay(text) {
 // ---------------------------------------------------------------------------
 
 function money(amount) {
-  const t = client?.table;
-  const exp = t?.exponent ?? 2;
-  return formatMoney(amount, t?.currency ?? 'EUR', exp).replace(/[.,]00(?!\d)/, '');
-}
-
-function spotName(id) {
-  return SPOT_NAMES[id] ?? id.replace(/[-_.]/g, ' ').replace(/^\w/, (c) => c.toUpperCase());
-}
-
-/** "1:1", "0.95:1", "8:1" from the protocol's "num:den". */
-function oddsText(odds) {
-  const [num, den] = String(odds).split(':').map(Number);
-  if (!num || !den) return odds;
-  const r = num / den;
-  return `${Number.isInteger(r) ? r : r.toFixed(2)}:1`;
+  return moneyFor(amount, client?.table);
 }
 
 function onSnapshot() {
@@ -191,9 +172,7 @@ function onSnapshot() {
 function buildSpots(t) {
   const box = $('spots');
   box.textContent = '';
-  // Baccarat's classic order: player, tie, banker. Other tables keep their own order.
-  const order = ['player', 'tie', 'banker'];
-  const spots = [...t.spots].sort((a, b) => (order.indexOf(a.id) + 1 || 99) - (order.indexOf(b.id) + 1 || 99));
+  const spots = sortSpots(t.spots);
   box.style.setProperty('--spots', String(spots.length));
   for (const s of spots) {
     const b = document.createElement('button');
@@ -587,17 +566,5 @@ unmute.addEventListener('click', () => {
 for (const ev of ['loadedmetadata', 'play', 'pause', 'volumechange', 'emptied']) video.addEventListener(ev, syncUnmute);
 syncUnmute();
 
-// ---------------------------------------------------------------------------
-
-function toast(text, kind = 'info') {
-  const box = $('toasts');
-  const el = document.createElement('div');
-  el.className = 'toast';
-  el.dataset.kind = kind;
-  el.textContent = text;
-  box.append(el);
-  while (box.children.length > 3) box.firstElementChild.remove();
-  setTimeout(() => el.remove(), 4500);
-}
 
 start();

@@ -279,6 +279,25 @@ impl MediaHandle {
         }
     }
 
+    /// Every session of `table` (all tables when `None`), from every worker.
+    pub async fn sessions(&self, table: Option<&TableId>) -> Vec<super::SessionInfo> {
+        let mut all = Vec::new();
+        for worker in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            let msg = WorkerMsg::List {
+                table: table.cloned(),
+                reply,
+            };
+            if worker.send(msg).await.is_ok()
+                && let Ok(list) = rx.await
+            {
+                all.extend(list);
+            }
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+        all
+    }
+
     /// Closes a session without waiting for the worker to confirm (from a worker's own thread).
     pub fn kick_later(&self, session: &SessionId, reason: impl Into<String>) {
         if let Some(worker) = self.worker_of(session) {

@@ -87,5 +87,29 @@ pub enum PatchOutcome {
     Restarted { sdpfrag: String, etag: String },
 }
 
+/// One session, as an operator sees it (`GET /api/v1/tables/{table}/sessions`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub session: SessionId,
+    pub table: TableId,
+    pub camera: CameraId,
+    #[serde(serialize_with = "role_str")]
+    pub role: Role,
+    pub user: UserId,
+    pub worker: usize,
+    /// Since the offer was answered.
+    pub age_ms: u64,
+    /// Since ICE and DTLS completed (absent while connecting).
+    pub connected_ms: Option<u64>,
+    /// The remote address media flows from, once known.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Whether its `control` data channel is open.
+    pub control: bool,
+}
+
+fn role_str<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.as_str())
+}
+
 mod handle;
 pub use handle::{Media, MediaHandle, StartError};

@@ -218,6 +218,15 @@ pub fn answer(
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(RTCDtlsRole::Server)
+        // An ICE-lite node only hears the client's consent checks, which clients send about
+        // every 5 s (RFC 7675; aiortc, GStreamer). The 5 s default made connections flap to
+        // "disconnected" between two checks; two missed checks now, and failed 30 s after the
+        // last one, when consent has expired.
+        .with_ice_timeouts(
+            Some(std::time::Duration::from_secs(12)),
+            Some(std::time::Duration::from_secs(18)),
+            None,
+        )
         .build();
     let registry = match role {
         Role::Publisher => Registry::new()

@@ -84,6 +84,11 @@ pub enum WorkerMsg {
         reason: String,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
+    /// Describe the sessions of `table` (all tables when `None`).
+    List {
+        table: Option<crate::ids::TableId>,
+        reply: oneshot::Sender<Vec<super::SessionInfo>>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -328,6 +333,34 @@ impl Worker {
                     None => Err(MediaError::NoSession(session.to_string())),
                 };
                 let _ = reply.send(result);
+            }
+            WorkerMsg::List { table, reply } => {
+                let mut addrs: HashMap<usize, SocketAddr> = HashMap::new();
+                for (addr, &slot) in &self.by_addr {
+                    addrs.insert(slot, *addr);
+                }
+                let list = self
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(slot, p)| p.as_ref().map(|p| (slot, p)))
+                    .filter(|(_, p)| table.as_ref().is_none_or(|t| *t == p.key.table))
+                    .map(|(slot, p)| super::SessionInfo {
+                        session: p.session.clone(),
+                        table: p.key.table.clone(),
+                        camera: p.key.camera.clone(),
+                        role: p.role,
+                        user: p.user.clone(),
+                        worker: self.index,
+                        age_ms: now.saturating_duration_since(p.created).as_millis() as u64,
+                        connected_ms: p
+                            .connected_at
+                            .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                        addr: addrs.get(&slot).copied(),
+                        control: p.control.is_some(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             WorkerMsg::Shutdown { done } => return Some(done),
         }

@@ -204,6 +204,8 @@ export class TableClient extends ControlSession {
   _adopt(player) {
     this.player = player;
     const pc = player.pc;
+    // Tracks arrive while the answer is applied, before play() returns, or later.
+    if (player.stream.getTracks().length) this._showStream(player.stream);
     player.on('track', () => { if (this.player === player) this._showStream(player.stream); });
     pc.addEventListener('iceconnectionstatechange', () => {
       if (this.player !== player) return;

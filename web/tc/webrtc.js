@@ -175,6 +175,15 @@ export async function publish({
     return new Publisher(pc, resource, { table, camera, simulcast });
   } catch (err) {
     pc.close();
+    // A node that cannot take simulcast answers without the RID header extension, and the
+    // browser refuses that answer: publish one encoding rather than nothing, and say so.
+    if (simulcast && !(err instanceof TablecastError) && /simulcast|\bRID\b/i.test(err.message)) {
+      const single = await publish({
+        table, camera, token, stream, simulcast: false, baseUrl, videoCodec, iceServers, gatherTimeoutMs,
+      });
+      single.simulcastRefused = err.message;
+      return single;
+    }
     throw err;
   }
 }
@@ -183,7 +192,10 @@ export async function publish({
 export class Publisher extends Session {
   constructor(pc, resource, info) {
     super(pc, resource, info);
+    /** True when the three simulcast encodings are being sent. */
     this.simulcast = Boolean(info.simulcast);
+    /** Why simulcast was asked for but not negotiated (the node's answer refused it), or null. */
+    this.simulcastRefused = null;
   }
 
   /** @returns {Promise<PublisherStats>} */
@@ -436,8 +448,16 @@ async function negotiate(pc, url, token, what, gatherTimeoutMs) {
   if (!location) {
     throw new TablecastError(`${what} POST: the reply has no Location header`, { status: res.status, url: res.url });
   }
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return { url: new URL(location, res.url).href, etag: res.headers.get('ETag'), token };
+  const resource = { url: new URL(location, res.url).href, etag: res.headers.get('ETag'), token };
+  try {
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  } catch (err) {
+    // The node made a session for an answer this browser cannot use: end it now.
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    fetch(resource.url, { method: 'DELETE', headers }).catch(() => {});
+    throw err;
+  }
+  return resource;
 }
 
 /** Resolves when ICE gathering completes, or after `timeoutMs`, whichever is first. */
