@@ -7,7 +7,7 @@
 // What tests can read: window.tablecastDealer (the WHIP session or null),
 // window.tablecastDealerPage ({table, state, error}) and window.tablecastConsole.
 import {
-  publish, openConsole, pageToken, tableFromLocation, outcomeList,
+  publish, openConsole, pageToken, tableFromLocation, tokenClaims, outcomeList,
   parsePrometheus, sampleValue, SIMULCAST_MIN,
 } from '/web/tablecast.js';
 import { $, spotName, sortSpots, money as moneyFor, toast } from '/web/ui.js';
@@ -30,10 +30,15 @@ let desk = null;
 let tokenPromise = null;
 const picked = new Set();
 
-/** One dealer token for both the WHIP session and the console. */
-function dealerToken() {
-  tokenPromise ??= pageToken({ role: 'dealer', table }).catch((err) => { tokenPromise = null; throw err; });
-  return tokenPromise;
+/** One dealer token for both the WHIP session and the console, renewed (same user) near its expiry. */
+async function dealerToken() {
+  if (tokenPromise) {
+    const claims = tokenClaims(await tokenPromise.catch(() => ''));
+    if (claims && (!claims.exp || claims.exp * 1000 > Date.now() + 60_000)) return tokenPromise;
+    tokenPromise = pageToken({ role: 'dealer', table, user: claims?.sub });
+  }
+  tokenPromise ??= pageToken({ role: 'dealer', table });
+  return tokenPromise.catch((err) => { tokenPromise = null; throw err; });
 }
 
 // ---------------------------------------------------------------------------

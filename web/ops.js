@@ -334,7 +334,10 @@ function renderSessions(note) {
   $('sessions-grid').hidden = state.sessions.list.length === 0;
   for (const x of state.sessions.list) {
     const tr = document.createElement('tr');
-    const cells = [x.session, x.role, x.user, fmtAge(x.connected_ms), x.addr ?? '—'];
+    const role = x.role === 'publisher' ? `dealer${x.camera && x.camera !== 'main' ? ` · ${x.camera}` : ''}` : x.role === 'subscriber' ? 'player' : x.role;
+    const connected = typeof x.connected_ms === 'number' ? fmtAge(x.connected_ms) : 'connecting…';
+    const control = x.control === undefined ? '—' : x.control ? 'data channel' : (x.role === 'subscriber' ? 'WebSocket / none' : '—');
+    const cells = [x.session, role, x.user, connected, x.addr ?? '—', control];
     cells.forEach((v, i) => {
       const cell = document.createElement(i === 0 ? 'th' : 'td');
       if (i === 0) { cell.scope = 'row'; cell.className = 'mono'; }

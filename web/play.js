@@ -4,7 +4,7 @@
 //
 // What tests and embedding pages can read: `window.tablecast` (the client, its
 // seqLog, countdownMs(), results) and `window.tablecastPage` ({table, state, error}).
-import { joinTable, pageToken, tableFromLocation, formatChip, outcomeList } from '/web/tablecast.js';
+import { joinTable, pageToken, tableFromLocation, tokenClaims, formatChip, outcomeList } from '/web/tablecast.js';
 import { $, spotName, sortSpots, money as moneyFor, oddsText, fmtRate, toast } from '/web/ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -50,7 +50,7 @@ async function start() {
       table: tableId,
       camera,
       video,
-      token: () => pageToken({ role: 'player', table: tableId }),
+      token: playerToken,
     });
   } catch (err) {
     showError(err);
@@ -73,6 +73,22 @@ async function start() {
   setConnection(client.connection);
   renderTable(client.table);
   requestAnimationFrame(tick);
+}
+
+/**
+ * The player's token: `?token=`, or a demo token kept for as long as it is good, so a
+ * reconnect (or a reload of this tab) comes back as the same player with the same bets.
+ */
+let token = null;
+async function playerToken() {
+  const claims = token ? tokenClaims(token) : null;
+  if (token && (!claims?.exp || claims.exp * 1000 > Date.now() + 60_000)) return token;
+  const key = `tablecast:player:${tableId}`;
+  const user = claims?.sub ?? sessionStorage.getItem(key) ?? undefined;
+  token = await pageToken({ role: 'player', table: tableId, user });
+  const sub = tokenClaims(token)?.sub;
+  if (sub) sessionStorage.setItem(key, sub);
+  return token;
 }
 
 function showError(err) {
@@ -256,6 +272,7 @@ function renderTable(t) {
   const open = t.state === 'betting_open';
   $('countdown').hidden = !open;
   $('stage').dataset.state = t.state;
+  renderPhase();
 }
 
 function myStakes(round) {
@@ -305,7 +322,12 @@ function renderSpots() {
 
 function tick() {
   if (!client) return;
-  const t = client.table;
+  renderPhase();
+  setTimeout(() => requestAnimationFrame(tick), 100);
+}
+
+function renderPhase() {
+  const t = client?.table;
   if (t) {
     const phase = $('phase');
     phase.dataset.state = t.state;
@@ -338,7 +360,6 @@ function tick() {
     $('phase-time').textContent = time;
     $('phase-fill').style.transform = `scaleX(${fill})`;
   }
-  setTimeout(() => requestAnimationFrame(tick), 100);
 }
 
 // ---------------------------------------------------------------------------

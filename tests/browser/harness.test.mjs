@@ -118,13 +118,16 @@ describe('pages and library against the fake node', () => {
   test('the pages render at phone, tablet and desktop sizes with labelled controls', { timeout: 90_000 }, async () => {
     for (const [name, layout] of Object.entries(LAYOUTS)) {
       const { viewport } = layout;
-      for (const [pageName, urlPath] of [['index', '/'], ['play', '/play/demo'], ['dealer', '/dealer/demo']]) {
+      for (const [pageName, urlPath] of [['index', '/'], ['play', '/play/demo'], ['dealer', '/dealer/demo'], ['ops', '/ops']]) {
         const page = await open(urlPath, `${pageName}-${name}`, layout);
         if (pageName === 'dealer') {
           await page.waitForFunction(() => document.getElementById('preview').videoWidth > 0, null, { timeout: 20_000 });
         }
         if (pageName === 'play') {
           await page.waitForFunction(() => window.tablecastPage.error !== null, null, { timeout: 20_000 });
+        }
+        if (pageName === 'ops') {
+          await page.waitForFunction(() => document.getElementById('node-status').dataset.state !== 'connecting', null, { timeout: 20_000 });
         }
         await page.waitForTimeout(300);
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
