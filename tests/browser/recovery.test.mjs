@@ -118,3 +118,29 @@ test('a player whose data channel is refused plays and gets the table over the W
   t.diagnostic(`over the WebSocket: ${end.seqLog.length} events (seq ${end.seqLog[0]}..${end.seqLog.at(-1)}), video ${video.framesDecoded} frames at ${video.frameWidth}x${video.frameHeight}`);
   await player.context().close();
 });
+
+test('a network change makes the page restart ICE (or reconnect where the node refuses) and carry on', { timeout: 60_000 }, async (t) => {
+  const player = await openPage(browser, `${node.baseUrl}/play/${TABLE}`, { label: 'network-change', log: (l) => log.write(l), layout: LAYOUTS.tablet });
+  await joined(player);
+  const before = await decoding(player);
+  const session = await player.evaluate(() => window.tablecast.client.player.sessionId);
+
+  // What the browser fires when the device changes networks.
+  await player.evaluate(() => window.dispatchEvent(new Event('online')));
+  const back = await waitView(player, (v) => v.connectionLog.some((c) => c.state === 'reconnecting') && v.connection.state === 'live', 'the page did not recover from the network change');
+  const { recovery } = back;
+  assert.ok(recovery.iceRestarts === 1, `recovery: ${JSON.stringify(recovery)}`);
+  const how = recovery.iceRestartsOk === 1 ? 'ICE restart (PATCH If-Match: *)' : `a new session after the node refused the ICE restart (${recovery.reconnects} reconnect)`;
+  const sameSession = (await player.evaluate(() => window.tablecast.client.player.sessionId)) === session;
+  assert.equal(sameSession, recovery.iceRestartsOk === 1, 'an ICE restart keeps the session, a reconnect makes a new one');
+
+  // Video and table events carry on.
+  const after = await decoding(player, sameSession ? before.framesDecoded + 30 : 10);
+  await dealHttp(node, TABLE, dealerToken, 'open');
+  await dealHttp(node, TABLE, dealerToken, 'close');
+  await dealHttp(node, TABLE, dealerToken, 'result', { outcome: 'tie' });
+  const end = await waitView(player, (v) => v.results.length === 1 && v.state === 'idle', 'the round after the network change did not arrive');
+  assertContiguous(end.seqLog, 'the player after a network change');
+  t.diagnostic(`network change: recovered by ${how} in ${recovery.lastMs} ms; video ${after.framesDecoded} frames at ${after.frameWidth}x${after.frameHeight}`);
+  await player.context().close();
+});

@@ -150,6 +150,11 @@ export class ControlSession extends EventTarget {
    */
   placeBet({ spot, amount, round = this.table?.round, id = newId('b') }) {
     const bet = { id, round: round ?? null, spot, amount, status: 'pending', code: null, message: null, result: null, paid: null, placedAt: performance.now() };
+    if (!Number.isInteger(round)) {
+      // A bet names its round; with none known there is nothing the table could accept.
+      Object.assign(bet, { status: 'rejected', code: 'round_not_open', message: 'no round is taking bets' });
+      return Promise.reject(new BetRejectedError(bet, bet.code, bet.message));
+    }
     this.bets.set(id, bet);
     this._trimBets();
     this._emit('bet', bet);
