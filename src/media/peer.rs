@@ -87,7 +87,8 @@ impl OutSender {
 pub struct Peer {
     pub session: SessionId,
     pub role: Role,
-    pub key: RouterKey,
+    /// Shared, so the forwarding path can hold it without copying its strings.
+    pub key: Arc<RouterKey>,
     pub user: UserId,
     pub token_role: crate::auth::TokenRole,
     pub pc: RTCPeerConnection,

@@ -28,6 +28,7 @@ use super::udp::{RecvBatch, SendQueue};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::ids::SessionId;
 use crate::metrics::Metrics;
+use bytes::BytesMut;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
@@ -37,6 +38,9 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
+
+/// Size of the buffer received datagrams are copied into for `rtc` (see `Worker::rx_buf`).
+const RX_BUFFER: usize = 64 * 1024;
 
 /// Messages a worker takes.
 pub enum WorkerMsg {
@@ -60,7 +64,7 @@ pub enum WorkerMsg {
     },
     /// A packet from a publisher on another worker.
     Forward {
-        key: RouterKey,
+        key: Arc<RouterKey>,
         fwd: Arc<Forward>,
     },
     /// Worker `worker` gained (or lost) its first (or last) subscriber of `key`.
@@ -134,6 +138,14 @@ pub struct Worker {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     send: SendQueue,
     recv: Option<RecvBatch>,
+    /// Every datagram is copied into this buffer and split off to `rtc`, whose `handle_read`
+    /// takes an owned `BytesMut`. `rtc` reads it (SRTP and DTLS decrypt into new buffers, STUN
+    /// is copied) and drops it, so the buffer is reclaimed as it fills: one copy per datagram and
+    /// no allocation.
+    rx_buf: BytesMut,
+    /// What `drive` takes from a connection, reused from call to call.
+    drive_rtp: Vec<(String, rtc::rtp::Packet)>,
+    drive_rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
     metrics: Arc<Metrics>,
     config: WorkerConfig,
     /// Source epochs, shared by all workers so that a later source always has a larger epoch.
@@ -174,6 +186,9 @@ impl Worker {
             timers: BinaryHeap::new(),
             send: SendQueue::default(),
             recv: Some(recv),
+            rx_buf: BytesMut::with_capacity(RX_BUFFER),
+            drive_rtp: Vec::new(),
+            drive_rtcp: Vec::new(),
             metrics,
             config,
             epochs,
@@ -283,7 +298,9 @@ impl Worker {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, p)| p.as_ref().map(|p| (i, p)))
-                    .filter(|(_, p)| p.role == Role::Publisher && p.key == key && p.session != keep)
+                    .filter(|(_, p)| {
+                        p.role == Role::Publisher && *p.key == key && p.session != keep
+                    })
                     .map(|(i, _)| i)
                     .collect();
                 for slot in old {

@@ -8,7 +8,6 @@ use super::control::control_channel;
 use crate::media::demux::{self, Kind, NewPath};
 use crate::media::keyframe;
 use crate::media::peer::{InTrack, MediaKind};
-use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -49,6 +48,7 @@ impl Worker {
             return;
         };
         peer.last_rx = now;
+        self.rx_buf.extend_from_slice(data);
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -57,7 +57,7 @@ impl Worker {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(data),
+            message: self.rx_buf.split(),
         };
         if let Err(e) = peer.pc.handle_read(msg) {
             peer.span.in_scope(
@@ -91,8 +91,9 @@ impl Worker {
 
     /// Takes everything a peer connection has to give after an input, and acts on it.
     pub(super) fn drive(&mut self, slot: usize, now: Instant) {
-        let mut rtp: Vec<(String, rtc::rtp::Packet)> = Vec::new();
-        let mut rtcp: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        // Reused across calls (taken, so a nested call would just start an empty one).
+        let mut rtp = std::mem::take(&mut self.drive_rtp);
+        let mut rtcp = std::mem::take(&mut self.drive_rtcp);
         let mut close_reason = None;
         let mut became_connected = false;
         {
@@ -193,12 +194,15 @@ impl Worker {
         if became_connected {
             self.on_connected(slot, now);
         }
-        for (track_id, packet) in rtp {
+        for (track_id, packet) in rtp.drain(..) {
             self.on_publisher_rtp(slot, &track_id, packet, now);
         }
         if !rtcp.is_empty() {
-            self.on_subscriber_rtcp(slot, rtcp, now);
+            self.on_subscriber_rtcp(slot, &rtcp, now);
+            rtcp.clear();
         }
+        self.drive_rtp = rtp;
+        self.drive_rtcp = rtcp;
         if let Some(reason) = close_reason {
             self.remove(slot, reason);
         }

@@ -15,7 +15,7 @@ impl Worker {
     pub(super) fn on_subscriber_rtcp(
         &mut self,
         slot: usize,
-        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
         now: Instant,
     ) {
         let Some(peer) = self.peers[slot].as_mut() else {
@@ -26,7 +26,7 @@ impl Worker {
         }
         let key = peer.key.clone();
         let mut keyframe = false;
-        for p in &packets {
+        for p in packets {
             let any = p.as_any();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 peer.metrics.nacks_received.fetch_add(1, Relaxed);

@@ -11,6 +11,7 @@ use crate::media::router::Router;
 use crate::media::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{info, info_span};
@@ -34,10 +35,10 @@ impl Worker {
             .ok_or_else(|| MediaError::Unavailable("our answer has no a=ice-ufrag".into()))?
             .to_owned();
         let etag = new_etag();
-        let key = RouterKey {
+        let key = Arc::new(RouterKey {
             table: req.table.clone(),
             camera: req.camera.clone(),
-        };
+        });
         let metrics = self.metrics.table(&req.table);
         let peer = Peer {
             session: session.clone(),
@@ -76,7 +77,7 @@ impl Worker {
         self.by_session.insert(session.clone(), slot);
         self.by_ufrag.insert(ufrag, slot);
 
-        let router = self.routers.entry(key.clone()).or_insert_with(|| {
+        let router = self.routers.entry((*key).clone()).or_insert_with(|| {
             Router::new(self.config.nack_buffer_packets, self.config.pli_throttle)
         });
         match req.role {
@@ -87,14 +88,14 @@ impl Worker {
                         old,
                         "replaced by a new WHIP session for the same table camera",
                     );
-                    if let Some(router) = self.routers.get_mut(&key) {
+                    if let Some(router) = self.routers.get_mut(&*key) {
                         router.publisher = Some(slot);
                     }
                 }
                 for (i, w) in self.workers.iter().enumerate() {
                     if i != self.index {
                         let _ = w.try_send(WorkerMsg::ReplacePublisher {
-                            key: key.clone(),
+                            key: (*key).clone(),
                             keep: session.clone(),
                         });
                     }
