@@ -89,6 +89,7 @@ impl Publisher {
         let me = media_engine(
             options.video == Some(VideoCodec::H264),
             options.video == Some(VideoCodec::Vp8),
+            false,
         )
         .map_err(|e| ClientError::Rtc(e.to_string()))?;
         // An ICE restart moves to a new socket: the old address's candidate must go with it.

@@ -3,6 +3,7 @@
 //! test what the node does about both.
 
 use super::driver::{self, Resource, RestartAsk};
+use super::rtx::{RtxFlow, RtxUnwrap};
 use super::synth;
 use super::{ClientError, Target};
 use crate::media::keyframe::VideoCodec;
@@ -41,6 +42,8 @@ pub struct SubscribeOptions {
     /// Never send DTLS: ICE completes but the handshake never starts (a client that vanishes
     /// between ICE and DTLS).
     pub hold_dtls: bool,
+    /// Offer RTX (RFC 4588) for video, as browsers do.
+    pub rtx: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -53,6 +56,7 @@ impl Default for SubscribeOptions {
             record: true,
             wait_connected: true,
             hold_dtls: false,
+            rtx: false,
         }
     }
 }
@@ -82,6 +86,9 @@ pub struct SubscriberStats {
     pub audio: Vec<Received>,
     pub control_messages: Vec<String>,
     pub control_open: bool,
+    /// RTP datagrams taken in, by the SSRC of their header (clear in SRTP) before any RTX
+    /// decapsulation: the media SSRCs and, with RTX, the repair SSRC.
+    pub wire_ssrcs: Vec<(u32, u64)>,
 }
 
 /// A running subscriber.
@@ -104,6 +111,11 @@ impl Subscriber {
     ) -> Result<Subscriber, ClientError> {
         let mut registry =
             Registry::new().with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        let rtx_flow = Arc::new(std::sync::OnceLock::new());
+        if options.rtx {
+            // Wire-ward of the NACK generator, so it sees repairs as the packets they repair.
+            registry = registry.with(Slot::from(6_500usize), RtxUnwrap::new(rtx_flow.clone()));
+        }
         if options.nack {
             registry = registry.with(
                 Slot::NackGenerator,
@@ -112,7 +124,8 @@ impl Subscriber {
                     .build(),
             );
         }
-        let me = media_engine(true, true).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let me =
+            media_engine(true, true, options.rtx).map_err(|e| ClientError::Rtc(e.to_string()))?;
         // An ICE restart moves to a new socket: the old address's candidate must go with it.
         let setting_engine = SettingEngineBuilder::new()
             .with_discard_local_candidates_during_ice_restart(true)
@@ -140,6 +153,12 @@ impl Subscriber {
         let mut local = socket.local_addr()?;
         let http = driver::http_client();
         let resource = driver::negotiate(&http, &target, "whep", &mut pc, local).await?;
+        if let Some(flow) = pc
+            .remote_description()
+            .and_then(|d| RtxFlow::from_sdp(&d.sdp))
+        {
+            let _ = rtx_flow.set(flow);
+        }
         let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<RestartAsk>();
         let (task_http, task_token) = (http.clone(), target.token.clone());
         let mut task_resource = resource.clone();
@@ -256,6 +275,14 @@ impl Subscriber {
                             if (rng_state % 1_000_000) as f64 / 1_000_000.0 < options.drop_ratio {
                                 task_stats.lock().map(|mut s| s.dropped_on_purpose += 1).ok();
                                 continue;
+                            }
+                        }
+                        if is_rtp && let Some(ssrc) = data.get(8..12) {
+                            let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+                            let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
+                            match s.wire_ssrcs.iter_mut().find(|(x, _)| *x == ssrc) {
+                                Some((_, n)) => *n += 1,
+                                None => s.wire_ssrcs.push((ssrc, 1)),
                             }
                         }
                         driver::feed(&mut pc, local, from, data);

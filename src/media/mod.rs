@@ -9,6 +9,7 @@
 //! - `router`: a table camera's tracks mapped to their subscribers.
 //! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
 //! - `keyframe`: keyframe detection and PLI throttling.
+//! - `rtx`: answering NACKs on an RTX stream (RFC 4588) for subscribers that negotiated one.
 //!
 //! The rest of the node talks to the workers only through [`MediaHandle`], by message.
 
@@ -20,6 +21,7 @@ pub mod peer;
 pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
+pub mod rtx;
 pub mod subscriber;
 pub mod udp;
 mod worker;

@@ -8,6 +8,7 @@
 
 use super::keyframe::VideoCodec;
 use super::rtcp_tap::RtcpTap;
+use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
 use super::subscriber::OutStream;
 use super::{MediaError, Role};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
@@ -21,7 +22,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -31,7 +32,7 @@ use rtc::peer_connection::transport::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub struct OutSender {
     pub pt_h264: Option<u8>,
     pub pt_vp8: Option<u8>,
     pub pt_opus: Option<u8>,
+    /// The RTX stream NACKs are answered on, when the subscriber negotiated RTX.
+    pub rtx: Option<super::rtx::OutRtx>,
 }
 
 impl OutSender {
@@ -122,9 +125,13 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
+/// RTX payload type for each video payload type registered below (`apt`).
+const RTX_PAYLOAD_TYPES: &[(u8, u8)] = &[(96, 97), (102, 103), (108, 109), (112, 113), (116, 117)];
+
 /// The codecs the node forwards: Opus, VP8 and H.264 (packetization-mode 1, the profiles OBS and
-/// browsers use). No transcoding, so nothing else can be relayed.
-pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
+/// browsers use). No transcoding, so nothing else can be relayed. With `rtx`, each video codec
+/// also gets its `video/rtx` (RFC 4588), negotiated only with peers that offer it.
+pub fn media_engine(h264: bool, vp8: bool, rtx: bool) -> Result<MediaEngine, MediaError> {
     let mut me = MediaEngine::default();
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: Vec<RTCPFeedback>| RTCRtpCodec {
         mime_type: mime.into(),
@@ -192,6 +199,18 @@ pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
             RtpCodecKind::Video,
         )?;
     }
+    if rtx {
+        for &(apt, pt) in RTX_PAYLOAD_TYPES {
+            if (apt == 96 && vp8) || (apt != 96 && h264) {
+                register(
+                    &mut me,
+                    codec(MIME_TYPE_RTX, 90000, 0, &format!("apt={apt}"), vec![]),
+                    pt,
+                    RtpCodecKind::Video,
+                )?;
+            }
+        }
+    }
     Ok(me)
 }
 
@@ -229,6 +248,8 @@ pub fn answer(
             None,
         )
         .build();
+    // Where the worker's RTX packets go; set once the answer says what was negotiated.
+    let rtx_route = Arc::new(RtxRoute::default());
     let registry = match role {
         Role::Publisher => Registry::new()
             .with(
@@ -240,12 +261,14 @@ pub fn answer(
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         Role::Subscriber => Registry::new()
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(11_500usize), RtcpTap::default()),
+            .with(Slot::from(11_500usize), RtcpTap::default())
+            // Application-ward of the sender reports, so they never count a retransmission.
+            .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone())),
     };
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
-        .with_media_engine(media_engine(true, true)?)
+        .with_media_engine(media_engine(true, true, role == Role::Subscriber)?)
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(|e| MediaError::Unavailable(format!("cannot create peer connection: {e}")))?;
@@ -270,10 +293,11 @@ pub fn answer(
             ));
         }
         if has_video {
-            video = Some(add_out_track(&mut pc, RtpCodecKind::Video)?);
+            let rtx = rtx::offered(offer_sdp);
+            video = Some(add_out_track(&mut pc, RtpCodecKind::Video, rtx)?);
         }
         if has_audio {
-            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio)?);
+            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio, false)?);
         }
     }
 
@@ -316,6 +340,15 @@ pub fn answer(
         Some(sender_id) => Some(out_sender(&mut pc, sender_id, 90_000, true)?),
         None => None,
     };
+    if let Some(out) = &video
+        && let Some(rtx) = &out.rtx
+    {
+        rtx_route.set(
+            out.stream.ssrc,
+            rtx.ssrc,
+            [rtx.pt_h264, rtx.pt_vp8].into_iter().flatten(),
+        );
+    }
     let audio = match audio {
         Some(sender_id) => Some(out_sender(&mut pc, sender_id, 48_000, false)?),
         None => None,
@@ -354,11 +387,21 @@ fn sdp_has_active_media(sdp: &str) -> bool {
     video || audio
 }
 
+/// Adds our outgoing track of `kind`, with an RTX SSRC when `rtx` (the offer has RTX).
 fn add_out_track(
     pc: &mut RTCPeerConnection,
     kind: RtpCodecKind,
+    rtx: bool,
 ) -> Result<RTCRtpSenderId, MediaError> {
     let ssrc = rand::random::<u32>();
+    let rtx = rtx.then(|| RTCRtpRtxParameters {
+        ssrc: loop {
+            let s = rand::random::<u32>();
+            if s != ssrc {
+                break s;
+            }
+        },
+    });
     let label = if kind == RtpCodecKind::Video {
         "video"
     } else {
@@ -372,6 +415,7 @@ fn add_out_track(
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx,
                 ..Default::default()
             },
             ..Default::default()
@@ -427,6 +471,7 @@ fn out_sender(
         pt_h264,
         pt_vp8,
         pt_opus,
+        rtx: OutRtx::negotiated(params, pt_h264, pt_vp8),
     })
 }
 

@@ -273,7 +273,7 @@ mod tests {
         use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
         let now = Instant::now();
         let mut client = RTCPeerConnectionBuilder::new()
-            .with_media_engine(peer::media_engine(true, true).unwrap())
+            .with_media_engine(peer::media_engine(true, true, false).unwrap())
             .build(now)
             .unwrap();
         client

@@ -38,13 +38,13 @@ impl Worker {
                     .as_ref()
                     .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
                 {
-                    (peer.out_video.as_ref(), &router.video)
+                    (peer.out_video.as_mut(), &router.video)
                 } else if peer
                     .out_audio
                     .as_ref()
                     .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
                 {
-                    (peer.out_audio.as_ref(), &router.audio)
+                    (peer.out_audio.as_mut(), &router.audio)
                 } else {
                     continue;
                 };
@@ -74,10 +74,23 @@ impl Worker {
                         packet.header.sequence_number = seq;
                         packet.header.timestamp = timestamp;
                         packet.header.payload_type = pt;
+                        // RTX when negotiated (its own payload type and sequence numbers; the
+                        // RtxWrap interceptor gives it its SSRC), else the packet as it was.
+                        let mut rtx = false;
+                        if let Some(out_rtx) = out.rtx.as_mut()
+                            && let Some(rtx_pt) = out_rtx.payload_type(codec)
+                        {
+                            packet = crate::media::rtx::packet(&packet, rtx_pt, out_rtx.seq);
+                            out_rtx.seq = out_rtx.seq.wrapping_add(1);
+                            rtx = true;
+                        }
                         if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
                             && sender.write_rtp(now, packet).is_ok()
                         {
                             peer.metrics.retransmissions.fetch_add(1, Relaxed);
+                            if rtx {
+                                peer.metrics.rtx_packets.fetch_add(1, Relaxed);
+                            }
                         }
                     }
                 }
