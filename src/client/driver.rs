@@ -39,22 +39,7 @@ pub async fn negotiate(
     let now = Instant::now();
     let offer = pc.create_offer(None)?;
     pc.set_local_description(now, offer)?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    let sdp = pc
-        .local_description()
-        .map(|d| d.sdp)
-        .ok_or_else(|| ClientError::Rtc("no local description".into()))?;
+    let sdp = local_sdp_with_candidate(pc, local)?;
     let mut url = format!(
         "{}/{}/{}",
         target.base_url.trim_end_matches('/'),
@@ -94,6 +79,42 @@ pub async fn negotiate(
         location
     };
     Ok(Resource { location, etag })
+}
+
+/// Answers an offer from a server that offers (Janus does), with our one host candidate in the
+/// answer (no trickle). Returns the answer SDP to send back.
+pub fn answer(
+    pc: &mut RTCPeerConnection,
+    offer_sdp: String,
+    local: SocketAddr,
+) -> Result<String, ClientError> {
+    let now = Instant::now();
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+    let answer = pc.create_answer(None)?;
+    pc.set_local_description(now, answer)?;
+    local_sdp_with_candidate(pc, local)
+}
+
+/// Adds `local` as our host candidate and returns the local description that carries it.
+fn local_sdp_with_candidate(
+    pc: &mut RTCPeerConnection,
+    local: SocketAddr,
+) -> Result<String, ClientError> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))
 }
 
 /// Sends everything the connection has queued.
