@@ -11,10 +11,12 @@
 //! - [`table`]: the sans-IO round state machine, bets, totals and settlement (driven by time as an
 //!   input); [`protocol`]: the versioned JSON wire messages of the control plane.
 //! - [`client`]: a light WebRTC WHIP/WHEP client on the same stack, for tests and `tablecast bench`.
+//! - [`bench`]: `tablecast bench`, the load tool (players per core, added latency, Janus beside).
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod config;

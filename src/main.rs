@@ -1,4 +1,4 @@
-//! The `tablecast` command: `serve` (the default), `token` and `audit verify`.
+//! The `tablecast` command: `serve` (the default), `token`, `audit verify` and `bench`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -51,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Load a node (started for the run, or --url) with a synthetic dealer and N players, and
+    /// measure what it delivers, the latency it adds and what it costs; optionally Janus too.
+    Bench(Box<tablecast::bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -72,6 +75,10 @@ fn main() -> anyhow::Result<()> {
     {
         return audit_verify(path);
     }
+    // The load tool starts its own node with a generated config; it reads no config file.
+    if let Some(Command::Bench(args)) = &cli.command {
+        return bench(args);
+    }
     let Loaded { config, notes } = Config::load(&cli.config)
         .with_context(|| format!("loading config {}", cli.config.display()))?;
     tablecast::telemetry::init(&config.log)?;
@@ -86,7 +93,9 @@ fn main() -> anyhow::Result<()> {
             user,
             ttl,
         } => token(&config, role, &table, user, ttl),
-        Command::Audit { .. } => unreachable!("handled before the config is loaded"),
+        Command::Audit { .. } | Command::Bench(_) => {
+            unreachable!("handled before the config is loaded")
+        }
     }
 }
 
@@ -104,6 +113,26 @@ fn audit_verify(path: &std::path::Path) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
+}
+
+fn bench(args: &tablecast::bench::BenchArgs) -> anyhow::Result<()> {
+    tablecast::telemetry::init(&tablecast::config::LogConfig {
+        filter: "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,rtc_srtp=error".into(),
+        format: "text".into(),
+    })?;
+    // Two threads for signalling and the dealer; the players run on the load threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let output = runtime.block_on(tablecast::bench::run(args))?;
+    print!("\n{}", tablecast::bench::report::render(&output));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&output)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

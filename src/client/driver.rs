@@ -86,6 +86,23 @@ pub async fn negotiate(
     Ok(Resource { location, etag })
 }
 
+/// Answers an offer from a server that offers (Janus does), with our one host candidate in the
+/// answer (no trickle). Returns the answer SDP to send back.
+pub fn answer(
+    pc: &mut RTCPeerConnection,
+    offer_sdp: String,
+    local: SocketAddr,
+) -> Result<String, ClientError> {
+    let now = Instant::now();
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+    let answer = pc.create_answer(None)?;
+    pc.set_local_description(now, answer)?;
+    pc.add_local_candidate(host_candidate(local)?)?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))
+}
+
 /// A host candidate for `local`, as the connection wants it.
 fn host_candidate(
     local: SocketAddr,

@@ -2,7 +2,7 @@
 //! ([`Publisher`]) and a player that counts what it receives ([`Subscriber`]). The integration
 //! tests and `tablecast bench` use it; it never decodes media.
 
-mod driver;
+pub(crate) mod driver;
 mod publisher;
 mod rtx;
 mod subscriber;

@@ -31,6 +31,8 @@ pub struct PublishOptions {
     pub audio: bool,
     /// RTP packets per video frame (4 at 30 fps ≈ 130 packets/s with keyframes).
     pub packets_per_frame: usize,
+    /// Extra packets a keyframe takes on top of `packets_per_frame`.
+    pub keyframe_extra_packets: usize,
     pub packet_size: usize,
 }
 
@@ -40,6 +42,7 @@ impl Default for PublishOptions {
             video: Some(VideoCodec::H264),
             audio: true,
             packets_per_frame: 4,
+            keyframe_extra_packets: 4,
             packet_size: 1100,
         }
     }
@@ -241,7 +244,7 @@ impl Publisher {
                         let keyframe = key_wanted || last_key.is_none_or(|t| now.duration_since(t) >= synth::KEYFRAME_INTERVAL);
                         if keyframe { last_key = Some(now); key_wanted = false; }
                         if let Some((out, codec)) = video.as_mut() {
-                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * 4, options.packet_size, synth::micros_since(epoch), &mut counter);
+                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, synth::micros_since(epoch), &mut counter);
                             let ts = (frame * (synth::VIDEO_CLOCK / synth::VIDEO_FPS) as u64) as u32;
                             let last = payloads.len() - 1;
                             for (i, payload) in payloads.into_iter().enumerate() {

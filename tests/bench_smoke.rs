@@ -1,0 +1,52 @@
+//! `tablecast bench` keeps working: a few players for a few seconds against a node the tool
+//! starts itself, and the JSON it writes has what BENCHMARKS.md relies on. Not a timing test.
+
+use std::process::Command;
+
+#[test]
+fn a_short_bench_run_delivers_to_every_player_and_writes_its_json() {
+    let dir = std::env::temp_dir().join(format!("tablecast-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tablecast"))
+        .args(["bench", "--subscribers", "5", "--duration", "3s", "--json"])
+        .arg(&json)
+        .args(["--bet-duration", "1s"])
+        .output()
+        .expect("the tablecast binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).expect("the JSON file was written");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    for key in [
+        "subscribers",
+        "loss_ratio",
+        "packets_delivered",
+        "server_cpu_cores",
+        "server_rss_bytes",
+        "loadgen_cpu_cores",
+        "forward_latency_ms",
+        "join_to_keyframe_ms",
+        "control_fanout_ms",
+        "bets",
+    ] {
+        assert!(v.get(key).is_some(), "{key} is missing from {text}");
+    }
+    assert_eq!(v["subscribers"], 5, "{stdout}");
+    assert!(
+        v["packets_delivered"].as_u64().unwrap_or(0) > 0,
+        "nothing delivered: {text}"
+    );
+    let loss = v["loss_ratio"].as_f64().expect("loss_ratio is a number");
+    assert!(loss < 0.05, "loss ratio {loss}: {text}");
+    assert!(
+        v["forward_latency_ms"]["samples"].as_u64().unwrap_or(0) > 0,
+        "no latency samples: {text}"
+    );
+    assert!(
+        v["server_cpu_cores"].as_f64().is_some() && v["server_rss_bytes"].as_u64().is_some(),
+        "the node's /proc figures are missing: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
