@@ -162,6 +162,7 @@ async function goLive() {
       videoCodec: $('codec-select').value || undefined,
     });
     window.tablecastDealer = handle;
+    watchClosed(handle);
     if (handle.simulcastRefused) {
       toast('The node did not take simulcast; publishing one layer.', 'info');
       $('simulcast').checked = false;
@@ -176,6 +177,16 @@ async function goLive() {
     setStatus('error', err.status === 401 || err.status === 403 ? 'Not allowed' : 'Error');
     showError(err);
   }
+}
+
+/** The node closing the session (another console took the camera, an operator dropped it) shows as DTLS closing. */
+function watchClosed(handle) {
+  const dtls = handle.pc.getTransceivers().find((t) => t.sender.transport)?.sender.transport;
+  dtls?.addEventListener('statechange', async () => {
+    if (window.tablecastDealer !== handle || (dtls.state !== 'closed' && dtls.state !== 'failed')) return;
+    await stop();
+    showError(new Error('Off air: the node ended this session (another console went live on this camera, or an operator dropped it). Go live again to take over.'));
+  });
 }
 
 async function stop() {

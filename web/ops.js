@@ -295,11 +295,13 @@ async function pollSnapshots() {
 function syncSessionTables(tables) {
   const select = $('sessions-table');
   const have = [...select.options].map((o) => o.value);
-  if (have.join() === tables.join()) return;
-  const current = select.value;
+  // Keep the operator's choice; until there is one, follow the busiest table.
+  const busiest = [...tables].sort((a, b) => (state.prev?.subscribers.get(b) ?? 0) - (state.prev?.subscribers.get(a) ?? 0))[0];
+  const want = state.sessions.picked && tables.includes(select.value) ? select.value : busiest;
+  if (have.join() === tables.join() && select.value === want) return;
   select.textContent = '';
   for (const t of tables) select.add(new Option(t, t));
-  if (tables.includes(current)) select.value = current;
+  select.value = want;
   pollSessions();
 }
 
@@ -379,7 +381,10 @@ function fmtAge(ms) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-$('sessions-table').addEventListener('change', pollSessions);
+$('sessions-table').addEventListener('change', () => {
+  state.sessions.picked = true;
+  pollSessions();
+});
 
 // ---------------------------------------------------------------------------
 // Charts
@@ -394,7 +399,8 @@ function axes(unit) {
     ticks: { stroke: 'rgba(255, 255, 255, 0.12)', width: 1 },
     font: '12px system-ui, sans-serif',
   };
-  return [base, { ...base, size: 46, values: (u, v) => v.map((x) => `${+x.toFixed(2)}${unit}`) }];
+  const clock = (u, splits) => splits.map((ts) => new Date(ts * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }));
+  return [{ ...base, space: 70, values: clock }, { ...base, size: 46, values: (u, v) => v.map((x) => `${+x.toFixed(2)}${unit}`) }];
 }
 
 function makeChart(key, el, series, unit) {

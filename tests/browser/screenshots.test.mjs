@@ -17,7 +17,7 @@ import { startNode } from './lib/node.mjs';
 import { LAYOUTS, dealHttp, demoToken, goLive, joined, openPage, waitView } from './lib/pages.mjs';
 import { FIXTURES_DIR, SCREENSHOTS_DIR, artifact, ensureDir } from './lib/paths.mjs';
 
-const TABLE = 'studio';
+const TABLE = 'vip';
 /** Rounds dealt before the pictures, so the results road has something on it. */
 const HISTORY = ['banker', 'player', 'player', 'banker', 'tie', 'banker', 'banker', 'player', 'banker'];
 const BOTS = ['lena_k', 'marco.b', 'high-roller-7', 'ana'];
@@ -35,6 +35,8 @@ describe('screenshots of the pages at each layout', () => {
 
   async function shot(page, name) {
     await page.addStyleTag({ content: 'html { scrollbar-width: none; } .toasts { display: none; }' });
+    await page.evaluate(() => document.activeElement?.blur());
+    await page.mouse.move(0, 0);
     const file = path.join(ensureDir(SCREENSHOTS_DIR), `${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     return file;
@@ -48,6 +50,12 @@ describe('screenshots of the pages at each layout', () => {
       for (let i = 0; i < 100 && !window.bots.every(open); i += 1) await new Promise((r) => setTimeout(r, 20));
       await Promise.all(list.map(([i, spot, amount]) => window.bots[i].placeBet({ spot, amount })));
     }, bets);
+  }
+
+  /** Close betting, unless its deadline already did. */
+  async function closeBetting() {
+    const res = await node.api('POST', `/api/v1/tables/${TABLE}/round/close`, { token: dealerToken });
+    assert.ok(res.status === 200 || (res.status === 409 && /betting_closed/.test(res.text)), `POST round/close: ${res.status} ${res.text}`);
   }
 
   before(async () => {
@@ -120,36 +128,13 @@ describe('screenshots of the pages at each layout', () => {
     const files = [];
     for (const [name, p] of Object.entries(players)) files.push(await shot(p, `play-${name}`));
 
-    await dealHttp(node, TABLE, dealerToken, 'close');
+    await closeBetting();
     await dealHttp(node, TABLE, dealerToken, 'result', { outcome: 'player' });
     for (const [name, p] of Object.entries(players)) {
       await waitView(p, (v) => v.banner?.title === 'Player wins' && v.banner.payout !== '', `${name}: no result banner with a payout line`);
     }
     await players.desktop.waitForTimeout(400); // the banner's entrance animation
     for (const [name, p] of Object.entries(players)) files.push(await shot(p, `play-result-${name}`));
-    t.diagnostic(`wrote ${files.map((f) => path.basename(f)).join(', ')}`);
-  });
-
-  test('the dealer console, on air with a round open', { timeout: 60_000 }, async (t) => {
-    await dealHttp(node, TABLE, dealerToken, 'open');
-    await botsBet([[0, 'player', 5000], [1, 'banker', 2500], [2, 'banker', 10000], [3, 'tie', 1000]]);
-    const files = [];
-    const consoles = { desktop: dealer };
-    // The phone and the tablet take over the camera in turn: a new WHIP session replaces the last.
-    for (const name of ['phone', 'tablet']) {
-      consoles[name] = await openPage(browser, `${node.baseUrl}/dealer/${TABLE}`, { label: `dealer-${name}`, layout: LAYOUTS[name], log: (l) => log.write(l) });
-    }
-    for (const name of ['phone', 'tablet', 'desktop']) {
-      const page = consoles[name];
-      if (name !== 'desktop') {
-        await page.waitForFunction(() => !document.getElementById('go-live').disabled, null, { timeout: 15_000 });
-        await goLive(page);
-      }
-      await page.waitForFunction(() => document.getElementById('totals-bettors').textContent === '4' && document.getElementById('s-size').textContent !== '—', null, { timeout: 15_000 });
-      await page.waitForTimeout(1200);
-      files.push(await shot(page, `dealer-${name}`));
-    }
-    await dealHttp(node, TABLE, dealerToken, 'void', { reason: 'screenshots done' });
     t.diagnostic(`wrote ${files.map((f) => path.basename(f)).join(', ')}`);
   });
 
@@ -162,6 +147,31 @@ describe('screenshots of the pages at each layout', () => {
       files.push(await shot(page, `ops-${name}`));
     }
     t.diagnostic(`wrote ${files.map((f) => path.basename(f)).join(', ')}`);
+  });
+
+  test('the dealer console, on air with a round open', { timeout: 60_000 }, async (t) => {
+    await dealHttp(node, TABLE, dealerToken, 'open');
+    await botsBet([[0, 'player', 5000], [1, 'banker', 2500], [2, 'banker', 10000], [3, 'tie', 1000]]);
+    const files = [];
+    const consoles = { desktop: dealer };
+    // The phone and then the tablet take over the camera: a new WHIP session replaces the last.
+    for (const name of ['phone', 'tablet']) {
+      consoles[name] = await openPage(browser, `${node.baseUrl}/dealer/${TABLE}`, { label: `dealer-${name}`, layout: LAYOUTS[name], log: (l) => log.write(l) });
+    }
+    for (const name of ['desktop', 'phone', 'tablet']) {
+      const page = consoles[name];
+      if (name !== 'desktop') {
+        await page.waitForFunction(() => !document.getElementById('go-live').disabled, null, { timeout: 15_000 });
+        await goLive(page);
+      }
+      await page.waitForFunction(() => document.getElementById('totals-bettors').textContent === '4' && document.getElementById('s-size').textContent !== '—', null, { timeout: 15_000 });
+      await page.waitForTimeout(1200);
+      files.push(await shot(page, `dealer-${name}`));
+    }
+    await dealHttp(node, TABLE, dealerToken, 'void', { reason: 'screenshots done' });
+    t.diagnostic(`wrote ${files.map((f) => path.basename(f)).join(', ')}`);
+    for (const name of ['phone', 'tablet']) await consoles[name].context().close();
+    for (const p of Object.values(players)) await p.context().close(); // their video decoding is done with
   });
 
   test('the index page', { timeout: 60_000 }, async (t) => {
