@@ -1,7 +1,8 @@
 //! The composition root: the one place that names concrete implementations.
 //!
 //! [`start`] brings a node up: metrics, tokens, the media workers, TLS, the HTTP listener(s);
-//! [`RunningNode::stop`] takes it down in reverse (not ready → drain HTTP → close media).
+//! [`RunningNode::stop`] takes it down in reverse (not ready → drain HTTP → close media → stop
+//! the table actors, which closes their logs).
 //! [`run`] is `start`, then wait for the shutdown future (or a listener failing), then `stop`.
 
 use crate::api::{self, ApiState, Readiness, ReadyState, RouterOptions};
@@ -65,6 +66,7 @@ pub struct RunningNode {
     servers: Vec<JoinHandle<()>>,
     exited: mpsc::UnboundedReceiver<(&'static str, std::io::Result<()>)>,
     media: Media,
+    control: Arc<ControlPlane>,
 }
 
 impl RunningNode {
@@ -107,7 +109,8 @@ impl RunningNode {
         &self.metrics
     }
 
-    /// Not ready → drain HTTP connections (at most 5 s) → close every media session.
+    /// Not ready → drain HTTP connections (at most 5 s) → close every media session → stop the
+    /// table actors (their logs are closed and unlocked when this returns).
     pub async fn stop(self) {
         self.readiness.set(ReadyState::Stopping);
         for handle in &self.handles {
@@ -117,6 +120,8 @@ impl RunningNode {
             let _ = server.await;
         }
         self.media.shutdown().await;
+        // Last: the tables' logs are closed (and unlocked) once their actors have ended.
+        self.control.stop().await;
         tracing::info!("stopped");
     }
 }
@@ -186,7 +191,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         tables: tables.clone(),
         readiness: readiness.clone(),
         max_sdp_bytes: config.http.max_sdp_bytes,
-        control,
+        control: control.clone(),
     };
     if config.auth.demo {
         tracing::warn!(
@@ -214,6 +219,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         servers: Vec::new(),
         exited,
         media,
+        control,
     };
     let serve_result = serve_all(&mut node, &config, router, main, plain, tls, exit_tx);
     if let Err(e) = serve_result {

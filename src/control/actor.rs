@@ -24,7 +24,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// A dealer or operator action from HTTP.
@@ -103,7 +104,8 @@ pub(super) async fn spawn(
     limits: Limits,
     metrics: Arc<Metrics>,
     media: Arc<OnceLock<MediaHandle>>,
-) -> Result<TableHandle, StartError> {
+    stopping: watch::Receiver<bool>,
+) -> Result<(TableHandle, JoinHandle<()>), StartError> {
     let id = config.id.clone();
     let span = info_span!("table", table_id = %id);
     let records = store.load(&id).await.map_err(|source| StartError::Load {
@@ -167,13 +169,20 @@ pub(super) async fn spawn(
         )
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(actor.run(rx).instrument(span));
-    Ok(TableHandle { id, tx })
+    let task = tokio::spawn(actor.run(rx, stopping).instrument(span));
+    Ok((TableHandle { id, tx }, task))
 }
 
 impl TableActor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<TableMsg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<TableMsg>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         loop {
+            if *stopping.borrow_and_update() {
+                break;
+            }
             let wake = self.deadline.map(|t| {
                 let wait = t.0.saturating_sub(server_ms());
                 tokio::time::Instant::now() + Duration::from_millis(wait)
@@ -193,6 +202,13 @@ impl TableActor {
                 () = sleep_until(wake) => {
                     self.table.handle_timeout(ServerTime(server_ms()));
                     self.drain();
+                    Ok(())
+                }
+                changed = stopping.changed() => {
+                    // A dropped sender also means the node is going away.
+                    if changed.is_err() {
+                        break;
+                    }
                     Ok(())
                 }
             };

@@ -33,7 +33,8 @@ use crate::table::ReplayError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// One control connection, on either transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,6 +139,9 @@ pub struct ControlPlane {
     media: Arc<OnceLock<MediaHandle>>,
     /// Data-channel connections, by session (see `channel`).
     channels: Mutex<HashMap<SessionId, edge::Edge>>,
+    /// Set to true by [`ControlPlane::stop`]; every table actor watches it.
+    stopping: watch::Sender<bool>,
+    actors: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ControlPlane {
@@ -151,17 +155,21 @@ impl ControlPlane {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<ControlPlane>, StartError> {
         let media = Arc::new(OnceLock::new());
+        let (stopping, stop_rx) = watch::channel(false);
         let mut handles = BTreeMap::new();
+        let mut actors = Vec::new();
         for config in table_configs(tables)? {
-            let handle = actor::spawn(
+            let (handle, task) = actor::spawn(
                 config,
                 store.clone(),
                 limits.clone(),
                 metrics.clone(),
                 media.clone(),
+                stop_rx.clone(),
             )
             .await?;
             handles.insert(handle.id.clone(), handle);
+            actors.push(task);
         }
         Ok(Arc::new(ControlPlane {
             tables: handles,
@@ -170,7 +178,22 @@ impl ControlPlane {
             next_conn: AtomicU64::new(1),
             media,
             channels: Mutex::new(HashMap::new()),
+            stopping,
+            actors: Mutex::new(actors),
         }))
+    }
+
+    /// Stops every table actor once its current turn is durable, and waits for them, so the
+    /// store they share is closed (and its `LOCK` released) when this returns. Messages sent
+    /// afterwards get [`TableUnavailable`].
+    pub async fn stop(&self) {
+        self.stopping.send_replace(true);
+        let actors = std::mem::take(&mut *self.actors.lock().unwrap_or_else(|e| e.into_inner()));
+        for actor in actors {
+            if let Err(e) = actor.await {
+                tracing::error!(error = %e, "a table actor panicked");
+            }
+        }
     }
 
     /// Connects the media plane, once it has started with this plane as its hook.
