@@ -181,7 +181,9 @@ export class TableClient extends ControlSession {
       await this.ready(10_000);
     } catch (err) {
       if (this.player === player) this.player = null;
+      const t = this._transport;
       this._detach();
+      t?.close();
       await player.stop().catch(() => {});
       throw err;
     }
