@@ -6,16 +6,16 @@
 // seqLog, countdownMs(), results) and `window.tablecastPage` ({table, state, error}).
 import { joinTable, pageToken, tableFromLocation, tokenClaims, formatChip, outcomeList } from '/web/tablecast.js';
 import { $, spotName, sortSpots, money as moneyFor, oddsText, fmtRate, toast } from '/web/ui.js';
+import { ResultsView, resultText } from '/web/play-results.js';
+import { setupChat } from '/web/play-chat.js';
 
 const params = new URLSearchParams(location.search);
 const tableId = tableFromLocation();
 const camera = params.get('camera') || 'main';
 const video = $('video');
 
-const SPOT_SHORT = { player: 'P', banker: 'B', tie: 'T' };
 /** Chip faces in whole currency units; those outside the table's limits are left out. */
 const CHIP_UNITS = [1, 5, 25, 100, 500];
-const ROAD_LENGTH = 24;
 
 const page = { table: tableId, state: 'connecting', error: null };
 window.tablecastPage = page;
@@ -28,10 +28,7 @@ window.tablecast = {
 
 let client = null;
 let chipAmount = null;
-let road = [];
-let reveal = Promise.resolve();
 let lastRoundBets = [];
-let resultTimer = null;
 
 $('table-name').textContent = tableId;
 document.title = `${tableId} · tablecast`;
@@ -63,9 +60,9 @@ async function start() {
   client.on('snapshot', onSnapshot);
   client.on('bet', renderBets);
   client.on('round.opened', onRoundOpened);
-  client.on('round.result', onResult);
-  client.on('round.voided', onVoided);
-  client.on('payout', (p) => { reveal = reveal.then(() => showPayout(p)); });
+  client.on('round.result', (ev) => results.result(ev));
+  client.on('round.voided', (ev) => results.voided(ev));
+  client.on('payout', (p) => results.payout(p));
   client.on('chat', addChat);
   client.on('error', (e) => toast(e.message, 'error'));
   client.on('fallback', () => renderQuality(client.quality));
@@ -181,7 +178,7 @@ function onSnapshot() {
   document.title = `${t.name} · tablecast`;
   buildSpots(t);
   buildChips(t);
-  if (t.lastRound?.status === 'settled' && road.length === 0) pushRoad(t.lastRound.round, outcomeList(t.lastRound.outcome));
+  if (t.lastRound?.status === 'settled' && results.road.length === 0) results.push(t.lastRound.round, outcomeList(t.lastRound.outcome));
   renderBets();
 }
 
@@ -447,119 +444,16 @@ $('rebet').addEventListener('click', () => {
 function onRoundOpened(ev) {
   const previous = [...client.bets.values()].filter((b) => b.round === ev.round - 1 && b.status === 'accepted');
   if (previous.length) lastRoundBets = previous.map((b) => ({ spot: b.spot, amount: b.amount }));
-  hideResult();
+  results.hide();
   renderBets();
 }
 
 // ---------------------------------------------------------------------------
-// Results and payouts, in step with the video
+// Results (play-results.js) and chat (play-chat.js)
 // ---------------------------------------------------------------------------
 
-function resultText(outcome) {
-  const list = outcomeList(outcome);
-  if (list.length === 0) return 'No result';
-  if (list.length === 1 && list[0] === 'tie') return 'Tie';
-  return `${list.map(spotName).join(' & ')} wins`;
-}
-
-function onResult(ev) {
-  const arrived = performance.now();
-  const wait = client.inStepWithVideo();
-  reveal = reveal.then(() => wait).then((waitedMs) => {
-    const outcome = outcomeList(ev.outcome);
-    showBanner(resultText(outcome), outcome[0] ?? 'none');
-    pushRoad(ev.round, outcome);
-    window.tablecast.results.push({ round: ev.round, outcome, seq: ev.seq, waitedMs, shownAfterMs: Math.round(performance.now() - arrived) });
-  });
-}
-
-function onVoided(ev) {
-  reveal = reveal.then(() => {
-    showBanner('Round void', 'void', 'All bets are returned.');
-    window.tablecast.results.push({ round: ev.round, outcome: [], voided: true, seq: ev.seq });
-  });
-}
-
-function showPayout(p) {
-  const staked = p.bets.reduce((a, b) => a + b.amount, 0);
-  let line;
-  if (p.reason === 'voided') line = `${money(p.total)} returned`;
-  else if (p.total > staked) line = `You win ${money(p.total - staked)}`;
-  else if (p.total > 0) line = `${money(p.total)} returned`;
-  else line = 'No win this round';
-  $('result-payout').textContent = line;
-  $('result').dataset.win = String(p.reason === 'settled' && p.total > staked);
-  if (p.reason === 'settled' && p.total > staked) toast(`You win ${money(p.total - staked)} on round ${p.round}`, 'ok');
-  renderBets();
-}
-
-function showBanner(title, kind, sub = '') {
-  $('result-title').textContent = title;
-  $('result-payout').textContent = sub;
-  $('result').dataset.kind = kind;
-  $('result').dataset.win = 'false';
-  $('result').hidden = false;
-  clearTimeout(resultTimer);
-  resultTimer = setTimeout(hideResult, 6000);
-}
-
-function hideResult() {
-  clearTimeout(resultTimer);
-  $('result').hidden = true;
-}
-
-function pushRoad(round, outcome) {
-  if (road.some((r) => r.round === round)) return;
-  road.push({ round, outcome });
-  road = road.slice(-ROAD_LENGTH);
-  const ol = $('road');
-  ol.textContent = '';
-  for (const r of road) {
-    const li = document.createElement('li');
-    const main = r.outcome.includes('tie') ? 'tie' : (r.outcome[0] ?? 'none');
-    li.dataset.spot = main;
-    li.textContent = SPOT_SHORT[main] ?? (main[0] ?? '?').toUpperCase();
-    li.title = `Round ${r.round}: ${resultText(r.outcome)}`;
-    li.setAttribute('aria-label', li.title);
-    ol.append(li);
-  }
-  const counts = { player: 0, banker: 0, tie: 0 };
-  for (const r of road) for (const o of r.outcome) if (o in counts) counts[o] += 1;
-  $('road-count').textContent = `P ${counts.player} · B ${counts.banker} · T ${counts.tie}`;
-}
-
-// ---------------------------------------------------------------------------
-// Chat
-// ---------------------------------------------------------------------------
-
-function addChat(ev) {
-  const log = $('chat-log');
-  const li = document.createElement('li');
-  const mine = ev.user === client.user;
-  li.dataset.mine = String(mine);
-  li.innerHTML = '<span class="who"></span><span class="text"></span>';
-  li.querySelector('.who').textContent = mine ? 'You' : shortUser(ev.user);
-  li.querySelector('.text').textContent = ev.text;
-  log.append(li);
-  while (log.children.length > 60) log.firstElementChild.remove();
-  log.scrollTop = log.scrollHeight;
-}
-
-function shortUser(user) {
-  return String(user).replace(/^player-/, 'Player ').slice(0, 24);
-}
-
-$('chat-form').addEventListener('submit', (ev) => {
-  ev.preventDefault();
-  const input = $('chat-input');
-  const text = input.value.trim();
-  if (!text || !client) return;
-  input.value = '';
-  client.chat(text).catch((err) => {
-    toast(err.code === 'rate_limited' ? 'Chat: one message every two seconds, please.' : `Chat: ${err.message}`, 'error');
-    if (!input.value) input.value = text;
-  });
-});
+const results = new ResultsView({ client: () => client, money, changed: () => renderBets(), shown: window.tablecast.results });
+const addChat = setupChat(() => client);
 
 // ---------------------------------------------------------------------------
 // Sound: video starts muted; one tap to unmute
@@ -586,6 +480,5 @@ unmute.addEventListener('click', () => {
 });
 for (const ev of ['loadedmetadata', 'play', 'pause', 'volumechange', 'emptied']) video.addEventListener(ev, syncUnmute);
 syncUnmute();
-
 
 start();

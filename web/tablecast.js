@@ -28,11 +28,11 @@
 export {
   TablecastError, demoToken, pageToken, tableFromLocation, tokenClaims, getJson, wsUrl, newId,
 } from './tc/http.js';
-export {
-  publish, play, Publisher, Player, SIMULCAST_ENCODINGS, SIMULCAST_MIN,
-} from './tc/webrtc.js';
+export { publish, Publisher, SIMULCAST_ENCODINGS, SIMULCAST_MIN } from './tc/whip.js';
+export { play, Player } from './tc/whep.js';
 export { ServerClock, clientNow } from './tc/clock.js';
-export { ControlSession, BetRejectedError, CommandError, outcomeList } from './tc/control.js';
+export { ControlSession, BetRejectedError, CommandError } from './tc/control.js';
+export { outcomeList } from './tc/state.js';
 export { joinTable, TableClient } from './tc/table.js';
 export { openConsole, TableConsole } from './tc/console.js';
 export { formatMoney, formatChip } from './tc/format.js';

@@ -2,7 +2,8 @@
 // with a dealer or operator token, for the dealer and operator pages. It
 // reconnects by itself and resumes from its last seq, like a player.
 import { backoffMs, sleep } from './backoff.js';
-import { ControlSession, openSocket } from './control.js';
+import { ControlSession } from './control.js';
+import { openSocket } from './transport.js';
 import { wsUrl } from './http.js';
 
 /**

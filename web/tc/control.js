@@ -16,6 +16,7 @@
 // - 'error' for `error` messages that answer no command of ours.
 import { ServerClock } from './clock.js';
 import { newId, tokenClaims } from './http.js';
+import { applyEvent, tableFromSnapshot } from './state.js';
 
 /** A bet the table refused; `code` is the protocol's (`betting_closed`, `below_min`, ...) or `timeout`. */
 export class BetRejectedError extends Error {
@@ -331,7 +332,7 @@ export class ControlSession extends EventTarget {
     this.counters.welcomes += 1;
     this.snapshot = msg.snapshot;
     this.lastSeq = msg.seq;
-    this._fromSnapshot(msg.snapshot);
+    this.table = tableFromSnapshot(msg.snapshot, this.tableId);
     this._emit('snapshot', { snapshot: msg.snapshot, reset });
     this._emit('table', this.table);
     this._joined();
@@ -386,7 +387,12 @@ export class ControlSession extends EventTarget {
     this.lastSeq = ev.seq;
     this.seqLog.push(ev.seq);
     if (this.seqLog.length > MAX_SEQ_LOG) this.seqLog.splice(0, this.seqLog.length - MAX_SEQ_LOG);
-    this._apply(ev);
+    if (this.table) applyEvent(this.table, ev);
+    if (ev.type === 'chat') {
+      this.chatLog.push(ev);
+      if (this.chatLog.length > 100) this.chatLog.shift();
+      this._settle(ev.id, null, ev);
+    }
     this._emit('event', ev);
     this._emit(ev.type, ev);
     this._emit('table', this.table);
@@ -460,77 +466,6 @@ export class ControlSession extends EventTarget {
   }
 
   // -------------------------------------------------------------------------
-  // Table state
-  // -------------------------------------------------------------------------
-
-  _fromSnapshot(s) {
-    const t = s.table ?? {};
-    this.table = {
-      id: t.id ?? this.tableId,
-      name: t.name || t.id || this.tableId,
-      currency: t.currency ?? 'EUR',
-      exponent: t.currency_exponent ?? 2,
-      spots: t.spots ?? [],
-      bettingWindowSecs: t.betting_window_secs ?? null,
-      autoOpenPauseSecs: t.auto_open_pause_secs ?? null,
-      state: s.state,
-      round: s.round ?? null,
-      openedAt: null,
-      closesAt: s.closes_at_server_ms ?? null,
-      totals: s.totals ?? null,
-      result: null,
-      lastRound: s.last_round ?? null,
-      nextRoundAt: s.next_round_at_server_ms ?? null,
-    };
-    if (this.table.state === 'betting_open' && this.table.closesAt && this.table.bettingWindowSecs) {
-      this.table.openedAt = this.table.closesAt - this.table.bettingWindowSecs * 1000;
-    }
-  }
-
-  _apply(ev) {
-    const t = this.table;
-    if (!t) return;
-    switch (ev.type) {
-      case 'round.opened':
-        Object.assign(t, {
-          state: 'betting_open', round: ev.round, openedAt: ev.server_ms, closesAt: ev.closes_at_server_ms,
-          totals: emptyTotals(ev.round, t.spots), result: null, nextRoundAt: null,
-        });
-        break;
-      case 'totals':
-        if (ev.round === t.round) t.totals = ev;
-        break;
-      case 'betting.closed':
-        if (ev.round === t.round) Object.assign(t, { state: 'betting_closed', closesAt: ev.server_ms });
-        break;
-      case 'round.result':
-        t.result = { round: ev.round, outcome: outcomeList(ev.outcome), at: ev.server_ms };
-        break;
-      case 'round.settled':
-        Object.assign(t, {
-          state: 'idle', round: null, closesAt: null,
-          lastRound: { status: 'settled', round: ev.round, outcome: t.result?.round === ev.round ? t.result.outcome : [] },
-          nextRoundAt: t.autoOpenPauseSecs ? ev.server_ms + t.autoOpenPauseSecs * 1000 : null,
-        });
-        break;
-      case 'round.voided':
-        Object.assign(t, {
-          state: 'idle', round: null, closesAt: null, result: null,
-          lastRound: { status: 'voided', round: ev.round, reason: ev.reason },
-          nextRoundAt: t.autoOpenPauseSecs ? ev.server_ms + t.autoOpenPauseSecs * 1000 : null,
-        });
-        break;
-      case 'chat':
-        this.chatLog.push(ev);
-        if (this.chatLog.length > 100) this.chatLog.shift();
-        this._settle(ev.id, null, ev);
-        break;
-      default:
-        break;
-    }
-  }
-
-  // -------------------------------------------------------------------------
   // Pending answers
   // -------------------------------------------------------------------------
 
@@ -578,72 +513,6 @@ export class ControlSession extends EventTarget {
     for (const w of this._readyWaiters) { clearTimeout(w.timer); w.reject(new Error('tablecast: closed')); }
     this._readyWaiters = [];
   }
-}
-
-/** A `totals` with every spot at zero, for a round that just opened. */
-function emptyTotals(round, spots) {
-  const out = { round, spots: {}, bettors: 0, final: false };
-  for (const s of spots) out.spots[s.id] = { amount: 0, bettors: 0 };
-  return out;
-}
-
-/** `round.result.outcome` is one spot or a list of them; always a list here. */
-export function outcomeList(outcome) {
-  if (Array.isArray(outcome)) return outcome;
-  return outcome === undefined || outcome === null ? [] : [outcome];
-}
-
-/**
- * A transport over an RTCDataChannel (the `control` channel of a WHEP session).
- * @param {RTCDataChannel} channel
- */
-export function channelTransport(channel) {
-  const t = {
-    kind: 'datachannel',
-    get open() { return channel.readyState === 'open'; },
-    send(text) { channel.send(text); },
-    close() { channel.close(); },
-    onmessage: null,
-    onclose: null,
-  };
-  channel.addEventListener('message', (ev) => { if (typeof ev.data === 'string') t.onmessage?.(ev.data); });
-  channel.addEventListener('close', () => t.onclose?.());
-  return t;
-}
-
-/**
- * Open a WebSocket and wrap it as a transport; rejects when it does not open in time.
- * @param {string} url ws:// or wss:// URL of /ws/{table}
- */
-export function openSocket(url, timeoutMs = 8000) {
-  return new Promise((resolve, reject) => {
-    let ws;
-    try {
-      ws = new WebSocket(url);
-    } catch (err) {
-      reject(err);
-      return;
-    }
-    const t = {
-      kind: 'websocket',
-      socket: ws,
-      closeInfo: null,
-      get open() { return ws.readyState === WebSocket.OPEN; },
-      send(text) { ws.send(text); },
-      close() { try { ws.close(1000); } catch { /* already closed */ } },
-      onmessage: null,
-      onclose: null,
-    };
-    const timer = setTimeout(() => { t.close(); reject(new Error(`WebSocket ${url} did not open`)); }, timeoutMs);
-    ws.addEventListener('open', () => { clearTimeout(timer); resolve(t); });
-    ws.addEventListener('message', (ev) => { if (typeof ev.data === 'string') t.onmessage?.(ev.data); });
-    ws.addEventListener('close', (ev) => {
-      clearTimeout(timer);
-      t.closeInfo = { code: ev.code, reason: ev.reason };
-      reject(new Error(`WebSocket ${url} closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`));
-      t.onclose?.();
-    });
-  });
 }
 
 /**

@@ -13,9 +13,11 @@
 // (connecting → live → reconnecting → live …) and never a gap or a duplicate in
 // the table's events (see ControlSession).
 import { backoffMs, sleep } from './backoff.js';
-import { ControlSession, channelTransport, openSocket } from './control.js';
+import { ControlSession } from './control.js';
+import { channelTransport, openSocket } from './transport.js';
 import { wsUrl } from './http.js';
-import { DEFAULT_GATHER_TIMEOUT_MS, play } from './webrtc.js';
+import { DEFAULT_GATHER_TIMEOUT_MS } from './session.js';
+import { play } from './whep.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
 const ICE_GRACE_MS = 2000;
@@ -60,7 +62,7 @@ export class TableClient extends ControlSession {
     this.useDataChannel = dataChannel;
     /** Why the data channel is not used, when it is not. */
     this.fallbackReason = dataChannel ? null : 'disabled';
-    /** @type {import('./webrtc.js').Player|null} the current WHEP session */
+    /** @type {import('./whep.js').Player|null} the current WHEP session */
     this.player = null;
     /** Connection quality for an indicator: level 'good' | 'poor' | 'reconnecting' | 'connecting', and the numbers. */
     this.quality = { level: 'connecting', bitrate: 0, loss: 0, rtt: null, fps: 0, video: false };
@@ -179,7 +181,9 @@ export class TableClient extends ControlSession {
       await this.ready(10_000);
     } catch (err) {
       if (this.player === player) this.player = null;
+      const t = this._transport;
       this._detach();
+      t?.close();
       await player.stop().catch(() => {});
       throw err;
     }
