@@ -9,7 +9,7 @@ use rand::Rng;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
-use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber};
+use tablecast::client::{SubscribeOptions, Subscriber};
 
 /// One sample of `/metrics` (the first series whose name and labels start with `series`).
 async fn metric(node: &TestNode, series: &str) -> i64 {
@@ -153,20 +153,9 @@ fn garbage(i: usize, known_ufrag: &str, rng: &mut impl Rng) -> (Vec<u8>, bool) {
 async fn garbage_on_the_media_port_is_counted_and_never_stops_the_stream() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer publishes");
-    let options = SubscribeOptions {
-        data_channel: false,
-        ..Default::default()
-    };
-    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
-        .await
-        .expect("player joins");
+    let dealer = common::dealer(&node, epoch).await;
+    let options = common::media_only();
+    let player = common::player(&node, options, epoch).await;
     let (media, known_ufrag, _) = silent_player(&node).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -225,16 +214,7 @@ async fn garbage_on_the_media_port_is_counted_and_never_stops_the_stream() {
         "{counted} unroutable datagrams counted for {unroutable} sent ({total} garbage in all)"
     );
     // Still serving: a new player joins and gets video.
-    let late = Subscriber::connect(
-        target(&node, TokenRole::Player),
-        SubscribeOptions {
-            data_channel: false,
-            ..Default::default()
-        },
-        epoch,
-    )
-    .await
-    .expect("a player joins after the garbage");
+    let late = common::player(&node, common::media_only(), epoch).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(late.stats().video_packets > 50);
 
@@ -298,23 +278,8 @@ async fn a_dealer_that_vanishes_is_reaped_and_the_camera_can_be_published_again(
     })
     .await;
     let epoch = Instant::now();
-    let player = Subscriber::connect(
-        target(&node, TokenRole::Player),
-        SubscribeOptions {
-            data_channel: false,
-            ..Default::default()
-        },
-        epoch,
-    )
-    .await
-    .expect("player joins");
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer publishes");
+    let player = common::player(&node, common::media_only(), epoch).await;
+    let dealer = common::dealer(&node, epoch).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(metric(&node, PUBLISHERS).await, 1);
     let reaped_before = metric(&node, REAPED).await;
@@ -337,13 +302,7 @@ async fn a_dealer_that_vanishes_is_reaped_and_the_camera_can_be_published_again(
     );
 
     let before = player.stats().video_packets;
-    let dealer2 = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("the camera can be published again");
+    let dealer2 = common::dealer(&node, epoch).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(metric(&node, PUBLISHERS).await, 1);
     assert!(

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
-use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber};
+use tablecast::client::{SubscribeOptions, Subscriber};
 
 struct Counting;
 
@@ -82,13 +82,7 @@ static ALLOCATOR: Counting = Counting;
 async fn forwarding_allocates_little_per_packet() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer");
+    let dealer = common::dealer(&node, epoch).await;
     let mut players = Vec::new();
     for _ in 0..10 {
         let options = SubscribeOptions {

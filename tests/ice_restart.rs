@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::{TestNode, target};
+use common::TestNode;
 use reqwest::StatusCode;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
-use tablecast::client::{PublishOptions, Publisher, Received, SubscribeOptions, Subscriber};
+use tablecast::client::Received;
 
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
@@ -33,20 +33,9 @@ fn coverage(packets: &[Received], cutoff: Instant) -> (f64, usize) {
 async fn a_player_that_changes_network_keeps_its_stream_after_an_ice_restart() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer publishes");
-    let options = SubscribeOptions {
-        data_channel: false,
-        ..Default::default()
-    };
-    let mut player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
-        .await
-        .expect("player joins");
+    let dealer = common::dealer(&node, epoch).await;
+    let options = common::media_only();
+    let mut player = common::player(&node, options, epoch).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = player.stats();
     assert!(before.video_packets > 50, "video flows before the restart");
@@ -113,20 +102,9 @@ async fn a_player_that_changes_network_keeps_its_stream_after_an_ice_restart() {
 async fn players_keep_one_stream_when_the_dealer_restarts_ice_from_a_new_network() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let mut dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer publishes");
-    let options = SubscribeOptions {
-        data_channel: false,
-        ..Default::default()
-    };
-    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
-        .await
-        .expect("player joins");
+    let mut dealer = common::dealer(&node, epoch).await;
+    let options = common::media_only();
+    let player = common::player(&node, options, epoch).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let old_etag = dealer.resource.etag.clone();
     let plis_before = dealer.stats().plis_received;

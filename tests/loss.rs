@@ -3,30 +3,21 @@
 
 mod common;
 
-use common::{TestNode, target};
+use common::TestNode;
 use std::time::{Duration, Instant};
-use tablecast::auth::TokenRole;
-use tablecast::client::{PublishOptions, Publisher, SubscribeOptions, Subscriber};
+use tablecast::client::SubscribeOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_losing_five_percent_recovers_through_nacks() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer");
+    let dealer = common::dealer(&node, epoch).await;
     let options = SubscribeOptions {
         drop_ratio: 0.05,
         data_channel: false,
         ..Default::default()
     };
-    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
-        .await
-        .expect("player");
+    let player = common::player(&node, options, epoch).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s = player.stats();
     assert!(
@@ -74,21 +65,13 @@ async fn a_player_losing_five_percent_recovers_through_nacks() {
 async fn a_player_flooding_keyframe_requests_gets_at_most_two_a_second_to_the_dealer() {
     let node = TestNode::start().await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer");
+    let dealer = common::dealer(&node, epoch).await;
     let options = SubscribeOptions {
         pli_every: Some(Duration::from_millis(10)),
         data_channel: false,
         ..Default::default()
     };
-    let player = Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
-        .await
-        .expect("player");
+    let player = common::player(&node, options, epoch).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = dealer.stats().plis_received;
     let sent_before = player.stats().plis_sent;

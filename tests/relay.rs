@@ -26,19 +26,10 @@ fn received_between(packets: &[Received], from: Instant, to: Instant) -> usize {
 async fn twenty_players_get_the_dealer_and_continue_seamlessly_when_the_dealer_reconnects() {
     let node = TestNode::start_with(|c| c.media.workers = 2).await;
     let epoch = Instant::now();
-    let dealer = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("dealer publishes");
+    let dealer = common::dealer(&node, epoch).await;
     let mut players = Vec::new();
     for _ in 0..20 {
-        let options = SubscribeOptions {
-            data_channel: false,
-            ..Default::default()
-        };
+        let options = common::media_only();
         players.push(
             Subscriber::connect(target(&node, TokenRole::Player), options, epoch)
                 .await
@@ -77,13 +68,7 @@ async fn twenty_players_get_the_dealer_and_continue_seamlessly_when_the_dealer_r
     // The dealer's encoder restarts: a new WHIP session with new SSRCs and sequence numbers.
     let before: Vec<usize> = players.iter().map(|p| p.stats().video.len()).collect();
     let switch_at = Instant::now();
-    let dealer2 = Publisher::connect(
-        target(&node, TokenRole::Dealer),
-        PublishOptions::default(),
-        epoch,
-    )
-    .await
-    .expect("the new dealer session replaces the old one");
+    let dealer2 = common::dealer(&node, epoch).await;
     dealer.vanish().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (i, p) in players.iter().enumerate() {

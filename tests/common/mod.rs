@@ -118,3 +118,33 @@ pub fn target(node: &TestNode, role: TokenRole) -> tablecast::client::Target {
         token: node.token(role, "demo"),
     }
 }
+
+/// A dealer publishing the client's synthetic H.264 and Opus to the demo table.
+pub async fn dealer(node: &TestNode, epoch: std::time::Instant) -> tablecast::client::Publisher {
+    tablecast::client::Publisher::connect(
+        target(node, TokenRole::Dealer),
+        tablecast::client::PublishOptions::default(),
+        epoch,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the dealer publishes: {e}"))
+}
+
+/// A player watching the demo table with `options`.
+pub async fn player(
+    node: &TestNode,
+    options: tablecast::client::SubscribeOptions,
+    epoch: std::time::Instant,
+) -> tablecast::client::Subscriber {
+    tablecast::client::Subscriber::connect(target(node, TokenRole::Player), options, epoch)
+        .await
+        .unwrap_or_else(|e| panic!("the player joins: {e}"))
+}
+
+/// A player without the `control` data channel: media only.
+pub fn media_only() -> tablecast::client::SubscribeOptions {
+    tablecast::client::SubscribeOptions {
+        data_channel: false,
+        ..Default::default()
+    }
+}
