@@ -9,6 +9,7 @@
 use super::keyframe::VideoCodec;
 use super::rtcp_tap::RtcpTap;
 use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
+use super::simulcast::{Layers, Selector};
 use super::subscriber::OutStream;
 use super::{MediaError, Role};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
@@ -21,6 +22,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
@@ -58,10 +60,32 @@ pub enum MediaKind {
 pub struct InTrack {
     pub kind: MediaKind,
     pub video_codec: Option<VideoCodec>,
-    pub ssrc: u32,
     pub receiver: rtc::rtp_transceiver::RTCRtpReceiverId,
-    /// Changes whenever the source changes (new session or new SSRC); subscribers re-anchor.
+    /// Audio: the SSRC, and the source epoch, which changes whenever the source changes (new
+    /// session or new SSRC) so that subscribers re-anchor.
+    pub ssrc: u32,
     pub epoch: u64,
+    /// Video: its layers (one without simulcast), and which one is forwarded; the selector
+    /// hands out the epochs of video.
+    pub layers: Layers,
+    pub selector: Selector,
+}
+
+impl InTrack {
+    /// The SSRCs a keyframe request should go to: the forwarded layer's, else the one a switch
+    /// waits for, else every layer's.
+    pub fn keyframe_ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
+        let chosen = self
+            .selector
+            .current()
+            .or(self.selector.pending())
+            .and_then(|i| self.layers.get(i))
+            .map(|l| l.ssrc);
+        let all = chosen
+            .is_none()
+            .then(|| (0..self.layers.len()).filter_map(|i| self.layers.get(i).map(|l| l.ssrc)));
+        chosen.into_iter().chain(all.into_iter().flatten())
+    }
 }
 
 /// One outgoing stream of a subscriber.
@@ -214,6 +238,18 @@ pub fn media_engine(h264: bool, vp8: bool, rtx: bool) -> Result<MediaEngine, Med
     Ok(me)
 }
 
+/// What a publisher's leg negotiates on top of the codecs, only with a peer that offers it:
+/// simulcast ingest, the `sdes:mid`, `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id`
+/// header extensions, without which a browser refuses an answer to its `a=simulcast:send` offer;
+/// `rtc` then answers `a=simulcast:recv` with the offered rids (RFC 8853) and tells each layer
+/// apart by its rid.
+fn publisher_ingest(registry: Registry, engine: &mut MediaEngine) -> Result<Registry, MediaError> {
+    configure_simulcast_extension_headers(engine).map_err(|e| {
+        MediaError::Unavailable(format!("cannot register simulcast extensions: {e}"))
+    })?;
+    Ok(registry)
+}
+
 /// A connection that has answered its offer.
 pub struct Answered {
     pub pc: RTCPeerConnection,
@@ -250,15 +286,19 @@ pub fn answer(
         .build();
     // Where the worker's RTX packets go; set once the answer says what was negotiated.
     let rtx_route = Arc::new(RtxRoute::default());
+    let mut engine = media_engine(true, true, role == Role::Subscriber)?;
     let registry = match role {
-        Role::Publisher => Registry::new()
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_interval(Duration::from_millis(50))
-                    .build(),
-            )
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Role::Publisher => publisher_ingest(
+            Registry::new()
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_interval(Duration::from_millis(50))
+                        .build(),
+                )
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+            &mut engine,
+        )?,
         Role::Subscriber => Registry::new()
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
             .with(Slot::from(11_500usize), RtcpTap::default())
@@ -268,7 +308,7 @@ pub fn answer(
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
-        .with_media_engine(media_engine(true, true, role == Role::Subscriber)?)
+        .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(|e| MediaError::Unavailable(format!("cannot create peer connection: {e}")))?;
