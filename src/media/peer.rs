@@ -22,7 +22,9 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
@@ -238,16 +240,22 @@ pub fn media_engine(h264: bool, vp8: bool, rtx: bool) -> Result<MediaEngine, Med
     Ok(me)
 }
 
-/// What a publisher's leg negotiates on top of the codecs, only with a peer that offers it:
-/// simulcast ingest, the `sdes:mid`, `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id`
-/// header extensions, without which a browser refuses an answer to its `a=simulcast:send` offer;
-/// `rtc` then answers `a=simulcast:recv` with the offered rids (RFC 8853) and tells each layer
-/// apart by its rid.
+/// What a publisher's leg negotiates on top of the codecs, each only with a peer that offers it:
+///
+/// - simulcast ingest: the `sdes:mid`, `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id`
+///   header extensions, without which a browser refuses an answer to its `a=simulcast:send`
+///   offer; `rtc` then answers `a=simulcast:recv` with the offered rids (RFC 8853) and tells
+///   each layer apart by its rid;
+/// - transport-wide congestion control (`transport-cc` feedback and its header extension): the
+///   node reports every packet's arrival time back, so the publisher's bandwidth estimate can
+///   ramp up to what the path carries. Without it a browser only has the receiver reports'
+///   loss to go on, and it keeps its encoder low for a long time.
 fn publisher_ingest(registry: Registry, engine: &mut MediaEngine) -> Result<Registry, MediaError> {
     configure_simulcast_extension_headers(engine).map_err(|e| {
         MediaError::Unavailable(format!("cannot register simulcast extensions: {e}"))
     })?;
-    Ok(registry)
+    configure_twcc_receiver_only(registry, engine)
+        .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))
 }
 
 /// A connection that has answered its offer.
