@@ -527,6 +527,69 @@ fn out_sender(
 mod tests {
     use super::*;
 
+    /// Chromium 156's offer for the dealer page's three encodings (q, h, f) plus audio.
+    const CHROMIUM_SIMULCAST_OFFER: &str = include_str!("testdata/chromium-simulcast-offer.sdp");
+
+    fn video_section(sdp: &str) -> Vec<&str> {
+        sdp.lines()
+            .skip_while(|l| !l.starts_with("m=video"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("m="))
+            .collect()
+    }
+
+    #[test]
+    fn a_simulcast_offer_is_answered_with_its_rids_and_the_extensions_that_name_them() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let offer = CHROMIUM_SIMULCAST_OFFER.replace('\n', "\r\n");
+        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        let video = video_section(&answered.sdp);
+        assert!(video.contains(&"a=simulcast:recv q;h;f"), "{video:#?}");
+        for rid in ["q", "h", "f"] {
+            assert!(
+                video.contains(&format!("a=rid:{rid} recv").as_str()),
+                "{video:#?}"
+            );
+        }
+        for uri in [
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ] {
+            assert!(
+                video
+                    .iter()
+                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(uri)),
+                "no {uri} in {video:#?}"
+            );
+        }
+        assert!(
+            video
+                .iter()
+                .any(|l| l.starts_with("a=rtcp-fb:") && l.ends_with(" transport-cc")),
+            "{video:#?}"
+        );
+    }
+
+    #[test]
+    fn an_offer_without_simulcast_gets_an_answer_without_it() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        // One encoding: Chromium names its SSRC instead of the rids.
+        let offer: String = CHROMIUM_SIMULCAST_OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=rid:"))
+            .map(|l| match l.strip_prefix("a=simulcast:") {
+                Some(_) => "a=ssrc:1234 cname:dealer".to_owned(),
+                None => l.to_owned(),
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        assert!(!answered.sdp.contains("a=simulcast"), "{}", answered.sdp);
+        assert!(!answered.sdp.contains("a=rid:"), "{}", answered.sdp);
+    }
+
     #[test]
     fn garbage_offers_are_refused_with_a_reason_not_a_panic() {
         let now = Instant::now();
