@@ -38,6 +38,8 @@ pub struct TableMetrics {
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
     pub plis_sent: AtomicU64,
+    /// Changes of the simulcast layer forwarded (the start of a stream not counted).
+    pub layer_switches: AtomicU64,
     /// Control connections (data channels and WebSockets) attached to the table.
     pub control_members: AtomicU64,
     /// Public table events sent.
@@ -227,6 +229,12 @@ const TABLE_FAMILIES: &[Family] = &[
             (Some("to_publisher"), |m| m.plis_sent.load(Relaxed).into()),
         ],
     },
+    Family {
+        name: "tablecast_simulcast_layer_switches_total",
+        kind: "counter",
+        help: "Changes of the simulcast layer forwarded to the table's players (a layer stopped, or a higher one came back).",
+        series: &[(None, |m| m.layer_switches.load(Relaxed).into())],
+    },
 ];
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -264,6 +272,7 @@ mod tests {
         demo.rtp_packets_out.fetch_add(1000, Relaxed);
         demo.nacks_received.fetch_add(7, Relaxed);
         demo.plis_sent.fetch_add(2, Relaxed);
+        demo.layer_switches.fetch_add(4, Relaxed);
         metrics.table(&TableId::parse("vip.1").unwrap());
         metrics.node.sessions_reaped.fetch_add(3, Relaxed);
 
@@ -283,6 +292,7 @@ mod tests {
         assert!(
             text.contains("tablecast_pli_total{table=\"demo\",direction=\"to_publisher\"} 2\n")
         );
+        assert!(text.contains("tablecast_simulcast_layer_switches_total{table=\"demo\"} 4\n"));
         assert!(text.contains(
             "# TYPE tablecast_sessions_reaped_total counter\ntablecast_sessions_reaped_total 3\n"
         ));

@@ -7,8 +7,9 @@
 //! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber).
 //! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`).
 //! - `router`: a table camera's tracks mapped to their subscribers.
+//! - `simulcast`: a camera's layers and which one is forwarded (switched at keyframes).
 //! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
-//! - `keyframe`: keyframe detection and PLI throttling.
+//! - `keyframe`: keyframe detection and PLI throttling; `frame_size`: a keyframe's picture size.
 //! - `rtx`: answering NACKs on an RTX stream (RFC 4588) for subscribers that negotiated one.
 //!
 //! The rest of the node talks to the workers only through [`MediaHandle`], by message.
@@ -16,12 +17,14 @@
 pub mod control;
 pub mod demux;
 pub mod error;
+pub mod frame_size;
 pub mod keyframe;
 pub mod peer;
 pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
 pub mod rtx;
+pub mod simulcast;
 pub mod subscriber;
 pub mod udp;
 mod worker;

@@ -9,6 +9,7 @@
 use super::keyframe::VideoCodec;
 use super::rtcp_tap::RtcpTap;
 use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
+use super::simulcast::{Layers, Selector};
 use super::subscriber::OutStream;
 use super::{MediaError, Role};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
@@ -21,6 +22,9 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
@@ -58,10 +62,32 @@ pub enum MediaKind {
 pub struct InTrack {
     pub kind: MediaKind,
     pub video_codec: Option<VideoCodec>,
-    pub ssrc: u32,
     pub receiver: rtc::rtp_transceiver::RTCRtpReceiverId,
-    /// Changes whenever the source changes (new session or new SSRC); subscribers re-anchor.
+    /// Audio: the SSRC, and the source epoch, which changes whenever the source changes (new
+    /// session or new SSRC) so that subscribers re-anchor.
+    pub ssrc: u32,
     pub epoch: u64,
+    /// Video: its layers (one without simulcast), and which one is forwarded; the selector
+    /// hands out the epochs of video.
+    pub layers: Layers,
+    pub selector: Selector,
+}
+
+impl InTrack {
+    /// The SSRCs a keyframe request should go to: the forwarded layer's, else the one a switch
+    /// waits for, else every layer's.
+    pub fn keyframe_ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
+        let chosen = self
+            .selector
+            .current()
+            .or(self.selector.pending())
+            .and_then(|i| self.layers.get(i))
+            .map(|l| l.ssrc);
+        let all = chosen
+            .is_none()
+            .then(|| (0..self.layers.len()).filter_map(|i| self.layers.get(i).map(|l| l.ssrc)));
+        chosen.into_iter().chain(all.into_iter().flatten())
+    }
 }
 
 /// One outgoing stream of a subscriber.
@@ -214,6 +240,24 @@ pub fn media_engine(h264: bool, vp8: bool, rtx: bool) -> Result<MediaEngine, Med
     Ok(me)
 }
 
+/// What a publisher's leg negotiates on top of the codecs, each only with a peer that offers it:
+///
+/// - simulcast ingest: the `sdes:mid`, `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id`
+///   header extensions, without which a browser refuses an answer to its `a=simulcast:send`
+///   offer; `rtc` then answers `a=simulcast:recv` with the offered rids (RFC 8853) and tells
+///   each layer apart by its rid;
+/// - transport-wide congestion control (`transport-cc` feedback and its header extension): the
+///   node reports every packet's arrival time back, so the publisher's bandwidth estimate can
+///   ramp up to what the path carries. Without it a browser only has the receiver reports'
+///   loss to go on, and it keeps its encoder low for a long time.
+fn publisher_ingest(registry: Registry, engine: &mut MediaEngine) -> Result<Registry, MediaError> {
+    configure_simulcast_extension_headers(engine).map_err(|e| {
+        MediaError::Unavailable(format!("cannot register simulcast extensions: {e}"))
+    })?;
+    configure_twcc_receiver_only(registry, engine)
+        .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))
+}
+
 /// A connection that has answered its offer.
 pub struct Answered {
     pub pc: RTCPeerConnection,
@@ -250,15 +294,19 @@ pub fn answer(
         .build();
     // Where the worker's RTX packets go; set once the answer says what was negotiated.
     let rtx_route = Arc::new(RtxRoute::default());
+    let mut engine = media_engine(true, true, role == Role::Subscriber)?;
     let registry = match role {
-        Role::Publisher => Registry::new()
-            .with(
-                Slot::NackGenerator,
-                NackGeneratorBuilder::new()
-                    .with_interval(Duration::from_millis(50))
-                    .build(),
-            )
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        Role::Publisher => publisher_ingest(
+            Registry::new()
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_interval(Duration::from_millis(50))
+                        .build(),
+                )
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+            &mut engine,
+        )?,
         Role::Subscriber => Registry::new()
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
             .with(Slot::from(11_500usize), RtcpTap::default())
@@ -268,7 +316,7 @@ pub fn answer(
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
-        .with_media_engine(media_engine(true, true, role == Role::Subscriber)?)
+        .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(|e| MediaError::Unavailable(format!("cannot create peer connection: {e}")))?;
@@ -478,6 +526,69 @@ fn out_sender(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chromium 156's offer for the dealer page's three encodings (q, h, f) plus audio.
+    const CHROMIUM_SIMULCAST_OFFER: &str = include_str!("testdata/chromium-simulcast-offer.sdp");
+
+    fn video_section(sdp: &str) -> Vec<&str> {
+        sdp.lines()
+            .skip_while(|l| !l.starts_with("m=video"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("m="))
+            .collect()
+    }
+
+    #[test]
+    fn a_simulcast_offer_is_answered_with_its_rids_and_the_extensions_that_name_them() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let offer = CHROMIUM_SIMULCAST_OFFER.replace('\n', "\r\n");
+        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        let video = video_section(&answered.sdp);
+        assert!(video.contains(&"a=simulcast:recv q;h;f"), "{video:#?}");
+        for rid in ["q", "h", "f"] {
+            assert!(
+                video.contains(&format!("a=rid:{rid} recv").as_str()),
+                "{video:#?}"
+            );
+        }
+        for uri in [
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+            "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+        ] {
+            assert!(
+                video
+                    .iter()
+                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(uri)),
+                "no {uri} in {video:#?}"
+            );
+        }
+        assert!(
+            video
+                .iter()
+                .any(|l| l.starts_with("a=rtcp-fb:") && l.ends_with(" transport-cc")),
+            "{video:#?}"
+        );
+    }
+
+    #[test]
+    fn an_offer_without_simulcast_gets_an_answer_without_it() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        // One encoding: Chromium names its SSRC instead of the rids.
+        let offer: String = CHROMIUM_SIMULCAST_OFFER
+            .lines()
+            .filter(|l| !l.starts_with("a=rid:"))
+            .map(|l| match l.strip_prefix("a=simulcast:") {
+                Some(_) => "a=ssrc:1234 cname:dealer".to_owned(),
+                None => l.to_owned(),
+            })
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        assert!(!answered.sdp.contains("a=simulcast"), "{}", answered.sdp);
+        assert!(!answered.sdp.contains("a=rid:"), "{}", answered.sdp);
+    }
 
     #[test]
     fn garbage_offers_are_refused_with_a_reason_not_a_panic() {

@@ -51,11 +51,19 @@ export async function publish({
 
     const url = `${baseUrl}/whip/${encodeURIComponent(table)}?camera=${encodeURIComponent(camera)}`;
     const resource = await negotiate(pc, url, token, 'WHIP', gatherTimeoutMs);
+    if (simulcast && !takesSimulcast(pc.remoteDescription?.sdp ?? '')) {
+      // Chromium accepts an answer that leaves simulcast out and then sends only the first,
+      // smallest encoding: end that session and publish one full-size encoding instead.
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      fetch(resource.url, { method: 'DELETE', headers }).catch(() => {});
+      throw new Error('the answer does not take simulcast (no a=simulcast:recv)');
+    }
     return new Publisher(pc, resource, { table, camera, simulcast });
   } catch (err) {
     pc.close();
-    // A node that cannot take simulcast answers without the RID header extension, and the
-    // browser refuses that answer: publish one encoding rather than nothing, and say so.
+    // A node that cannot take simulcast answers without the RID header extension (the browser
+    // refuses that answer) or without a=simulcast:recv (caught above): publish one encoding
+    // rather than nothing, and say so.
     if (simulcast && !(err instanceof TablecastError) && /simulcast|\bRID\b/i.test(err.message)) {
       const single = await publish({
         table, camera, token, stream, simulcast: false, baseUrl, videoCodec, iceServers, gatherTimeoutMs,
@@ -65,6 +73,12 @@ export async function publish({
     }
     throw err;
   }
+}
+
+/** Whether an answer's video section receives simulcast (RFC 8853 `a=simulcast:recv`). */
+function takesSimulcast(sdp) {
+  const video = sdp.split(/\r?\n(?=m=)/).find((s) => s.startsWith('m=video')) ?? '';
+  return video.split(/\r?\n/).some((l) => /^a=simulcast:\s*recv\s/.test(l));
 }
 
 /** A live WHIP session. Events: 'state' (detail: RTCPeerConnectionState). */

@@ -8,6 +8,7 @@ use super::control::control_channel;
 use crate::media::demux::{self, Kind, NewPath};
 use crate::media::keyframe;
 use crate::media::peer::{InTrack, MediaKind};
+use crate::media::simulcast::{Layers, Selector};
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -124,12 +125,27 @@ impl Worker {
                     RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                         // `rtc` opens the tracks again after a renegotiation (an ICE restart);
                         // the same track and SSRC is the same source, so subscribers keep their
-                        // anchoring and the packet buffer keeps answering NACKs.
-                        let epoch = match peer.in_tracks.get(&init.track_id) {
-                            Some(t) if t.ssrc == init.ssrc => t.epoch,
-                            _ => self.epochs.fetch_add(1, Relaxed),
-                        };
-                        if let Some(receiver) = peer.pc.rtp_receiver(init.receiver_id) {
+                        // anchoring and the packet buffer keeps answering NACKs. A simulcast
+                        // track opens once per layer (rid), all under one track id.
+                        let rid = init.rid.as_deref().filter(|r| !r.is_empty());
+                        if let Some(track) = peer.in_tracks.get_mut(&init.track_id) {
+                            match track.kind {
+                                MediaKind::Audio if track.ssrc != init.ssrc => {
+                                    track.ssrc = init.ssrc;
+                                    track.epoch = self.epochs.fetch_add(1, Relaxed);
+                                }
+                                MediaKind::Audio => {}
+                                MediaKind::Video if track.layers.by_ssrc(init.ssrc).is_none() => {
+                                    let layer = track.layers.open(rid, init.ssrc);
+                                    if track.selector.current() == Some(layer) {
+                                        // The forwarded layer has a new source.
+                                        track.selector.reset();
+                                    }
+                                }
+                                MediaKind::Video => {}
+                            }
+                            peer.span.in_scope(|| info!(track = %init.track_id, rid = rid.unwrap_or("-"), ssrc = init.ssrc, "publisher layer open"));
+                        } else if let Some(receiver) = peer.pc.rtp_receiver(init.receiver_id) {
                             let track = receiver.track();
                             let kind = if track.kind()
                                 == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video
@@ -143,15 +159,21 @@ impl Worker {
                                 .map(|c| c.mime_type.clone())
                                 .unwrap_or_default();
                             let video_codec = keyframe::VideoCodec::from_mime(&mime);
-                            peer.span.in_scope(|| info!(track = %init.track_id, ?kind, %mime, ssrc = init.ssrc, "publisher track open"));
+                            peer.span.in_scope(|| info!(track = %init.track_id, ?kind, %mime, rid = rid.unwrap_or("-"), ssrc = init.ssrc, "publisher track open"));
+                            let mut layers = Layers::default();
+                            if kind == MediaKind::Video {
+                                layers.open(rid, init.ssrc);
+                            }
                             peer.in_tracks.insert(
                                 init.track_id.clone(),
                                 InTrack {
                                     kind,
                                     video_codec,
-                                    ssrc: init.ssrc,
                                     receiver: init.receiver_id,
-                                    epoch,
+                                    ssrc: init.ssrc,
+                                    epoch: self.epochs.fetch_add(1, Relaxed),
+                                    layers,
+                                    selector: Selector::default(),
                                 },
                             );
                         }

@@ -1,19 +1,23 @@
-//! Publisher RTP → router → subscribers: a publisher's packet is stripped of its leg's header
-//! extensions, marked if it starts a keyframe, handed once to each other worker with subscribers
-//! of the table camera, buffered for NACKs and rewritten into each local subscriber's stream.
+//! Publisher RTP → track → router → subscribers: a publisher's packet is stripped of its leg's
+//! header extensions, marked if it starts a keyframe, kept only if its layer is the one the
+//! camera's selector forwards (`simulcast.rs`), handed once to each other worker with
+//! subscribers of the table camera, buffered for NACKs and rewritten into each local
+//! subscriber's stream.
 
 use super::{Worker, WorkerMsg};
 use crate::media::Role;
+use crate::media::frame_size;
 use crate::media::keyframe;
 use crate::media::peer::{MediaKind, RouterKey};
 use crate::media::router::Forward;
+use crate::media::simulcast::{Layers, Switch, Verdict};
 use crate::media::subscriber::Rewrite;
 use rtc::sansio::Protocol;
 use std::cmp::Reverse;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 impl Worker {
     pub(super) fn on_publisher_rtp(
@@ -32,11 +36,6 @@ impl Worker {
         let Some(track) = peer.in_tracks.get_mut(track_id) else {
             return;
         };
-        if packet.header.ssrc != track.ssrc {
-            // The publisher restarted its stream (new SSRC): subscribers re-anchor.
-            track.ssrc = packet.header.ssrc;
-            track.epoch = self.epochs.fetch_add(1, Relaxed);
-        }
         peer.metrics.rtp_packets_in.fetch_add(1, Relaxed);
         peer.metrics
             .rtp_bytes_in
@@ -48,10 +47,65 @@ impl Worker {
         let keyframe = track
             .video_codec
             .is_some_and(|c| keyframe::is_keyframe(c, &packet.payload));
+        let ssrc = packet.header.ssrc;
+        let epoch = match track.kind {
+            MediaKind::Audio => {
+                if ssrc != track.ssrc {
+                    // The publisher restarted its stream (new SSRC): subscribers re-anchor.
+                    track.ssrc = ssrc;
+                    track.epoch = self.epochs.fetch_add(1, Relaxed);
+                }
+                Some(track.epoch)
+            }
+            MediaKind::Video => {
+                let layer = match track.layers.by_ssrc(ssrc) {
+                    Some(layer) => Some(layer),
+                    // Without simulcast a new SSRC is the publisher restarting its stream.
+                    None if !track.layers.is_simulcast() => {
+                        track.selector.reset();
+                        Some(track.layers.open(None, ssrc))
+                    }
+                    None => None,
+                };
+                let Some(layer) = layer else { return };
+                let size = track
+                    .video_codec
+                    .filter(|_| keyframe)
+                    .and_then(|c| frame_size::keyframe_size(c, &packet.payload));
+                track
+                    .layers
+                    .on_packet(layer, packet.payload.len(), size, now);
+                let epochs = &self.epochs;
+                let verdict = track
+                    .selector
+                    .on_packet(&track.layers, layer, keyframe, now, || {
+                        epochs.fetch_add(1, Relaxed)
+                    });
+                if let Some(switch) = track.selector.poll_switch() {
+                    log_switch(peer.span.clone(), &peer.metrics, &track.layers, switch);
+                }
+                if let Some(wanted) = track.selector.poll_keyframe_request() {
+                    let receiver = track.receiver;
+                    self.send_pli_to(slot, receiver, wanted, now);
+                }
+                match verdict {
+                    Verdict::Forward { epoch } => Some(epoch),
+                    Verdict::Drop => None,
+                }
+            }
+        };
+        let Some(epoch) = epoch else { return };
+        // The borrows above may have ended in a keyframe request; look the session up again.
+        let Some(peer) = self.peers[slot].as_ref() else {
+            return;
+        };
+        let Some(track) = peer.in_tracks.get(track_id) else {
+            return;
+        };
         let fwd = Forward {
             kind: track.kind,
             codec: track.video_codec,
-            epoch: track.epoch,
+            epoch,
             keyframe,
             packet,
         };
@@ -140,4 +194,31 @@ impl Worker {
             self.request_keyframe(key, now);
         }
     }
+}
+
+/// Logs a change of the forwarded layer and counts it (switches between layers, not the start).
+fn log_switch(
+    span: tracing::Span,
+    metrics: &crate::metrics::TableMetrics,
+    layers: &Layers,
+    switch: Switch,
+) {
+    let name = |i: Option<usize>| i.and_then(|i| layers.get(i)).map_or("-", |l| l.name());
+    let size = |i: Option<usize>| {
+        i.and_then(|i| layers.get(i))
+            .and_then(|l| l.size)
+            .map(|(w, h)| format!("{w}x{h}"))
+            .unwrap_or_else(|| "?".into())
+    };
+    let (from, to) = (name(switch.from), name(Some(switch.to)));
+    let reason = switch.reason.as_str();
+    if !layers.is_simulcast() {
+        span.in_scope(|| debug!(reason, "video source starts"));
+        return;
+    }
+    if switch.from.is_some() {
+        metrics.layer_switches.fetch_add(1, Relaxed);
+    }
+    let (from_size, to_size) = (size(switch.from), size(Some(switch.to)));
+    span.in_scope(|| info!(from, to, %from_size, %to_size, reason, "simulcast layer switch"));
 }

@@ -129,6 +129,8 @@ impl Worker {
         }
     }
 
+    /// Asks the publisher in `slot` for a keyframe of each video track: of the layer being
+    /// forwarded (a simulcast publisher's other layers are not asked for one).
     pub(super) fn send_pli(&mut self, slot: usize, now: Instant) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
@@ -137,17 +139,31 @@ impl Worker {
             .in_tracks
             .values()
             .filter(|t| t.kind == MediaKind::Video)
-            .map(|t| (t.receiver, t.ssrc))
+            .flat_map(|t| t.keyframe_ssrcs().map(move |ssrc| (t.receiver, ssrc)))
             .collect();
         for (receiver, media_ssrc) in video {
-            if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
-                let pli = PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                };
-                if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
-                    peer.metrics.plis_sent.fetch_add(1, Relaxed);
-                }
+            self.send_pli_to(slot, receiver, media_ssrc, now);
+        }
+    }
+
+    /// Sends one PLI for `media_ssrc` to the publisher in `slot`.
+    pub(super) fn send_pli_to(
+        &mut self,
+        slot: usize,
+        receiver: rtc::rtp_transceiver::RTCRtpReceiverId,
+        media_ssrc: u32,
+        now: Instant,
+    ) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                peer.metrics.plis_sent.fetch_add(1, Relaxed);
             }
         }
         while let Some(out) = peer.pc.poll_write() {

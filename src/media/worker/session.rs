@@ -8,6 +8,7 @@ use crate::ids::SessionId;
 use crate::media::peer::{self, Peer, RouterKey};
 use crate::media::restart;
 use crate::media::router::Router;
+use crate::media::simulcast;
 use crate::media::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
@@ -112,6 +113,11 @@ impl Worker {
             sessions_gauge(&p.metrics, req.role).fetch_add(1, Relaxed);
             p.span
                 .in_scope(|| info!(candidates = ?self.local_addrs, "session answered"));
+            let rids = simulcast::received_rids(&sdp);
+            if !rids.is_empty() {
+                p.span
+                    .in_scope(|| info!(?rids, "simulcast negotiated: receiving these layers"));
+            }
         }
         self.drive(slot, now);
         Ok(SessionAnswer {

@@ -1,0 +1,521 @@
+//! Simulcast ingest: the layers a publisher sends of one camera, and which one is forwarded.
+//!
+//! The node does not transcode; it picks. A publisher that offered `a=simulcast:send` sends each
+//! layer on its own SSRC, named by the `rtp-stream-id` header extension (RFC 8852/8853). A
+//! publisher without simulcast is a set of one layer. Two parts, kept apart on purpose:
+//!
+//! - [`Layers`]: what the camera's layers are doing — per layer its rid and SSRC, when its
+//!   current run of packets began and when its last packet came, its picture size (from its
+//!   keyframes) and its byte rate. One per camera, on the publisher's worker.
+//! - [`Selector`]: which layer goes out, switched only at a keyframe of the layer switched to,
+//!   with a fresh source epoch, so the subscribers' rewriters (`subscriber.rs`) splice the layers
+//!   into one continuous stream exactly as they splice a reconnecting dealer. Today one selector
+//!   per camera serves every subscriber: the highest layer that is flowing. Per-player choice is
+//!   a selector per subscriber over the same `Layers`.
+//!
+//! Both are sans-IO: time is an input, and nothing here allocates per packet.
+//!
+//! ```text
+//!   idle --keyframe of any layer--> forwarding(L)               [Start]
+//!   forwarding(L) --best flowing layer B != L--> pending(L→B)   keyframe requested on B's SSRC
+//!   pending(L→B) --keyframe of B--> forwarding(B)               [LayerStopped | LayerReturned]
+//!   pending(L→B) --no keyframe of B after KEYFRAME_RETRY--> pending(L→B), requested again
+//! ```
+//!
+//! A layer is *flowing* while its last packet is under [`LAYER_IDLE`] old. One that stopped and
+//! came back must flow for [`LAYER_STABLE`] before the selector switches up to it, so an encoder
+//! that toggles a layer under a bandwidth limit does not make the players' picture flap.
+
+use std::time::{Duration, Instant};
+
+/// A layer with no packet for this long has stopped (an encoder dropping it under a bandwidth
+/// limit, a dealer turning it off). At 30 fps that is 12 frames. The players' picture stands
+/// still for this long plus the time the next layer's keyframe takes (measured in Chromium on a
+/// loaded 2-core machine: 550-1020 ms in all with 500 ms here).
+pub const LAYER_IDLE: Duration = Duration::from_millis(400);
+/// A layer that had stopped must flow this long again before it is switched up to.
+pub const LAYER_STABLE: Duration = Duration::from_secs(1);
+/// How often a keyframe of the layer being switched to is asked for, until it comes.
+pub const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
+
+/// One layer of a camera.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The RTP stream id (`a=rid`), or None for a publisher without simulcast.
+    pub rid: Option<String>,
+    pub ssrc: u32,
+    /// Start of the current run of packets (None before the first packet).
+    run_start: Option<Instant>,
+    /// Whether the current run follows a stop.
+    resumed: bool,
+    last: Option<Instant>,
+    /// Picture size from the latest keyframe whose size could be read.
+    pub size: Option<(u16, u16)>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Bytes in the last complete one-second window.
+    rate: u64,
+}
+
+impl Layer {
+    fn new(rid: Option<String>, ssrc: u32) -> Self {
+        Self {
+            rid,
+            ssrc,
+            run_start: None,
+            resumed: false,
+            last: None,
+            size: None,
+            window_start: None,
+            window_bytes: 0,
+            rate: 0,
+        }
+    }
+
+    /// The rid, or `-` for a layer without one (for logs).
+    pub fn name(&self) -> &str {
+        self.rid.as_deref().unwrap_or("-")
+    }
+
+    pub fn flowing(&self, now: Instant) -> bool {
+        self.last
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// Flowing, and not a layer that has only just come back.
+    fn eligible(&self, now: Instant) -> bool {
+        self.flowing(now)
+            && (!self.resumed
+                || self
+                    .run_start
+                    .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE))
+    }
+
+    /// Ordering of layers: picture size first, then byte rate (for sizes that cannot be read).
+    fn rank(&self) -> (u32, u64) {
+        let pixels = self.size.map_or(0, |(w, h)| w as u32 * h as u32);
+        (pixels, self.rate)
+    }
+}
+
+/// The layers of one camera.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    layers: Vec<Layer>,
+}
+
+impl Layers {
+    /// A layer opened (rtc's track event). Returns its index; an already known rid keeps its
+    /// index and takes the new SSRC, with its history forgotten when the SSRC changed.
+    pub fn open(&mut self, rid: Option<&str>, ssrc: u32) -> usize {
+        let found = self.layers.iter().position(|l| l.rid.as_deref() == rid);
+        match found {
+            Some(i) => {
+                if self.layers[i].ssrc != ssrc {
+                    self.layers[i] = Layer::new(rid.map(str::to_owned), ssrc);
+                }
+                i
+            }
+            None => {
+                self.layers.push(Layer::new(rid.map(str::to_owned), ssrc));
+                self.layers.len() - 1
+            }
+        }
+    }
+
+    /// The layer of an SSRC.
+    pub fn by_ssrc(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Layer> {
+        self.layers.get(i)
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// True when the publisher sends simulcast (layers named by rid).
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.iter().any(|l| l.rid.is_some())
+    }
+
+    /// A packet of layer `i` arrived: `size` when it starts a keyframe whose size was read.
+    pub fn on_packet(&mut self, i: usize, bytes: usize, size: Option<(u16, u16)>, now: Instant) {
+        let Some(l) = self.layers.get_mut(i) else {
+            return;
+        };
+        if !l.flowing(now) {
+            l.resumed = l.last.is_some();
+            l.run_start = Some(now);
+        }
+        l.last = Some(now);
+        if size.is_some() {
+            l.size = size;
+        }
+        match l.window_start {
+            Some(t) if now.saturating_duration_since(t) < Duration::from_secs(1) => {
+                l.window_bytes += bytes as u64;
+            }
+            Some(t) => {
+                // A window that ended more than a second ago says nothing about the last second.
+                let stale = now.saturating_duration_since(t) >= Duration::from_secs(2);
+                l.rate = if stale { 0 } else { l.window_bytes };
+                l.window_start = Some(now);
+                l.window_bytes = bytes as u64;
+            }
+            None => {
+                l.window_start = Some(now);
+                l.window_bytes = bytes as u64;
+            }
+        }
+    }
+
+    /// The best layer to forward now: the highest-ranked eligible layer, counting `current` as
+    /// eligible while it flows (it is already being sent).
+    fn best(&self, current: Option<usize>, now: Instant) -> Option<usize> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| l.eligible(now) || (Some(*i) == current && l.flowing(now)))
+            .max_by_key(|(i, l)| (l.rank(), *i))
+            .map(|(i, _)| i)
+    }
+}
+
+/// Why the forwarded layer changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// The first layer forwarded.
+    Start,
+    /// The layer being forwarded stopped; a lower one took over.
+    LayerStopped,
+    /// A higher layer is flowing (again); it took over.
+    HigherLayer,
+}
+
+impl SwitchReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchReason::Start => "start",
+            SwitchReason::LayerStopped => "layer stopped",
+            SwitchReason::HigherLayer => "higher layer flowing",
+        }
+    }
+}
+
+/// A change of the forwarded layer, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    pub from: Option<usize>,
+    pub to: usize,
+    pub reason: SwitchReason,
+}
+
+/// What to do with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it as a packet of source `epoch`.
+    Forward { epoch: u64 },
+    /// Not the layer being forwarded.
+    Drop,
+}
+
+/// Chooses the forwarded layer of one camera (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    current: Option<usize>,
+    epoch: u64,
+    target: Option<(usize, SwitchReason)>,
+    last_request: Option<Instant>,
+    /// A switch that happened, until taken by `poll_switch`.
+    switched: Option<Switch>,
+    /// A keyframe to ask for (the SSRC of the layer switched to), until taken.
+    keyframe_wanted: Option<u32>,
+}
+
+impl Selector {
+    /// The layer being forwarded.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// The layer a switch is waiting for a keyframe of.
+    pub fn pending(&self) -> Option<usize> {
+        self.target.map(|(t, _)| t)
+    }
+
+    /// Forget the forwarded layer (its source went away): the next keyframe starts afresh.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Decides about a packet of layer `layer` (already recorded in `layers`). `new_epoch` gives
+    /// a fresh source epoch, taken only when the forwarded layer changes.
+    pub fn on_packet(
+        &mut self,
+        layers: &Layers,
+        layer: usize,
+        keyframe: bool,
+        now: Instant,
+        new_epoch: impl FnOnce() -> u64,
+    ) -> Verdict {
+        self.retarget(layers, now);
+        if let Some((target, reason)) = self.target
+            && target == layer
+            && keyframe
+        {
+            self.switched = Some(Switch {
+                from: self.current,
+                to: target,
+                reason,
+            });
+            self.current = Some(target);
+            self.epoch = new_epoch();
+            self.target = None;
+            self.last_request = None;
+        }
+        if self.current == Some(layer) {
+            Verdict::Forward { epoch: self.epoch }
+        } else {
+            Verdict::Drop
+        }
+    }
+
+    fn retarget(&mut self, layers: &Layers, now: Instant) {
+        let best = match (self.current, layers.best(self.current, now)) {
+            // Nothing flows: keep what we had; there is nothing to switch to.
+            (_, None) => return,
+            (Some(c), Some(b)) if b == c => {
+                self.target = None;
+                return;
+            }
+            (_, Some(b)) => b,
+        };
+        let reason = match self.current {
+            None => SwitchReason::Start,
+            Some(c) if !layers.get(c).is_some_and(|l| l.flowing(now)) => SwitchReason::LayerStopped,
+            Some(_) => SwitchReason::HigherLayer,
+        };
+        if self.target.map(|(t, _)| t) != Some(best) {
+            self.target = Some((best, reason));
+            self.last_request = None;
+        }
+        let due = self
+            .last_request
+            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY);
+        if due && let Some(l) = layers.get(best) {
+            self.keyframe_wanted = Some(l.ssrc);
+            self.last_request = Some(now);
+        }
+    }
+
+    /// The switch made by the last packets, if any.
+    pub fn poll_switch(&mut self) -> Option<Switch> {
+        self.switched.take()
+    }
+
+    /// The SSRC a keyframe should be requested on (PLI), if any.
+    pub fn poll_keyframe_request(&mut self) -> Option<u32> {
+        self.keyframe_wanted.take()
+    }
+}
+
+/// The rids an answer takes in (`a=rid:<id> recv`, RFC 8851), for the session's log.
+pub fn received_rids(answer_sdp: &str) -> Vec<&str> {
+    answer_sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rid:"))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let id = parts.next()?;
+            (parts.next() == Some("recv")).then_some(id)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: (u16, u16) = (320, 180);
+    const H: (u16, u16) = (640, 360);
+    const F: (u16, u16) = (1280, 720);
+
+    /// A camera sending q, h and f (listed lowest first, like Chromium's dealer page), driven in
+    /// 10 ms steps.
+    struct Camera {
+        layers: Layers,
+        selector: Selector,
+        epochs: u64,
+        now: Instant,
+        /// Which layer each forwarded packet came from, with its epoch.
+        forwarded: Vec<(usize, u64)>,
+        switches: Vec<Switch>,
+        plis: Vec<u32>,
+    }
+
+    impl Camera {
+        fn new() -> Self {
+            let mut layers = Layers::default();
+            for (rid, ssrc) in [("q", 100), ("h", 200), ("f", 300)] {
+                layers.open(Some(rid), ssrc);
+            }
+            Self {
+                layers,
+                selector: Selector::default(),
+                epochs: 10,
+                now: Instant::now(),
+                forwarded: Vec::new(),
+                switches: Vec::new(),
+                plis: Vec::new(),
+            }
+        }
+
+        fn packet(&mut self, layer: usize, keyframe: bool) {
+            let size = keyframe.then_some([Q, H, F][layer]);
+            self.layers.on_packet(layer, 1000, size, self.now);
+            let epochs = &mut self.epochs;
+            let verdict = self
+                .selector
+                .on_packet(&self.layers, layer, keyframe, self.now, || {
+                    *epochs += 1;
+                    *epochs
+                });
+            if let Verdict::Forward { epoch } = verdict {
+                self.forwarded.push((layer, epoch));
+            }
+            self.switches.extend(self.selector.poll_switch());
+            self.plis.extend(self.selector.poll_keyframe_request());
+        }
+
+        /// `ms` of packets of the `active` layers, keyframes only where `keyframes` says.
+        fn run(&mut self, ms: u64, active: &[usize], keyframes: &[usize]) {
+            for step in 0..ms / 10 {
+                for &l in active {
+                    self.packet(l, step == 0 && keyframes.contains(&l));
+                }
+                self.now += Duration::from_millis(10);
+            }
+        }
+    }
+
+    #[test]
+    fn starts_on_the_first_keyframe_and_moves_to_the_top_layer_at_its_keyframe() {
+        let mut cam = Camera::new();
+        // q's keyframe comes first: better something than nothing.
+        cam.run(10, &[0], &[0]);
+        assert_eq!(cam.selector.current(), Some(0));
+        // h and f start flowing with keyframes: up at once (new layers need no probation).
+        cam.run(100, &[0, 1, 2], &[1, 2]);
+        assert_eq!(cam.selector.current(), Some(2));
+        let reasons: Vec<_> = cam
+            .switches
+            .iter()
+            .map(|s| (s.from, s.to, s.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (None, 0, SwitchReason::Start),
+                (Some(0), 1, SwitchReason::HigherLayer),
+                (Some(1), 2, SwitchReason::HigherLayer),
+            ]
+        );
+        // Only one layer is ever forwarded at a time, and each switch brings a new epoch.
+        let last = *cam.forwarded.last().unwrap();
+        assert_eq!(last.0, 2);
+        assert!(cam.forwarded.iter().all(|&(l, e)| (l == 0) == (e == 11)));
+    }
+
+    #[test]
+    fn a_stopped_top_layer_hands_over_to_the_next_at_its_keyframe_and_returns_after_probation() {
+        let mut cam = Camera::new();
+        cam.run(1000, &[0, 1, 2], &[0, 1, 2]);
+        assert_eq!(cam.selector.current(), Some(2));
+        cam.plis.clear();
+
+        // f stops. Within LAYER_IDLE nothing changes; after it, a keyframe is asked of h only.
+        cam.run(LAYER_IDLE.as_millis() as u64 - 10, &[0, 1], &[]);
+        assert_eq!(cam.selector.pending(), None);
+        cam.run(20, &[0, 1], &[]);
+        assert_eq!(cam.selector.pending(), Some(1));
+        assert_eq!(cam.plis, [200], "a keyframe is requested on h's SSRC");
+        // Until h's keyframe, h's packets are not forwarded (they cannot be decoded), and the
+        // request is repeated while none comes.
+        let before = cam.forwarded.len();
+        cam.run(400, &[0, 1], &[]);
+        assert_eq!(cam.forwarded.len(), before);
+        assert_eq!(cam.plis, [200, 200]);
+        cam.run(10, &[0, 1], &[1]);
+        assert_eq!(cam.selector.current(), Some(1));
+        let s = *cam.switches.last().unwrap();
+        assert_eq!(
+            (s.from, s.to, s.reason),
+            (Some(2), 1, SwitchReason::LayerStopped)
+        );
+
+        // f comes back: it must flow for LAYER_STABLE before the switch up is even asked for.
+        cam.plis.clear();
+        cam.run(LAYER_STABLE.as_millis() as u64 - 20, &[0, 1, 2], &[2]);
+        assert_eq!(cam.selector.current(), Some(1));
+        assert!(cam.plis.is_empty(), "asked for f too early: {:?}", cam.plis);
+        cam.run(30, &[0, 1, 2], &[]);
+        assert_eq!(cam.plis, [300]);
+        // h keeps going out until f's keyframe, then f does.
+        cam.run(50, &[0, 1, 2], &[]);
+        assert_eq!(cam.forwarded.last().unwrap().0, 1);
+        cam.run(10, &[0, 1, 2], &[2]);
+        assert_eq!(cam.selector.current(), Some(2));
+        assert_eq!(
+            cam.switches.last().map(|s| s.reason),
+            Some(SwitchReason::HigherLayer)
+        );
+    }
+
+    #[test]
+    fn rank_is_by_picture_size_not_by_rid_order() {
+        // rids listed highest first, as some publishers do (OBS-style 0/1/2 names, h;m;l).
+        let mut layers = Layers::default();
+        layers.open(Some("0"), 1);
+        layers.open(Some("1"), 2);
+        let now = Instant::now();
+        layers.on_packet(0, 1000, Some(F), now);
+        layers.on_packet(1, 1000, Some(Q), now);
+        assert_eq!(layers.best(None, now), Some(0));
+    }
+
+    #[test]
+    fn a_publisher_without_simulcast_is_one_layer_that_starts_on_a_keyframe() {
+        let mut layers = Layers::default();
+        let l = layers.open(None, 42);
+        assert!(!layers.is_simulcast());
+        let mut sel = Selector::default();
+        let now = Instant::now();
+        layers.on_packet(l, 100, None, now);
+        assert_eq!(sel.on_packet(&layers, l, false, now, || 7), Verdict::Drop);
+        assert_eq!(sel.poll_keyframe_request(), Some(42));
+        layers.on_packet(l, 100, None, now);
+        assert_eq!(
+            sel.on_packet(&layers, l, true, now, || 7),
+            Verdict::Forward { epoch: 7 }
+        );
+        // Once started, a pause longer than LAYER_IDLE does not stop or re-key the stream.
+        let later = now + Duration::from_secs(3);
+        layers.on_packet(l, 100, None, later);
+        assert_eq!(
+            sel.on_packet(&layers, l, false, later, || 8),
+            Verdict::Forward { epoch: 7 }
+        );
+        assert_eq!(
+            sel.poll_switch().map(|s| s.reason),
+            Some(SwitchReason::Start)
+        );
+        assert_eq!(sel.poll_switch(), None);
+    }
+}
