@@ -41,7 +41,8 @@ pub struct ThreadSnapshot {
     pub dropped: usize,
     pub video: Counts,
     pub audio: Counts,
-    pub forward_us: Vec<u64>,
+    /// By packet kind, as in [`Samples::forward_us`].
+    pub forward_us: [Vec<u64>; 3],
     pub join_us: Vec<u64>,
     pub fanout_us: Vec<u64>,
     pub bet_us: Vec<u64>,
@@ -62,7 +63,9 @@ impl ThreadSnapshot {
         self.dropped += o.dropped;
         self.video.add(o.video);
         self.audio.add(o.audio);
-        self.forward_us.extend(o.forward_us);
+        for (mine, theirs) in self.forward_us.iter_mut().zip(o.forward_us) {
+            mine.extend(theirs);
+        }
         self.join_us.extend(o.join_us);
         self.fanout_us.extend(o.fanout_us);
         self.bet_us.extend(o.bet_us);
@@ -289,7 +292,7 @@ impl LoadThread {
             s.audio.add(v.audio.counts());
         }
         let x = &mut self.samples;
-        s.forward_us = x.forward_us.take();
+        s.forward_us = std::array::from_fn(|k| x.forward_us[k].take());
         s.join_us = std::mem::take(&mut x.join_us);
         s.fanout_us = x.fanout_us.take();
         s.bet_us = x.bet_us.take();

@@ -12,7 +12,9 @@
 use super::janus::{Feeder, Janus, JanusOptions, default_route_ip};
 use super::loadgen::{Cmd, LoadGen, ThreadSnapshot};
 use super::node::Tablecast;
-use super::report::{self, BetReport, Comparison, Limits, Machine, Output, RunReport, StepReport};
+use super::report::{
+    self, BetReport, Comparison, ForwardByKind, Limits, Machine, Output, RunReport, StepReport,
+};
 use super::stats::percentiles;
 use super::viewer::{BetPlan, ViewerSetup};
 use super::{BenchArgs, BenchError, TargetKind, procfs};
@@ -378,6 +380,7 @@ async fn measure(
     join_us.extend(a.join_us.iter().copied());
     let cpu_a = pid.and_then(|p| procfs::cpu(Some(p)));
     let gen_a = procfs::cpu(None);
+    let machine_a = procfs::machine();
     let sent_a = source.sent();
     let t0 = Instant::now();
     load.broadcast(|| Cmd::FanoutFrom(crate::control::server_ms()));
@@ -388,6 +391,7 @@ async fn measure(
     let b = load.snapshot().await;
     let cpu_b = pid.and_then(|p| procfs::cpu(Some(p)));
     let gen_b = procfs::cpu(None);
+    let machine_b = procfs::machine();
     let sent_b = source.sent();
     let elapsed = t0.elapsed().as_secs_f64();
     let memory = pid.and_then(|p| procfs::memory(Some(p)));
@@ -404,6 +408,9 @@ async fn measure(
         elapsed,
         server_cpu: cpu_a.zip(cpu_b).map(|(a, b)| b.cores_since(&a)),
         loadgen_cpu: gen_a.zip(gen_b).map_or(0.0, |(a, b)| b.cores_since(&a)),
+        machine: machine_a
+            .zip(machine_b)
+            .map_or((0.0, 0.0), |(a, b)| b.since(&a)),
         rss: memory.map(|m| m.rss),
         peak_rss: memory.map(|m| m.peak_rss),
         baseline,
@@ -423,6 +430,8 @@ struct StepInput<'a> {
     elapsed: f64,
     server_cpu: Option<f64>,
     loadgen_cpu: f64,
+    /// Busy and stolen cores of the whole machine.
+    machine: (f64, f64),
     rss: Option<u64>,
     peak_rss: Option<u64>,
     baseline: Option<u64>,
@@ -442,7 +451,14 @@ fn step_report(i: StepInput<'_>) -> StepReport {
     } = i;
     join_us.append(&mut b.join_us);
     let window = b.media().since(a.media());
-    let forward = percentiles(&mut b.forward_us, 0.001);
+    let mut all: Vec<u64> = b.forward_us.iter().flatten().copied().collect();
+    let forward = percentiles(&mut all, 0.001);
+    let [audio, delta, key] = &mut b.forward_us;
+    let by_kind = ForwardByKind {
+        audio: percentiles(audio, 0.001),
+        video_delta: percentiles(delta, 0.001),
+        video_keyframe: percentiles(key, 0.001),
+    };
     let subscribers = b.connected;
     let failures = i.join_failures + b.never_connected;
     let loss = window.loss_ratio();
@@ -464,6 +480,7 @@ fn step_report(i: StepInput<'_>) -> StepReport {
         loss_ratio: loss,
         publisher_packets_per_sec: i.sent as f64 / i.elapsed.max(1e-9),
         forward_latency_ms: forward,
+        forward_latency_by_packet_ms: by_kind,
         join_to_keyframe_ms: percentiles(&mut join_us, 0.001),
         control_fanout_ms: i.control.then(|| percentiles(&mut b.fanout_us, 0.001)),
         control_events_delivered: i.control.then_some(b.events),
@@ -476,6 +493,8 @@ fn step_report(i: StepInput<'_>) -> StepReport {
             .filter(|_| subscribers > 0)
             .map(|(rss, base)| rss.saturating_sub(base) / subscribers as u64),
         loadgen_cpu_cores: i.loadgen_cpu,
+        other_cpu_cores: (i.machine.0 - i.server_cpu.unwrap_or(0.0) - i.loadgen_cpu).max(0.0),
+        steal_cpu_cores: i.machine.1,
         loadgen_saturated: i.loadgen_cpu >= 0.9 * procfs::allowed_cpus() as f64,
         passed,
     }
