@@ -192,7 +192,7 @@ impl Default for DataConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info,rtc_ice=warn,rtc_dtls=error,rtc_sctp=warn".into(),
+            filter: "info,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn".into(),
             format: "text".into(),
         }
     }

@@ -32,6 +32,8 @@ pub struct TableMetrics {
     pub nacks_sent: AtomicU64,
     /// Packets resent to subscribers from the track's packet buffer.
     pub retransmissions: AtomicU64,
+    /// Of those, the ones sent on an RTX stream (RFC 4588).
+    pub rtx_packets: AtomicU64,
     /// PLI/FIR received from subscribers.
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
@@ -196,6 +198,12 @@ const TABLE_FAMILIES: &[Family] = &[
         kind: "counter",
         help: "RTP packets resent to subscribers from the track's packet buffer.",
         series: &[(None, |m| m.retransmissions.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtx_packets_total",
+        kind: "counter",
+        help: "Of the retransmitted packets, those sent on the subscriber's RTX stream (RFC 4588).",
+        series: &[(None, |m| m.rtx_packets.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_nack_total",

@@ -410,3 +410,83 @@ async fn bets_are_idempotent_rate_limited_and_the_totals_add_up() {
     p.close().await;
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_the_tables_sessions_and_drops_one() {
+    let node = node(30).await;
+    let player = Player::dc(&node, "dropped", None).await;
+    player.wait_for("welcome", is("welcome")).await;
+    let operator = token_for(&node, TokenRole::Operator, "ops-1");
+    let list = |token: String| {
+        let node = &node;
+        async move {
+            node.client
+                .get(node.url("/api/v1/tables/demo/sessions"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = list(token_for(&node, TokenRole::Player, "dropped")).await;
+    assert_eq!(r.status().as_u16(), 403, "players may not list sessions");
+    let sessions: Vec<Value> = list(operator.clone()).await.json().await.unwrap();
+    let mine = sessions
+        .iter()
+        .find(|s| s["user"] == "dropped")
+        .unwrap_or_else(|| panic!("the player's session is listed: {sessions:?}"));
+    assert_eq!(mine["role"], "subscriber");
+    assert_eq!(mine["control"], true);
+    assert!(mine["connected_ms"].is_u64(), "{mine}");
+    let session = mine["session"].as_str().unwrap().to_owned();
+
+    let drop = |path: String| {
+        let node = &node;
+        let operator = operator.clone();
+        async move {
+            node.client
+                .delete(node.url(&path))
+                .bearer_auth(operator)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        drop("/api/v1/tables/demo/sessions/00nosuchsession".into()).await,
+        404
+    );
+    assert_eq!(
+        drop(format!("/api/v1/tables/demo/sessions/{session}")).await,
+        204
+    );
+    let sessions: Vec<Value> = list(operator.clone()).await.json().await.unwrap();
+    assert!(
+        !sessions.iter().any(|s| s["session"] == session.as_str()),
+        "the dropped session is gone: {sessions:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = node
+            .client
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("tablecast_control_connections{table=\"demo\"} 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped player is still among the table's control connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    player.close().await;
+    node.stop().await;
+}

@@ -4,8 +4,9 @@
 #   bash tests/run.sh
 #
 # On a fresh Debian 12 machine it installs what the tests need when it is
-# missing (apt: chromium, redis-server, ffmpeg, python3-pip; npm: playwright-core;
-# PyPI: aiortc, the third-party WHIP publisher), builds the release binary, runs every Rust unit and
+# missing (apt: chromium, redis-server, ffmpeg, python3-pip, GStreamer with its Python bindings;
+# npm: playwright-core; PyPI: aiortc; aiortc and GStreamer's webrtcbin are the third-party
+# WHIP publishers), builds the release binary, runs every Rust unit and
 # integration test, then the headless-Chromium tests in tests/browser/.
 # Rust itself is not installed here: it needs a toolchain new enough for
 # edition 2024 (https://rustup.rs); Debian 12's rustc is too old.

@@ -424,7 +424,6 @@ async fn patch_needs_if_match_and_a_current_etag() {
 }
 
 #[tokio::test]
-#[ignore = "needs ICE restart in the media plane"]
 async fn ice_restart_answers_200_with_a_new_sdpfrag_and_etag() {
     let n = TestNode::start().await;
     let (location, etag) = publish(&n).await;

@@ -6,6 +6,7 @@
 //!   `result` takes `{"outcome": "banker"}` (or a list of spots, and an optional `media_ts`),
 //!   `void` an optional `{"reason": "..."}`. Each answers `200 {"round": N}` once the action is in
 //!   the table's log, `409` when the round's state refuses it, `422` for a bad argument;
+//! - `GET /api/v1/tables/{table}/sessions`: an operator lists the table's WHIP and WHEP sessions;
 //! - `DELETE /api/v1/tables/{table}/sessions/{session}`: an operator drops a session (the player
 //!   reconnects and resumes by itself).
 
@@ -29,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/tables/{table}/round/close", post(close))
         .route("/api/v1/tables/{table}/round/result", post(result))
         .route("/api/v1/tables/{table}/round/void", post(void))
+        .route("/api/v1/tables/{table}/sessions", get(sessions))
         .route(
             "/api/v1/tables/{table}/sessions/{session}",
             delete(drop_session),
@@ -174,6 +176,22 @@ async fn void(
         },
     )
     .await
+}
+
+async fn sessions(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let handle = table(&state, &raw)?;
+    authorize(
+        &state,
+        &headers,
+        &handle.id,
+        &[TokenRole::Operator],
+        "operator",
+    )?;
+    Ok(Json(state.media.sessions(Some(&handle.id)).await).into_response())
 }
 
 async fn drop_session(

@@ -125,6 +125,17 @@ async fn serve(plane: Arc<ControlPlane>, id: TableId, conn: ConnId, mut socket: 
                 reason: short.into(),
             })))
             .await;
+        // Finish the closing handshake: read (and drop) what the client still sends until its
+        // Close. Dropping the socket with unread data would reset the connection, and the
+        // client could lose the reason before reading it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(frame)) = socket.recv().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     debug!("WebSocket closed");
 }

@@ -400,7 +400,7 @@ pub fn dealer_shape() -> PublishOptions {
 /// A peer connection with no interceptors: no receiver reports, no NACKs (loss is counted as
 /// the node delivers it, not as retransmissions repair it).
 pub fn light_peer_connection() -> Result<rtc::peer_connection::RTCPeerConnection, BenchError> {
-    let me = media_engine(true, true).map_err(|e| BenchError::Join(e.to_string()))?;
+    let me = media_engine(true, true, false).map_err(|e| BenchError::Join(e.to_string()))?;
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)

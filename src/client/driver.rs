@@ -2,6 +2,7 @@
 //! sans-IO peer connection on one UDP socket.
 
 use super::{ClientError, Target};
+use crate::media::restart;
 use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -39,7 +40,11 @@ pub async fn negotiate(
     let now = Instant::now();
     let offer = pc.create_offer(None)?;
     pc.set_local_description(now, offer)?;
-    let sdp = local_sdp_with_candidate(pc, local)?;
+    pc.add_local_candidate(host_candidate(local)?)?;
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))?;
     let mut url = format!(
         "{}/{}/{}",
         target.base_url.trim_end_matches('/'),
@@ -92,14 +97,16 @@ pub fn answer(
     pc.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
     let answer = pc.create_answer(None)?;
     pc.set_local_description(now, answer)?;
-    local_sdp_with_candidate(pc, local)
+    pc.add_local_candidate(host_candidate(local)?)?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))
 }
 
-/// Adds `local` as our host candidate and returns the local description that carries it.
-fn local_sdp_with_candidate(
-    pc: &mut RTCPeerConnection,
+/// A host candidate for `local`, as the connection wants it.
+fn host_candidate(
     local: SocketAddr,
-) -> Result<String, ClientError> {
+) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit, ClientError> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -111,16 +118,95 @@ fn local_sdp_with_candidate(
         ..Default::default()
     }
     .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    pc.local_description()
-        .map(|d| d.sdp)
-        .ok_or_else(|| ClientError::Rtc("no local description".into()))
+    Ok(RTCIceCandidate::from(&candidate).to_json()?)
 }
+
+/// Restarts ICE (RFC 9725 §4.4) as if the client had moved to `new_local`: new credentials and a
+/// host candidate for the new address, `PATCH` with `If-Match: "*"`, then the server's new
+/// credentials and candidates applied. Updates the resource's ETag. The connection must be built
+/// with `with_discard_local_candidates_during_ice_restart(true)`, so the old address is gone.
+pub async fn restart_ice(
+    http: &reqwest::Client,
+    resource: &mut Resource,
+    token: &str,
+    pc: &mut RTCPeerConnection,
+    new_local: SocketAddr,
+) -> Result<(), ClientError> {
+    pc.restart_ice();
+    let offer = pc.create_offer(None)?;
+    pc.set_local_description(Instant::now(), offer)?;
+    pc.add_local_candidate(host_candidate(new_local)?)?;
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| ClientError::Rtc("no local description".into()))?;
+    let resp = http
+        .patch(&resource.location)
+        .header("Content-Type", "application/trickle-ice-sdpfrag")
+        .header("If-Match", "*")
+        .bearer_auth(token)
+        .body(restart::sdpfrag_of(&sdp))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.text().await?;
+    if status != 200 {
+        return Err(ClientError::Refused { status, body });
+    }
+    let answer = restart::RestartRequest::parse(&body)
+        .map_err(|e| ClientError::Rtc(format!("restart answer: {e}")))?;
+    let remote = pc
+        .remote_description()
+        .map(|d| d.sdp.clone())
+        .ok_or_else(|| ClientError::Rtc("no remote description".into()))?;
+    let sdp = restart::with_new_credentials(&remote, &answer.ufrag, &answer.pwd);
+    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp)?)?;
+    for candidate in answer.candidates {
+        pc.add_remote_candidate(rtc::peer_connection::transport::RTCIceCandidateInit {
+            candidate,
+            ..Default::default()
+        })?;
+    }
+    resource.etag = etag;
+    Ok(())
+}
+
+/// A network change: binds a new local socket and restarts ICE from it ([`restart_ice`]).
+/// Returns the new socket and its address; the caller drops the old one.
+pub async fn move_and_restart(
+    http: &reqwest::Client,
+    resource: &mut Resource,
+    token: &str,
+    pc: &mut RTCPeerConnection,
+) -> Result<(UdpSocket, SocketAddr), ClientError> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    restart_ice(http, resource, token, pc, local).await?;
+    Ok((socket, local))
+}
+
+/// An ICE restart asked of a client's running task; answered with the resource's new state.
+pub type RestartAsk = tokio::sync::oneshot::Sender<Result<Resource, ClientError>>;
 
 /// Sends everything the connection has queued.
 pub async fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
     while let Some(out) = pc.poll_write() {
         let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+    }
+}
+
+/// Sends what the connection has queued except DTLS records (RFC 7983: first byte 20-63), which
+/// are dropped: a client whose handshake never gets out.
+pub async fn flush_except_dtls(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
+    while let Some(out) = pc.poll_write() {
+        if !matches!(out.message.first(), Some(20..=63)) {
+            let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+        }
     }
 }
 

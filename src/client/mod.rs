@@ -4,6 +4,7 @@
 
 pub(crate) mod driver;
 mod publisher;
+mod rtx;
 mod subscriber;
 pub mod synth;
 

@@ -1,6 +1,6 @@
 //! A synthetic dealer: publishes over WHIP and sends video and audio shaped like a studio camera.
 
-use super::driver::{self, Resource};
+use super::driver::{self, Resource, RestartAsk};
 use super::synth;
 use super::{ClientError, Target};
 use crate::media::keyframe::VideoCodec;
@@ -10,6 +10,7 @@ use rtc::interceptor::{NackResponderBuilder, Registry, SenderReportBuilder, Slot
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -21,7 +22,7 @@ use rtc::sansio::Protocol;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -65,6 +66,7 @@ pub struct Publisher {
     token: String,
     http: reqwest::Client,
     stats: Arc<Mutex<PublisherStats>>,
+    restart_tx: mpsc::UnboundedSender<RestartAsk>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -90,10 +92,16 @@ impl Publisher {
         let me = media_engine(
             options.video == Some(VideoCodec::H264),
             options.video == Some(VideoCodec::Vp8),
+            false,
         )
         .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        // An ICE restart moves to a new socket: the old address's candidate must go with it.
+        let setting_engine = SettingEngineBuilder::new()
+            .with_discard_local_candidates_during_ice_restart(true)
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
@@ -125,10 +133,13 @@ impl Publisher {
             None
         };
 
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
-        let local = socket.local_addr()?;
+        let mut socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let mut local = socket.local_addr()?;
         let http = driver::http_client();
         let resource = driver::negotiate(&http, &target, "whip", &mut pc, local).await?;
+        let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<RestartAsk>();
+        let (task_http, task_token) = (http.clone(), target.token.clone());
+        let mut task_resource = resource.clone();
 
         let mut pt_of = |id: RTCRtpSenderId, want: &str| -> Option<u8> {
             let mut s = pc.rtp_sender(id)?;
@@ -220,6 +231,14 @@ impl Publisher {
                     _ = &mut stopped => break,
                     r = socket.recv_from(&mut buf) => if let Ok((n, from)) = r { driver::feed(&mut pc, local, from, &buf[..n]) },
                     _ = tokio::time::sleep_until(deadline.into()) => { let _ = pc.handle_timeout(Instant::now()); }
+                    Some(reply) = restart_rx.recv() => {
+                        let moved = driver::move_and_restart(&task_http, &mut task_resource, &task_token, &mut pc).await;
+                        let _ = reply.send(moved.map(|(new_socket, new_local)| {
+                            socket = new_socket;
+                            local = new_local;
+                            task_resource.clone()
+                        }));
+                    }
                     _ = video_tick.tick(), if connected && video.is_some() => {
                         let now = Instant::now();
                         let keyframe = key_wanted || last_key.is_none_or(|t| now.duration_since(t) >= synth::KEYFRAME_INTERVAL);
@@ -260,6 +279,7 @@ impl Publisher {
             token: target.token,
             http,
             stats,
+            restart_tx,
             stop: Some(stop),
             task,
         })
@@ -267,6 +287,17 @@ impl Publisher {
 
     pub fn stats(&self) -> PublisherStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Moves to a new local UDP socket (a network change) and restarts ICE over WHIP `PATCH`
+    /// (RFC 9725 §4.4). Returns once the server's answer is applied. Updates
+    /// [`Publisher::resource`]'s ETag.
+    pub async fn restart_ice(&mut self) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ClientError::Rtc("the publisher task has stopped".into());
+        self.restart_tx.send(reply).map_err(|_| gone())?;
+        self.resource = answer.await.map_err(|_| gone())??;
+        Ok(())
     }
 
     /// Stops sending and DELETEs the session; returns the DELETE status.

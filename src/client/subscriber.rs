@@ -2,7 +2,8 @@
 //! the `control` data channel. It can lose packets on purpose and flood keyframe requests, to
 //! test what the node does about both.
 
-use super::driver::{self, Resource};
+use super::driver::{self, Resource, RestartAsk};
+use super::rtx::{RtxFlow, RtxUnwrap};
 use super::synth;
 use super::{ClientError, Target};
 use crate::media::keyframe::VideoCodec;
@@ -11,6 +12,7 @@ use rtc::data_channel::RTCDataChannelId;
 use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -37,6 +39,11 @@ pub struct SubscribeOptions {
     pub record: bool,
     /// Wait for the connection before returning.
     pub wait_connected: bool,
+    /// Never send DTLS: ICE completes but the handshake never starts (a client that vanishes
+    /// between ICE and DTLS).
+    pub hold_dtls: bool,
+    /// Offer RTX (RFC 4588) for video, as browsers do.
+    pub rtx: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -48,6 +55,8 @@ impl Default for SubscribeOptions {
             pli_every: None,
             record: true,
             wait_connected: true,
+            hold_dtls: false,
+            rtx: false,
         }
     }
 }
@@ -77,6 +86,9 @@ pub struct SubscriberStats {
     pub audio: Vec<Received>,
     pub control_messages: Vec<String>,
     pub control_open: bool,
+    /// RTP datagrams taken in, by the SSRC of their header (clear in SRTP) before any RTX
+    /// decapsulation: the media SSRCs and, with RTX, the repair SSRC.
+    pub wire_ssrcs: Vec<(u32, u64)>,
 }
 
 /// A running subscriber.
@@ -86,6 +98,7 @@ pub struct Subscriber {
     http: reqwest::Client,
     stats: Arc<Mutex<SubscriberStats>>,
     control_tx: mpsc::UnboundedSender<String>,
+    restart_tx: mpsc::UnboundedSender<RestartAsk>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -98,6 +111,11 @@ impl Subscriber {
     ) -> Result<Subscriber, ClientError> {
         let mut registry =
             Registry::new().with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        let rtx_flow = Arc::new(std::sync::OnceLock::new());
+        if options.rtx {
+            // Wire-ward of the NACK generator, so it sees repairs as the packets they repair.
+            registry = registry.with(Slot::from(6_500usize), RtxUnwrap::new(rtx_flow.clone()));
+        }
         if options.nack {
             registry = registry.with(
                 Slot::NackGenerator,
@@ -106,9 +124,15 @@ impl Subscriber {
                     .build(),
             );
         }
-        let me = media_engine(true, true).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        let me =
+            media_engine(true, true, options.rtx).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        // An ICE restart moves to a new socket: the old address's candidate must go with it.
+        let setting_engine = SettingEngineBuilder::new()
+            .with_discard_local_candidates_during_ice_restart(true)
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
@@ -125,10 +149,19 @@ impl Subscriber {
         if options.data_channel {
             pc.create_data_channel("control", None)?;
         }
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
-        let local = socket.local_addr()?;
+        let mut socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let mut local = socket.local_addr()?;
         let http = driver::http_client();
         let resource = driver::negotiate(&http, &target, "whep", &mut pc, local).await?;
+        if let Some(flow) = pc
+            .remote_description()
+            .and_then(|d| RtxFlow::from_sdp(&d.sdp))
+        {
+            let _ = rtx_flow.set(flow);
+        }
+        let (restart_tx, mut restart_rx) = mpsc::unbounded_channel::<RestartAsk>();
+        let (task_http, task_token) = (http.clone(), target.token.clone());
+        let mut task_resource = resource.clone();
 
         let stats = Arc::new(Mutex::new(SubscriberStats::default()));
         let (stop, mut stopped) = oneshot::channel();
@@ -145,7 +178,11 @@ impl Subscriber {
                 tokio::time::interval(options.pli_every.unwrap_or(Duration::from_secs(3600)));
             let mut rng_state: u64 = rand::random::<u64>() | 1;
             loop {
-                driver::flush(&mut pc, &socket).await;
+                if options.hold_dtls {
+                    driver::flush_except_dtls(&mut pc, &socket).await;
+                } else {
+                    driver::flush(&mut pc, &socket).await;
+                }
                 while let Some(event) = pc.poll_event() {
                     if let Some(up) = driver::is_connected(&event) {
                         let _ = up_tx.send(up);
@@ -240,19 +277,36 @@ impl Subscriber {
                                 continue;
                             }
                         }
+                        if is_rtp && let Some(ssrc) = data.get(8..12) {
+                            let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+                            let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
+                            match s.wire_ssrcs.iter_mut().find(|(x, _)| *x == ssrc) {
+                                Some((_, n)) => *n += 1,
+                                None => s.wire_ssrcs.push((ssrc, 1)),
+                            }
+                        }
                         driver::feed(&mut pc, local, from, data);
                     },
                     _ = tokio::time::sleep_until(deadline.into()) => { let _ = pc.handle_timeout(Instant::now()); }
+                    Some(reply) = restart_rx.recv() => {
+                        let moved = driver::move_and_restart(&task_http, &mut task_resource, &task_token, &mut pc).await;
+                        let _ = reply.send(moved.map(|(new_socket, new_local)| {
+                            socket = new_socket;
+                            local = new_local;
+                            task_resource.clone()
+                        }));
+                    }
                     text = control_rx.recv() => if let (Some(text), Some(id)) = (text, control)
                         && let Some(mut dc) = pc.data_channel(id) {
                         let _ = dc.send_text(Instant::now(), text);
                     },
                     _ = pli_tick.tick(), if options.pli_every.is_some() => {
                         let video = tracks.values().find(|t| t.0).map(|t| (t.2, t.3));
-                        if let Some((receiver, ssrc)) = video && let Some(mut r) = pc.rtp_receiver(receiver) {
-                            if r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).is_ok() {
-                                task_stats.lock().map(|mut s| s.plis_sent += 1).ok();
-                            }
+                        if let Some((receiver, ssrc)) = video
+                            && let Some(mut r) = pc.rtp_receiver(receiver)
+                            && r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })]).is_ok()
+                        {
+                            task_stats.lock().map(|mut s| s.plis_sent += 1).ok();
                         }
                     }
                 }
@@ -273,6 +327,7 @@ impl Subscriber {
             http,
             stats,
             control_tx,
+            restart_tx,
             stop: Some(stop),
             task,
         })
@@ -280,6 +335,17 @@ impl Subscriber {
 
     pub fn stats(&self) -> SubscriberStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Moves to a new local UDP socket (a network change) and restarts ICE over WHEP `PATCH`
+    /// (RFC 9725 §4.4). Returns once the server's answer is applied; the connection itself comes
+    /// back when the new path's checks succeed. Updates [`Subscriber::resource`]'s ETag.
+    pub async fn restart_ice(&mut self) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ClientError::Rtc("the subscriber task has stopped".into());
+        self.restart_tx.send(reply).map_err(|_| gone())?;
+        self.resource = answer.await.map_err(|_| gone())??;
+        Ok(())
     }
 
     /// Sends a text message on the control channel.

@@ -5,7 +5,7 @@
 
 use super::control::ControlHook;
 use super::udp;
-use super::worker::{Worker, WorkerConfig, WorkerMsg};
+use super::worker::{Worker, WorkerConfig, WorkerMsg, WorkerShared};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::config::MediaConfig;
 use crate::ids::{SessionId, TableId};
@@ -122,14 +122,16 @@ impl Media {
             .map(|_| mpsc::channel::<WorkerMsg>(16 * 1024))
             .unzip();
         let mut threads = Vec::with_capacity(count);
-        let epochs = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let shared = WorkerShared {
+            workers: txs.clone(),
+            metrics,
+            config: worker_config,
+            epochs: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            control,
+        };
         for (i, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
             let local_addrs = candidates[i].clone();
-            let txs = txs.clone();
-            let metrics = metrics.clone();
-            let worker_config = worker_config.clone();
-            let epochs = epochs.clone();
-            let control = control.clone();
+            let shared = shared.clone();
             info!(worker = i, port = local_addrs.first().map(|a| a.port()), candidates = ?local_addrs, "media worker starting");
             let thread = std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -142,7 +144,7 @@ impl Media {
                         }
                     };
                     rt.block_on(async move {
-                        match Worker::new(i, socket, local_addrs, txs, metrics, worker_config, epochs, control) {
+                        match Worker::new(i, socket, local_addrs, shared) {
                             Ok(worker) => worker.run(rx).await,
                             Err(e) => tracing::error!(worker = i, error = %e, "media worker failed to start"),
                         }
@@ -207,7 +209,7 @@ impl MediaHandle {
         .await
     }
 
-    /// Applies a WHIP/WHEP PATCH: trickled candidates.
+    /// Applies a WHIP/WHEP PATCH: trickled candidates, or an ICE restart (`If-Match: "*"`).
     pub async fn patch(&self, req: PatchRequest) -> Result<PatchOutcome, MediaError> {
         let worker = self
             .worker_of(&req.session)
@@ -275,6 +277,25 @@ impl MediaHandle {
         if let Err(e) = worker.try_send(msg) {
             warn!(error = %e, %session, "media worker queue full: a control message was dropped; the player will resume");
         }
+    }
+
+    /// Every session of `table` (all tables when `None`), from every worker.
+    pub async fn sessions(&self, table: Option<&TableId>) -> Vec<super::SessionInfo> {
+        let mut all = Vec::new();
+        for worker in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            let msg = WorkerMsg::List {
+                table: table.cloned(),
+                reply,
+            };
+            if worker.send(msg).await.is_ok()
+                && let Ok(list) = rx.await
+            {
+                all.extend(list);
+            }
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+        all
     }
 
     /// Closes a session without waiting for the worker to confirm (from a worker's own thread).

@@ -5,9 +5,11 @@
 //!   remote address, drives each session's sans-IO `RTCPeerConnection`, batches I/O and sleeps
 //!   until the next deadline.
 //! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber).
+//! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`).
 //! - `router`: a table camera's tracks mapped to their subscribers.
 //! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
 //! - `keyframe`: keyframe detection and PLI throttling.
+//! - `rtx`: answering NACKs on an RTX stream (RFC 4588) for subscribers that negotiated one.
 //!
 //! The rest of the node talks to the workers only through [`MediaHandle`], by message.
 
@@ -16,8 +18,10 @@ pub mod demux;
 pub mod error;
 pub mod keyframe;
 pub mod peer;
+pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
+pub mod rtx;
 pub mod subscriber;
 pub mod udp;
 mod worker;
@@ -83,6 +87,30 @@ pub enum PatchOutcome {
     Trickled,
     /// ICE restarted (`200` with the new sdpfrag and ETag).
     Restarted { sdpfrag: String, etag: String },
+}
+
+/// One session, as an operator sees it (`GET /api/v1/tables/{table}/sessions`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub session: SessionId,
+    pub table: TableId,
+    pub camera: CameraId,
+    #[serde(serialize_with = "role_str")]
+    pub role: Role,
+    pub user: UserId,
+    pub worker: usize,
+    /// Since the offer was answered.
+    pub age_ms: u64,
+    /// Since ICE and DTLS completed (absent while connecting).
+    pub connected_ms: Option<u64>,
+    /// The remote address media flows from, once known.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Whether its `control` data channel is open.
+    pub control: bool,
+}
+
+fn role_str<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(role.as_str())
 }
 
 mod handle;

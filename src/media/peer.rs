@@ -3,9 +3,12 @@
 //!
 //! The node is ICE-lite with its own ICE credentials per session (so a STUN request can be routed
 //! to its session by ufrag) and one host candidate per announced address on the worker's port.
+//! `rtc` draws the credentials (it must draw new ones on an ICE restart, see `restart.rs`); the
+//! worker reads the ufrag back from the answer.
 
 use super::keyframe::VideoCodec;
 use super::rtcp_tap::RtcpTap;
+use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
 use super::subscriber::OutStream;
 use super::{MediaError, Role};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
@@ -19,7 +22,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -29,7 +32,7 @@ use rtc::peer_connection::transport::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,6 +72,8 @@ pub struct OutSender {
     pub pt_h264: Option<u8>,
     pub pt_vp8: Option<u8>,
     pub pt_opus: Option<u8>,
+    /// The RTX stream NACKs are answered on, when the subscriber negotiated RTX.
+    pub rtx: Option<super::rtx::OutRtx>,
 }
 
 impl OutSender {
@@ -85,7 +90,8 @@ impl OutSender {
 pub struct Peer {
     pub session: SessionId,
     pub role: Role,
-    pub key: RouterKey,
+    /// Shared, so the forwarding path can hold it without copying its strings.
+    pub key: Arc<RouterKey>,
     pub user: UserId,
     pub token_role: crate::auth::TokenRole,
     pub pc: RTCPeerConnection,
@@ -96,8 +102,8 @@ pub struct Peer {
     pub created: Instant,
     pub connected_at: Option<Instant>,
     pub last_rx: Instant,
-    /// Source addresses this session has been seen from (for demultiplexing).
-    pub addrs: Vec<SocketAddr>,
+    /// Source addresses this session has sent STUN from (for demultiplexing).
+    pub paths: super::demux::Paths,
     /// Publisher: its tracks by `rtc` track id.
     pub in_tracks: HashMap<String, InTrack>,
     /// Subscriber: outgoing video and audio.
@@ -107,19 +113,6 @@ pub struct Peer {
     /// The deadline currently registered for this peer in the worker's timer heap.
     pub deadline: Option<Instant>,
     pub closing: bool,
-}
-
-/// ICE credentials for one session: `ice-char` only, as RFC 8839 requires.
-pub fn ice_credentials() -> (String, String) {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let mut pick = |n: usize| {
-        (0..n)
-            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-            .collect::<String>()
-    };
-    (pick(16), pick(32))
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
@@ -132,9 +125,13 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         .collect()
 }
 
+/// RTX payload type for each video payload type registered below (`apt`).
+const RTX_PAYLOAD_TYPES: &[(u8, u8)] = &[(96, 97), (102, 103), (108, 109), (112, 113), (116, 117)];
+
 /// The codecs the node forwards: Opus, VP8 and H.264 (packetization-mode 1, the profiles OBS and
-/// browsers use). No transcoding, so nothing else can be relayed.
-pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
+/// browsers use). No transcoding, so nothing else can be relayed. With `rtx`, each video codec
+/// also gets its `video/rtx` (RFC 4588), negotiated only with peers that offer it.
+pub fn media_engine(h264: bool, vp8: bool, rtx: bool) -> Result<MediaEngine, MediaError> {
     let mut me = MediaEngine::default();
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, fb: Vec<RTCPFeedback>| RTCRtpCodec {
         mime_type: mime.into(),
@@ -202,7 +199,30 @@ pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
             RtpCodecKind::Video,
         )?;
     }
+    if rtx {
+        for &(apt, pt) in RTX_PAYLOAD_TYPES {
+            if (apt == 96 && vp8) || (apt != 96 && h264) {
+                register(
+                    &mut me,
+                    codec(MIME_TYPE_RTX, 90000, 0, &format!("apt={apt}"), vec![]),
+                    pt,
+                    RtpCodecKind::Video,
+                )?;
+            }
+        }
+    }
     Ok(me)
+}
+
+/// A connection that has answered its offer.
+pub struct Answered {
+    pub pc: RTCPeerConnection,
+    /// Subscriber: the outgoing video stream, when the offer can receive video.
+    pub video: Option<OutSender>,
+    /// Subscriber: the outgoing audio stream, when the offer can receive audio.
+    pub audio: Option<OutSender>,
+    /// The answer SDP, with our host candidates.
+    pub sdp: String,
 }
 
 /// Builds a peer connection for `role` and answers `offer_sdp`.
@@ -212,24 +232,24 @@ pub fn media_engine(h264: bool, vp8: bool) -> Result<MediaEngine, MediaError> {
 pub fn answer(
     role: Role,
     offer_sdp: &str,
-    ufrag: &str,
-    pwd: &str,
     candidates: &[SocketAddr],
     now: Instant,
-) -> Result<
-    (
-        RTCPeerConnection,
-        Option<(OutSender, MediaKind)>,
-        Option<(OutSender, MediaKind)>,
-        String,
-    ),
-    MediaError,
-> {
+) -> Result<Answered, MediaError> {
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Server)
+        // An ICE-lite node only hears the client's consent checks, which clients send about
+        // every 5 s (RFC 7675; aiortc, GStreamer). The 5 s default made connections flap to
+        // "disconnected" between two checks; two missed checks now, and failed 30 s after the
+        // last one, when consent has expired.
+        .with_ice_timeouts(
+            Some(std::time::Duration::from_secs(12)),
+            Some(std::time::Duration::from_secs(18)),
+            None,
+        )
         .build();
+    // Where the worker's RTX packets go; set once the answer says what was negotiated.
+    let rtx_route = Arc::new(RtxRoute::default());
     let registry = match role {
         Role::Publisher => Registry::new()
             .with(
@@ -241,12 +261,14 @@ pub fn answer(
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         Role::Subscriber => Registry::new()
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(11_500usize), RtcpTap::default()),
+            .with(Slot::from(11_500usize), RtcpTap::default())
+            // Application-ward of the sender reports, so they never count a retransmission.
+            .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone())),
     };
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
-        .with_media_engine(media_engine(true, true)?)
+        .with_media_engine(media_engine(true, true, role == Role::Subscriber)?)
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(|e| MediaError::Unavailable(format!("cannot create peer connection: {e}")))?;
@@ -271,16 +293,11 @@ pub fn answer(
             ));
         }
         if has_video {
-            video = Some((
-                add_out_track(&mut pc, RtpCodecKind::Video)?,
-                MediaKind::Video,
-            ));
+            let rtx = rtx::offered(offer_sdp);
+            video = Some(add_out_track(&mut pc, RtpCodecKind::Video, rtx)?);
         }
         if has_audio {
-            audio = Some((
-                add_out_track(&mut pc, RtpCodecKind::Audio)?,
-                MediaKind::Audio,
-            ));
+            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio, false)?);
         }
     }
 
@@ -320,14 +337,28 @@ pub fn answer(
     }
 
     let video = match video {
-        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 90_000, true)?, kind)),
+        Some(sender_id) => Some(out_sender(&mut pc, sender_id, 90_000, true)?),
         None => None,
     };
+    if let Some(out) = &video
+        && let Some(rtx) = &out.rtx
+    {
+        rtx_route.set(
+            out.stream.ssrc,
+            rtx.ssrc,
+            [rtx.pt_h264, rtx.pt_vp8].into_iter().flatten(),
+        );
+    }
     let audio = match audio {
-        Some((sender_id, kind)) => Some((out_sender(&mut pc, sender_id, 48_000, false)?, kind)),
+        Some(sender_id) => Some(out_sender(&mut pc, sender_id, 48_000, false)?),
         None => None,
     };
-    Ok((pc, video, audio, sdp))
+    Ok(Answered {
+        pc,
+        video,
+        audio,
+        sdp,
+    })
 }
 
 /// Which kinds the offer has m-lines for (port not 0).
@@ -335,7 +366,7 @@ fn offered_kinds(sdp: &str) -> (bool, bool) {
     let mut video = false;
     let mut audio = false;
     for line in sdp.lines() {
-        let mut parts = line.trim().split_whitespace();
+        let mut parts = line.split_whitespace();
         let (Some(media), Some(port)) = (parts.next(), parts.next()) else {
             continue;
         };
@@ -356,11 +387,21 @@ fn sdp_has_active_media(sdp: &str) -> bool {
     video || audio
 }
 
+/// Adds our outgoing track of `kind`, with an RTX SSRC when `rtx` (the offer has RTX).
 fn add_out_track(
     pc: &mut RTCPeerConnection,
     kind: RtpCodecKind,
+    rtx: bool,
 ) -> Result<RTCRtpSenderId, MediaError> {
     let ssrc = rand::random::<u32>();
+    let rtx = rtx.then(|| RTCRtpRtxParameters {
+        ssrc: loop {
+            let s = rand::random::<u32>();
+            if s != ssrc {
+                break s;
+            }
+        },
+    });
     let label = if kind == RtpCodecKind::Video {
         "video"
     } else {
@@ -374,6 +415,7 @@ fn add_out_track(
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx,
                 ..Default::default()
             },
             ..Default::default()
@@ -429,6 +471,7 @@ fn out_sender(
         pt_h264,
         pt_vp8,
         pt_opus,
+        rtx: OutRtx::negotiated(params, pt_h264, pt_vp8),
     })
 }
 
@@ -439,7 +482,6 @@ mod tests {
     #[test]
     fn garbage_offers_are_refused_with_a_reason_not_a_panic() {
         let now = Instant::now();
-        let (u, p) = ice_credentials();
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         for bad in [
             "",
@@ -447,7 +489,7 @@ mod tests {
             "v=0\r\n",
             "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video x",
         ] {
-            let err = answer(Role::Publisher, bad, &u, &p, &[addr], now)
+            let err = answer(Role::Publisher, bad, &[addr], now)
                 .err()
                 .expect("refused");
             assert!(
@@ -455,17 +497,5 @@ mod tests {
                 "{bad:?} gave {err:?}"
             );
         }
-    }
-
-    #[test]
-    fn credentials_are_ice_chars_of_the_right_length() {
-        let (u, p) = ice_credentials();
-        assert_eq!(u.len(), 16);
-        assert_eq!(p.len(), 32);
-        assert!(
-            u.chars()
-                .chain(p.chars())
-                .all(|c| c.is_ascii_alphanumeric())
-        );
     }
 }

@@ -22,7 +22,7 @@ pub struct RtcpTap {
     write_queue: VecDeque<TaggedPacket>,
 }
 
-fn wanted(packet: &Box<dyn rtc::rtcp::Packet>) -> bool {
+fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>()
         || any.is::<FullIntraRequest>()
@@ -38,10 +38,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(wanted)
+            && packets.iter().any(|p| wanted(p.as_ref()))
         {
-            let keep: Vec<Box<dyn rtc::rtcp::Packet>> =
-                packets.iter().filter(|p| wanted(p)).cloned().collect();
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| wanted(p.as_ref()))
+                .cloned()
+                .collect();
             msg.message.packet = Packet::Rtcp(keep);
             msg.message.add(Attribute::DeliverToApplication);
         }

@@ -119,7 +119,7 @@ impl SendQueue {
         let mut result = FlushResult::default();
         let mut start = 0;
         while start < self.queue.len() {
-            let end = (start + 64).min(self.queue.len());
+            let end = (start + SEND_BATCH).min(self.queue.len());
             match sendmmsg(socket, &self.queue[start..end]) {
                 Ok(0) => {
                     result.dropped += end - start;
@@ -170,41 +170,43 @@ fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len)
 }
 
+/// Datagrams per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// One `sendmmsg` of at most [`SEND_BATCH`] datagrams. The headers live on the stack: sending
+/// allocates nothing.
 fn sendmmsg(socket: &UdpSocket, batch: &[(SocketAddr, BytesMut)]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-        batch.iter().map(|(a, _)| sockaddr_of(a)).collect();
-    let mut iovs: Vec<libc::iovec> = batch
-        .iter()
-        .map(|(_, d)| libc::iovec {
-            iov_base: d.as_ptr() as *mut libc::c_void,
-            iov_len: d.len(),
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = addrs
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .map(|((addr, len), iov)| {
-            // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point into
-            // `addrs` and `iovs`, which outlive the sendmmsg call.
-            let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_name = addr as *mut _ as *mut libc::c_void;
-            hdr.msg_namelen = *len;
-            hdr.msg_iov = iov as *mut libc::iovec;
-            hdr.msg_iovlen = 1;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
-        .collect();
+    let batch = &batch[..batch.len().min(SEND_BATCH)];
+    // SAFETY: all-zero bytes are valid values of these plain C structs (null pointers, empty
+    // addresses); every entry used below is filled in first.
+    let mut addrs: [(libc::sockaddr_storage, libc::socklen_t); SEND_BATCH] =
+        unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, (addr, data)) in batch.iter().enumerate() {
+        addrs[i] = sockaddr_of(addr);
+        iovs[i] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+    }
+    for (i, msg) in msgs.iter_mut().enumerate().take(batch.len()) {
+        let (addr, len) = &mut addrs[i];
+        msg.msg_hdr.msg_name = addr as *mut _ as *mut libc::c_void;
+        msg.msg_hdr.msg_namelen = *len;
+        msg.msg_hdr.msg_iov = &mut iovs[i] as *mut libc::iovec;
+        msg.msg_hdr.msg_iovlen = 1;
+        msg.msg_len = 0;
+    }
     loop {
-        // SAFETY: `msgs` holds `msgs.len()` initialised headers whose buffers stay alive here.
+        // SAFETY: the first `batch.len()` headers are initialised and point into `addrs`, `iovs`
+        // and the queued buffers, all alive for the call.
         let n = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
+                batch.len() as libc::c_uint,
                 0,
             )
         };

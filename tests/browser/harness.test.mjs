@@ -4,23 +4,19 @@
 // fixtures/fake-node.mjs in place of the release binary, so a failure here is
 // the harness's (or the pages'), never the server's.
 import assert from 'node:assert/strict';
-import { createWriteStream, existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, openSync, readFileSync, readSync, closeSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { captureConsole, launchChromium } from './lib/chromium.mjs';
 import { CLIP_FPS, CLIP_HEIGHT, CLIP_WIDTH, ensureClip } from './lib/clip.mjs';
 import { startNode } from './lib/node.mjs';
-import { BROWSER_TESTS_DIR, artifact } from './lib/paths.mjs';
+import { LAYOUTS } from './lib/pages.mjs';
+import { BROWSER_TESTS_DIR, REPO_ROOT, artifact } from './lib/paths.mjs';
 
 const FAKE_NODE = path.join(BROWSER_TESTS_DIR, 'fixtures', 'fake-node.mjs');
 /** Any existing file will do: the fake node only checks that --config is given. */
 const FAKE_CONFIG = path.join(BROWSER_TESTS_DIR, 'package.json');
 
-const LAYOUTS = {
-  phone: { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true },
-  tablet: { viewport: { width: 820, height: 1180 }, isMobile: true, hasTouch: true },
-  desktop: { viewport: { width: 1440, height: 900 } },
-};
 
 function isAlive(pid) {
   try {
@@ -73,6 +69,20 @@ test('startNode reports a node that dies before it is ready, with its log', { ti
   );
 });
 
+test('the vendored chart library is the npm package\'s build, with its license beside it', () => {
+  const vendored = path.join(REPO_ROOT, 'web', 'vendor', 'uplot');
+  const pkg = JSON.parse(readFileSync(path.join(BROWSER_TESTS_DIR, 'package.json'), 'utf8'));
+  assert.match(pkg.devDependencies?.uplot ?? '', /^\d+\.\d+\.\d+$/, 'uplot is pinned in package.json devDependencies');
+  assert.match(readFileSync(path.join(vendored, 'LICENSE'), 'utf8'), /MIT License/);
+  const npm = path.join(BROWSER_TESTS_DIR, 'node_modules', 'uplot');
+  const installed = JSON.parse(readFileSync(path.join(npm, 'package.json'), 'utf8'));
+  assert.equal(installed.version, pkg.devDependencies.uplot, 'run npm ci in tests/browser');
+  for (const file of ['uPlot.esm.js', 'uPlot.min.css']) {
+    assert.ok(readFileSync(path.join(vendored, file)).equals(readFileSync(path.join(npm, 'dist', file))),
+      `web/vendor/uplot/${file} differs from uplot ${installed.version}'s dist/${file}: copy it again`);
+  }
+});
+
 describe('pages and library against the fake node', () => {
   let node;
   let browser;
@@ -118,13 +128,16 @@ describe('pages and library against the fake node', () => {
   test('the pages render at phone, tablet and desktop sizes with labelled controls', { timeout: 90_000 }, async () => {
     for (const [name, layout] of Object.entries(LAYOUTS)) {
       const { viewport } = layout;
-      for (const [pageName, urlPath] of [['index', '/'], ['play', '/play/demo'], ['dealer', '/dealer/demo']]) {
+      for (const [pageName, urlPath] of [['index', '/'], ['play', '/play/demo'], ['dealer', '/dealer/demo'], ['ops', '/ops']]) {
         const page = await open(urlPath, `${pageName}-${name}`, layout);
         if (pageName === 'dealer') {
           await page.waitForFunction(() => document.getElementById('preview').videoWidth > 0, null, { timeout: 20_000 });
         }
         if (pageName === 'play') {
           await page.waitForFunction(() => window.tablecastPage.error !== null, null, { timeout: 20_000 });
+        }
+        if (pageName === 'ops') {
+          await page.waitForFunction(() => document.getElementById('node-status').dataset.state !== 'connecting', null, { timeout: 20_000 });
         }
         await page.waitForTimeout(300);
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);

@@ -76,7 +76,7 @@ test('a dealer page publishes its fake camera over WHIP and a player page decode
   const last = await waitUntil(
     () => player.evaluate(async () => ({
       page: { state: window.tablecastPage.state, error: window.tablecastPage.error },
-      stats: window.tablecastPlayer ? await window.tablecastPlayer.stats() : null,
+      stats: window.tablecast.client?.player ? await window.tablecast.client.player.stats() : null,
     })),
     (s) => s.page.error !== null || (s.stats !== null && s.stats.framesDecoded > MIN_FRAMES && s.stats.frameWidth > 0),
     {
@@ -103,42 +103,40 @@ test('a dealer page publishes its fake camera over WHIP and a player page decode
   await dealer.screenshot({ path: artifact('whip_whep-dealer.png') });
   await player.screenshot({ path: artifact('whip_whep-player.png') });
 
-  await player.evaluate(() => window.tablecastPlayer.stop());
+  await player.evaluate(() => window.tablecast.client.close());
   await dealer.getByRole('button', { name: /stop/i }).click();
   await dealer.waitForFunction(() => window.tablecastDealer === null && window.tablecastDealerPage.error === null, null, { timeout: 10_000 });
   await player.context().close();
   await dealer.context().close();
 });
 
-test('the control data channel opens, the node says hello and echoes JSON', { timeout: 60_000 }, async () => {
-  const player = await openPage(`/play/${TABLE}`, 'player-control');
-  const result = await player.evaluate(async () => {
-    const deadline = Date.now() + 15_000;
-    while (!window.tablecastPlayer && !window.tablecastPage.error && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    if (window.tablecastPage.error) return { error: window.tablecastPage.error };
-    const p = window.tablecastPlayer;
+test('the control data channel opens: hello gets the welcome snapshot, ping gets pong', { timeout: 60_000 }, async () => {
+  const page = await openPage('/', 'control-channel');
+  const result = await page.evaluate(async (table) => {
+    const { play, demoToken } = await import('/web/tablecast.js');
+    const token = await demoToken({ role: 'player', table });
+    const p = await play({ table, token });
     await p.channelOpen(15_000);
-    const hello = window.tablecastPage.messages.find((m) => m.type === 'hello')
-      ?? await new Promise((resolve, reject) => {
-        const off = p.on('message', (m) => { if (m.type === 'hello') { off(); resolve(m); } });
-        setTimeout(() => reject(new Error('no hello within 10 s')), 10_000);
-      });
-    const probe = { type: 'test.echo', nonce: Math.random().toString(36).slice(2) };
-    const echoed = new Promise((resolve, reject) => {
-      const off = p.on('message', (m) => { if (m.nonce === probe.nonce) { off(); resolve(m); } });
-      setTimeout(() => reject(new Error('no echo within 10 s')), 10_000);
+    const next = (type) => new Promise((resolve, reject) => {
+      const off = p.on('message', (m) => { if (m.type === type) { off(); resolve(m); } });
+      setTimeout(() => reject(new Error(`no ${type} within 10 s`)), 10_000);
     });
-    p.send(probe);
-    return { hello, probe, echo: await echoed };
-  });
-  assert.equal(result.error, undefined, `the player page reported an error: ${JSON.stringify(result.error)}`);
-  assert.equal(result.hello.type, 'hello');
-  assert.equal(typeof result.hello.session, 'string', `hello has no session: ${JSON.stringify(result.hello)}`);
-  assert.deepEqual(result.echo, result.probe);
-  await player.evaluate(() => window.tablecastPlayer.stop());
-  await player.context().close();
+    const welcome = next('welcome');
+    p.send({ type: 'hello', token: '' });
+    const w = await welcome;
+    const pong = next('pong');
+    const sent = Date.now();
+    p.send({ type: 'ping', client_ms: sent });
+    const got = await pong;
+    await p.stop();
+    return { welcome: w, pong: got, sent };
+  }, TABLE);
+  assert.equal(result.welcome.v, 1);
+  assert.equal(result.welcome.snapshot.table.id, TABLE);
+  assert.equal(result.welcome.seq, result.welcome.snapshot.last_seq);
+  assert.equal(result.pong.client_ms, result.sent);
+  assert.ok(Math.abs(result.pong.server_ms - result.sent) < 5000, `server clock far off: ${JSON.stringify(result.pong)}`);
+  await page.context().close();
 });
 
 test('a WHEP POST with a bad token is refused with 401, surfaced by the library as an Error with status 401', { timeout: 60_000 }, async () => {

@@ -24,6 +24,28 @@ fn the_shipped_config_parses_and_matches_the_code_defaults() {
     assert_eq!(c.media.socket_recv_buffer, d.media.socket_recv_buffer);
     assert!(c.auth.demo);
     assert_eq!(c.table_ids(), vec![TableId::parse("demo").unwrap()]);
+    assert_eq!(
+        toml::to_string(&c.control).unwrap(),
+        toml::to_string(&d.control).unwrap(),
+        "[control] in config.toml documents the code's defaults"
+    );
+    let shipped: crate::protocol::TableConfig =
+        toml::Value::Table(c.tables[0].clone()).try_into().unwrap();
+    assert_eq!(
+        shipped,
+        crate::protocol::TableConfig::demo_baccarat(),
+        "the shipped demo table is the built-in one"
+    );
+}
+
+#[test]
+fn control_limits_can_be_overridden_from_the_environment() {
+    let loaded = load(
+        &missing(),
+        env(&[("TABLECAST_CONTROL_BETS_PER_SEC", "1000")]),
+    )
+    .unwrap();
+    assert_eq!(loaded.config.control.bets_per_sec, 1000.0);
 }
 
 #[test]

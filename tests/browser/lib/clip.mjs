@@ -59,3 +59,57 @@ function run(cmd, args) {
     });
   });
 }
+
+/**
+ * A nicer camera for the screenshots: a baccarat table seen from above (felt, two dealt
+ * hands, the rail) with a running timecode, 1280x720 at 30 fps. Made once with ffmpeg's
+ * drawtext and Debian's DejaVu fonts, cached next to the test clip. The hands show the
+ * player on 7 and the banker on 0, so the screenshot test deals "player".
+ */
+export async function ensureStudioClip({ ffmpeg = process.env.FFMPEG || 'ffmpeg', fonts = '/usr/share/fonts/truetype/dejavu' } = {}) {
+  const clip = path.join(ensureDir(CACHE_DIR), `studio-${CLIP_WIDTH}x${CLIP_HEIGHT}-${CLIP_FPS}fps-${CLIP_SECONDS}s.y4m`);
+  const minBytes = FRAME_BYTES * CLIP_FPS * CLIP_SECONDS;
+  if (existsSync(clip) && statSync(clip).size >= minBytes) return clip;
+  const font = (name) => `${fonts}/${name}`.replace(/:/g, '\\:');
+  const text = (t, { file = 'DejaVuSans-Bold.ttf', color = '0x111111', size = 56, x, y, extra = '' }) =>
+    `drawtext=fontfile=${font(file)}:text='${t}':fontcolor=${color}:fontsize=${size}:x=${x}:y=${y}${extra}`;
+  const card = (x, rank, suit, red) => [
+    `drawbox=x=${x}:y=170:w=130:h=185:color=white@1:t=fill`,
+    text(rank, { color: red ? '0xc01818' : '0x111111', x: x + 15, y: 180 }),
+    text(suit, { file: 'DejaVuSans.ttf', color: red ? '0xc01818' : '0x111111', size: 80, x: x + 37, y: 250 }),
+  ];
+  const filters = [
+    'format=yuv420p',
+    'drawbox=x=0:y=560:w=1280:h=160:color=0x3a2212@1:t=fill',
+    'drawbox=x=0:y=556:w=1280:h=6:color=0xd8b25a@1:t=fill',
+    text('PLAYER', { file: 'DejaVuSerif-Bold.ttf', color: '0xe6bf5c@0.85', size: 40, x: 250, y: 90 }),
+    text('BANKER', { file: 'DejaVuSerif-Bold.ttf', color: '0xe6bf5c@0.85', size: 40, x: 850, y: 90 }),
+    text('TIE PAYS 8 TO 1', { file: 'DejaVuSerif.ttf', color: '0xe6bf5c@0.6', size: 22, x: '(w-tw)/2', y: 40 }),
+    'drawbox=x=636:y=80:w=4:h=420:color=0xe6bf5c@0.35:t=fill',
+    ...card(225, 'K', '♠', false),
+    ...card(375, '7', '♥', true),
+    ...card(815, '9', '♦', true),
+    ...card(965, 'A', '♣', false),
+    text('7', { color: 'white', size: 34, x: 345, y: 385, extra: ':box=1:boxcolor=0x2f6fe0@0.9:boxborderw=10' }),
+    text('0', { color: 'white', size: 34, x: 935, y: 385, extra: ':box=1:boxcolor=0xd9343f@0.9:boxborderw=10' }),
+    'vignette=PI/5',
+    text('CAM 1  %{pts\\:hms}', { file: 'DejaVuSansMono.ttf', color: 'white@0.8', size: 18, x: 24, y: 'h-36' }),
+  ];
+  const partial = `${clip}.partial-${process.pid}.y4m`;
+  const args = [
+    '-hide_banner', '-loglevel', 'error', '-nostdin', '-y',
+    '-f', 'lavfi', '-i', `gradients=s=${CLIP_WIDTH}x${CLIP_HEIGHT}:r=${CLIP_FPS}:c0=0x179155:c1=0x062a18:x0=640:y0=250:x1=640:y1=1000:type=radial:speed=0.0001`,
+    '-vf', filters.join(','),
+    '-t', String(CLIP_SECONDS),
+    '-pix_fmt', 'yuv420p',
+    partial,
+  ];
+  try {
+    await run(ffmpeg, args);
+    if (statSync(partial).size < minBytes) throw new Error(`ffmpeg wrote a short clip (${statSync(partial).size} bytes < ${minBytes})`);
+    renameSync(partial, clip);
+  } finally {
+    rmSync(partial, { force: true });
+  }
+  return clip;
+}

@@ -2,7 +2,7 @@
 // plain HTTP, ephemeral media ports announced on 127.0.0.1, a temporary data
 // directory and a fresh auth secret. Its stderr goes to
 // tests/browser/.artifacts/<name>.node.log.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -111,7 +111,7 @@ async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attem
   });
 
   const baseUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
-  const node = new RunningNode({ child, exited, baseUrl, port, dataDir, logPath, log, secret: childEnv.TABLECAST_AUTH_SECRET });
+  const node = new RunningNode({ child, exited, baseUrl, port, dataDir, logPath, log, secret: childEnv.TABLECAST_AUTH_SECRET, binary, config });
 
   const ready = await Promise.race([
     waitReady(baseUrl, readyTimeoutMs).then(() => 'ready', (err) => err),
@@ -130,7 +130,7 @@ async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attem
 
 /** A node started by startNode(). */
 export class RunningNode {
-  constructor({ child, exited, baseUrl, port, dataDir, logPath, log, secret }) {
+  constructor({ child, exited, baseUrl, port, dataDir, logPath, log, secret, binary, config }) {
     this.child = child;
     this.exited = exited;
     /** e.g. http://127.0.0.1:41234 */
@@ -140,6 +140,8 @@ export class RunningNode {
     /** The node's stderr and stdout. */
     this.logPath = logPath;
     this.secret = secret;
+    this.binary = binary;
+    this.config = config;
     this._log = log;
     this._stopped = null;
   }
@@ -166,6 +168,36 @@ export class RunningNode {
       return how;
     })();
     return this._stopped;
+  }
+
+  /**
+   * A token signed with this node's secret, made by the node's own `tablecast token`
+   * (operators cannot get one from the demo route).
+   * @param {{role: 'dealer'|'player'|'operator', table: string, user?: string, ttl?: string}} opts
+   * @returns {Promise<string>}
+   */
+  token({ role, table, user, ttl = '1h' }) {
+    const args = ['token', '--config', this.config, '--role', role, '--table', table, '--ttl', ttl];
+    if (user) args.push('--user', user);
+    const env = { ...process.env, TABLECAST_AUTH_SECRET: this.secret, RUST_LOG: 'error', TABLECAST_LOG_FILTER: 'error' };
+    return new Promise((resolve, reject) => {
+      execFile(this.binary, args, { cwd: REPO_ROOT, env, timeout: 15_000 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`${this.binary} ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+        else resolve(stdout.trim().split('\n').pop());
+      });
+    });
+  }
+
+  /** `fetch()` against this node, with a bearer token when given; JSON bodies are sent as JSON. */
+  async api(method, path, { token, body } = {}) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(`${this.baseUrl}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    return { status: res.status, json, text };
   }
 
   /** The last `lines` lines of the node's log, for failure messages. */

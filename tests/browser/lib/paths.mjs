@@ -9,6 +9,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const BROWSER_TESTS_DIR = path.resolve(here, '..');
 /** The repository root (where Cargo.toml, config.toml and web/ live). */
 export const REPO_ROOT = path.resolve(BROWSER_TESTS_DIR, '..', '..');
+/** Files the tests read: the node config of the browser tests, the fake node. */
+export const FIXTURES_DIR = path.join(BROWSER_TESTS_DIR, 'fixtures');
+/** The screenshots of the pages at each layout, committed so the README can show them. */
+export const SCREENSHOTS_DIR = path.join(REPO_ROOT, 'docs', 'screenshots');
 /** Generated inputs kept between runs (the y4m clip). Gitignored. */
 export const CACHE_DIR = path.join(BROWSER_TESTS_DIR, '.cache');
 /** Logs and screenshots of the last run, for a person to look at. Gitignored. */

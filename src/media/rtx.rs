@@ -1,0 +1,232 @@
+//! RTX (RFC 4588): answering a subscriber's NACK on a retransmission stream of its own, for
+//! subscribers whose offer has `video/rtx` (browsers do).
+//!
+//! A retransmission on the media SSRC looks to the receiver like a late packet; on RTX it is
+//! plainly a repair, with its own SSRC and sequence numbers, so the receiver's loss and jitter
+//! statistics (and its bandwidth estimate) stay true. Subscribers that did not offer RTX keep
+//! getting plain retransmissions.
+//!
+//! `rtc` 0.21 negotiates RTX and announces the repair flow (`a=ssrc-group:FID`) when an encoding
+//! carries an RTX SSRC, but `RTCRtpSender::write_rtp` only takes packets on the track's media SSRC
+//! (rtc-0.21.1 `rtp_transceiver/rtp_sender/mod.rs`, `ErrSenderWithNoSSRCs`). So the worker writes
+//! an RTX packet on the media SSRC with the RTX payload type, and [`RtxWrap`], an interceptor
+//! application-ward of the sender reports, moves it to the RTX SSRC before it is counted or
+//! encrypted. What it needs to know is set once, after negotiation, in a shared [`RtxRoute`].
+
+use super::keyframe::VideoCodec;
+use bytes::{BufMut, BytesMut};
+use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Instant;
+
+/// A subscriber's RTX stream (RFC 4588): its own SSRC, payload types and sequence numbers.
+pub struct OutRtx {
+    pub ssrc: u32,
+    /// The RTX payload type repairing each codec (`a=fmtp:<rtx> apt=<codec>`).
+    pub pt_h264: Option<u8>,
+    pub pt_vp8: Option<u8>,
+    /// The next RTX sequence number.
+    pub seq: u16,
+}
+
+impl OutRtx {
+    /// What the subscriber negotiated, from its sender's parameters: RTX for the payload types
+    /// the node sends (`pt_h264`, `pt_vp8`), on the encoding's RTX SSRC. `None` without either.
+    pub fn negotiated(
+        params: &rtc::rtp_transceiver::rtp_sender::RTCRtpSendParameters,
+        pt_h264: Option<u8>,
+        pt_vp8: Option<u8>,
+    ) -> Option<Self> {
+        let ssrc = params
+            .encodings
+            .first()
+            .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
+            .map(|r| r.ssrc)?;
+        let rtx_for = |primary: Option<u8>| {
+            let primary = primary?;
+            params.rtp_parameters.codecs.iter().find_map(|c| {
+                let apt = c.rtp_codec.sdp_fmtp_line.split(';').find_map(|p| {
+                    p.trim()
+                        .strip_prefix("apt=")
+                        .and_then(|v| v.trim().parse::<u8>().ok())
+                });
+                (c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx") && apt == Some(primary))
+                    .then_some(c.payload_type)
+            })
+        };
+        let (rtx_h264, rtx_vp8) = (rtx_for(pt_h264), rtx_for(pt_vp8));
+        (rtx_h264.is_some() || rtx_vp8.is_some()).then(|| OutRtx {
+            ssrc,
+            pt_h264: rtx_h264,
+            pt_vp8: rtx_vp8,
+            seq: rand::random::<u16>() & 0x3fff,
+        })
+    }
+
+    pub fn payload_type(&self, codec: Option<VideoCodec>) -> Option<u8> {
+        match codec {
+            Some(VideoCodec::H264) => self.pt_h264,
+            Some(VideoCodec::Vp8) => self.pt_vp8,
+            None => None,
+        }
+    }
+}
+
+/// Whether an offer has an RTX payload type (`a=rtpmap:<pt> rtx/90000`).
+pub fn offered(offer_sdp: &str) -> bool {
+    offer_sdp.lines().any(|l| {
+        l.trim()
+            .strip_prefix("a=rtpmap:")
+            .and_then(|m| m.split_whitespace().nth(1))
+            .is_some_and(|codec| codec.to_ascii_lowercase().starts_with("rtx/"))
+    })
+}
+
+/// Where a subscriber's RTX packets go: which media SSRC they are written on, which payload
+/// types mark them, and the SSRC they leave on. Written once after negotiation; read per packet
+/// without a lock.
+#[derive(Debug, Default)]
+pub struct RtxRoute {
+    media_ssrc: AtomicU32,
+    rtx_ssrc: AtomicU32,
+    /// Bit `pt` set: payload type `pt` (0-127) is an RTX payload type.
+    payload_types: [AtomicU64; 2],
+}
+
+impl RtxRoute {
+    /// Routes packets written on `media_ssrc` with one of `payload_types` to `rtx_ssrc`.
+    pub fn set(&self, media_ssrc: u32, rtx_ssrc: u32, payload_types: impl IntoIterator<Item = u8>) {
+        for pt in payload_types {
+            let pt = pt & 0x7f;
+            self.payload_types[usize::from(pt >> 6)].fetch_or(1 << (pt & 63), Relaxed);
+        }
+        self.media_ssrc.store(media_ssrc, Relaxed);
+        self.rtx_ssrc.store(rtx_ssrc, Relaxed);
+    }
+
+    /// The SSRC a packet on `ssrc` with payload type `pt` leaves on.
+    pub fn ssrc_for(&self, ssrc: u32, pt: u8) -> u32 {
+        let pt = pt & 0x7f;
+        let is_rtx = self.payload_types[usize::from(pt >> 6)].load(Relaxed) & (1 << (pt & 63)) != 0;
+        if is_rtx && ssrc == self.media_ssrc.load(Relaxed) {
+            self.rtx_ssrc.load(Relaxed)
+        } else {
+            ssrc
+        }
+    }
+}
+
+/// Moves RTX packets from the media SSRC to the RTX SSRC (see the module doc).
+pub struct RtxWrap {
+    route: Arc<RtxRoute>,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtxWrap {
+    pub fn new(route: Arc<RtxRoute>) -> Self {
+        Self {
+            route,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxWrap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &mut msg.message.packet {
+            packet.header.ssrc = self
+                .route
+                .ssrc_for(packet.header.ssrc, packet.header.payload_type);
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for RtxWrap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// The RTX packet (RFC 4588 §4) repairing `original` (already rewritten for the subscriber):
+/// same timestamp and marker, the RTX payload type and sequence number, and the original
+/// sequence number (OSN) ahead of the original payload. Its SSRC stays the media SSRC; the
+/// interceptor moves it.
+pub fn packet(original: &rtc::rtp::Packet, payload_type: u8, seq: u16) -> rtc::rtp::Packet {
+    let mut payload = BytesMut::with_capacity(2 + original.payload.len());
+    payload.put_u16(original.header.sequence_number);
+    payload.put_slice(&original.payload);
+    let mut header = original.header.clone();
+    header.payload_type = payload_type;
+    header.sequence_number = seq;
+    // Padding belongs to the original packet's length; the RTX payload is not padded.
+    header.padding = false;
+    rtc::rtp::Packet {
+        header,
+        payload: payload.freeze(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rtx_payload_types_on_the_media_ssrc_move() {
+        let route = RtxRoute::default();
+        assert_eq!(
+            route.ssrc_for(7, 97),
+            7,
+            "nothing routed before negotiation"
+        );
+        route.set(7, 70, [97, 103]);
+        assert_eq!(route.ssrc_for(7, 97), 70);
+        assert_eq!(route.ssrc_for(7, 103), 70);
+        assert_eq!(route.ssrc_for(7, 96), 7, "media stays");
+        assert_eq!(route.ssrc_for(9, 97), 9, "another stream stays");
+    }
+
+    #[test]
+    fn an_rtx_packet_carries_the_original_sequence_number_first() {
+        let mut original = rtc::rtp::Packet::default();
+        original.header.sequence_number = 0xabcd;
+        original.header.timestamp = 42;
+        original.header.marker = true;
+        original.header.payload_type = 96;
+        original.payload = bytes::Bytes::from_static(&[1, 2, 3]);
+        let rtx = packet(&original, 97, 5);
+        assert_eq!(rtx.header.payload_type, 97);
+        assert_eq!(rtx.header.sequence_number, 5);
+        assert_eq!(rtx.header.timestamp, 42);
+        assert!(rtx.header.marker);
+        assert_eq!(&rtx.payload[..], &[0xab, 0xcd, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,253 @@
+//! Datagrams in, peer connections driven: demultiplexing one datagram to its session (STUN by
+//! ICE ufrag, the rest by source address), taking everything a connection gives back after an
+//! input (datagrams to send, events, RTP, RTCP, data-channel messages), and the deadline heap
+//! that wakes each connection when it asks to be.
+
+use super::Worker;
+use super::control::control_channel;
+use crate::media::demux::{self, Kind, NewPath};
+use crate::media::keyframe;
+use crate::media::peer::{InTrack, MediaKind};
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tracing::{debug, info};
+
+impl Worker {
+    pub(super) fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        dst: Option<IpAddr>,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let kind = demux::classify(data);
+        let slot = match kind {
+            Kind::Stun => demux::stun_server_ufrag(data)
+                .and_then(|u| self.by_ufrag.get(u).copied())
+                .or_else(|| self.by_addr.get(&from).copied()),
+            Kind::Dtls | Kind::Rtp => self.by_addr.get(&from).copied(),
+            Kind::Unknown => None,
+        };
+        let Some(slot) = slot else {
+            self.metrics.node.datagrams_unroutable.fetch_add(1, Relaxed);
+            return;
+        };
+        let local_addr = dst
+            .and_then(|ip| self.local_addrs.iter().find(|a| a.ip() == ip))
+            .or_else(|| self.local_addrs.first())
+            .copied()
+            .unwrap_or(from);
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        peer.last_rx = now;
+        self.rx_buf.extend_from_slice(data);
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: self.rx_buf.split(),
+        };
+        if let Err(e) = peer.pc.handle_read(msg) {
+            peer.span.in_scope(
+                || debug!(error = %e, from = %from, "datagram refused by the peer connection"),
+            );
+        }
+        if kind == Kind::Stun && demux::is_binding_request(data) {
+            // `handle_read` logs and swallows what its stages refuse (rtc-0.21.1
+            // `peer_connection/handler/mod.rs`, `pump_reads`), so acceptance shows in the reply:
+            // the agent answers a binding request with a success response only when it carried
+            // our ufrag and passed MESSAGE-INTEGRITY with our password. Then its source is a
+            // path of this session; a stranger naming our ufrag gets nothing routed.
+            let mut accepted = false;
+            while let Some(out) = peer.pc.poll_write() {
+                accepted |=
+                    out.transport.peer_addr == from && demux::is_binding_success(&out.message);
+                self.send.push(out.transport.peer_addr, out.message);
+            }
+            if accepted && let NewPath::Added { evicted } = peer.paths.stun_from(from, now) {
+                peer.span.in_scope(|| info!(remote = %from, "new path"));
+                self.by_addr.insert(from, slot);
+                if let Some(old) = evicted
+                    && self.by_addr.get(&old) == Some(&slot)
+                {
+                    self.by_addr.remove(&old);
+                }
+            }
+        }
+        self.drive(slot, now);
+    }
+
+    /// Takes everything a peer connection has to give after an input, and acts on it.
+    pub(super) fn drive(&mut self, slot: usize, now: Instant) {
+        // Reused across calls (taken, so a nested call would just start an empty one).
+        let mut rtp = std::mem::take(&mut self.drive_rtp);
+        let mut rtcp = std::mem::take(&mut self.drive_rtcp);
+        let mut close_reason = None;
+        let mut became_connected = false;
+        {
+            let Some(peer) = self.peers[slot].as_mut() else {
+                return;
+            };
+            while let Some(out) = peer.pc.poll_write() {
+                self.send.push(out.transport.peer_addr, out.message);
+            }
+            while let Some(event) = peer.pc.poll_event() {
+                match event {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                        peer.span.in_scope(|| debug!(%state, "connection state"));
+                        match state {
+                            RTCPeerConnectionState::Connected if peer.connected_at.is_none() => {
+                                peer.connected_at = Some(now);
+                                became_connected = true;
+                            }
+                            RTCPeerConnectionState::Failed => {
+                                close_reason = Some("connection failed (ICE or DTLS)")
+                            }
+                            RTCPeerConnectionState::Closed => {
+                                close_reason = Some("connection closed by the remote peer")
+                            }
+                            _ => {}
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        // `rtc` opens the tracks again after a renegotiation (an ICE restart);
+                        // the same track and SSRC is the same source, so subscribers keep their
+                        // anchoring and the packet buffer keeps answering NACKs.
+                        let epoch = match peer.in_tracks.get(&init.track_id) {
+                            Some(t) if t.ssrc == init.ssrc => t.epoch,
+                            _ => self.epochs.fetch_add(1, Relaxed),
+                        };
+                        if let Some(receiver) = peer.pc.rtp_receiver(init.receiver_id) {
+                            let track = receiver.track();
+                            let kind = if track.kind()
+                                == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video
+                            {
+                                MediaKind::Video
+                            } else {
+                                MediaKind::Audio
+                            };
+                            let mime = track
+                                .codec(init.ssrc)
+                                .map(|c| c.mime_type.clone())
+                                .unwrap_or_default();
+                            let video_codec = keyframe::VideoCodec::from_mime(&mime);
+                            peer.span.in_scope(|| info!(track = %init.track_id, ?kind, %mime, ssrc = init.ssrc, "publisher track open"));
+                            peer.in_tracks.insert(
+                                init.track_id.clone(),
+                                InTrack {
+                                    kind,
+                                    video_codec,
+                                    ssrc: init.ssrc,
+                                    receiver: init.receiver_id,
+                                    epoch,
+                                },
+                            );
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                        if let Some(dc) = peer.pc.data_channel(id) {
+                            let label = dc.label().to_owned();
+                            peer.span.in_scope(|| info!(%label, "data channel open"));
+                            if label == "control" && peer.control.is_none() {
+                                peer.control = Some(id);
+                                self.control.opened(control_channel(peer));
+                            }
+                        }
+                    }
+                    RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id))
+                        if peer.control == Some(id) =>
+                    {
+                        peer.control = None;
+                        peer.span.in_scope(|| info!("control channel closed"));
+                        self.control.closed(control_channel(peer));
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(msg) = peer.pc.poll_read() {
+                match msg.message {
+                    RTCMessage::RtpPacket(track_id, packet) => rtp.push((track_id, packet)),
+                    RTCMessage::RtcpPacket(_, packets) => rtcp.extend(packets),
+                    RTCMessage::DataChannelMessage(id, message) if Some(id) == peer.control => {
+                        self.control.message(control_channel(peer), &message.data);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(out) = peer.pc.poll_write() {
+                self.send.push(out.transport.peer_addr, out.message);
+            }
+            self.schedule(slot, now);
+        }
+        if became_connected {
+            self.on_connected(slot, now);
+        }
+        for (track_id, packet) in rtp.drain(..) {
+            self.on_publisher_rtp(slot, &track_id, packet, now);
+        }
+        if !rtcp.is_empty() {
+            self.on_subscriber_rtcp(slot, &rtcp, now);
+            rtcp.clear();
+        }
+        self.drive_rtp = rtp;
+        self.drive_rtcp = rtcp;
+        if let Some(reason) = close_reason {
+            self.remove(slot, reason);
+        }
+    }
+
+    pub(super) fn schedule(&mut self, slot: usize, now: Instant) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if let Some(t) = peer.pc.poll_timeout() {
+            let t = t.max(now);
+            if peer.deadline.is_none_or(|d| t < d || d <= now) {
+                peer.deadline = Some(t);
+                self.timers.push(Reverse((t, slot, self.generations[slot])));
+            }
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    pub(super) fn run_timers(&mut self, now: Instant) {
+        let mut fired = 0;
+        while let Some(Reverse((t, slot, generation))) = self.timers.peek().copied() {
+            if t > now || fired > 10_000 {
+                break;
+            }
+            self.timers.pop();
+            if self.generations.get(slot) != Some(&generation) {
+                continue;
+            }
+            let Some(peer) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            if peer.deadline != Some(t) {
+                continue;
+            }
+            peer.deadline = None;
+            fired += 1;
+            if let Err(e) = peer.pc.handle_timeout(now) {
+                peer.span
+                    .in_scope(|| debug!(error = %e, "timeout handling failed"));
+            }
+            self.drive(slot, now);
+        }
+    }
+}

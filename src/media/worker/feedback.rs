@@ -1,0 +1,157 @@
+//! Feedback from subscribers: NACKs answered from the table camera's packet buffer (rewritten
+//! into the subscriber's stream), and keyframe requests (PLI/FIR) passed on to the publisher,
+//! throttled per table camera, through whichever worker the publisher is on.
+
+use super::{Worker, WorkerMsg};
+use crate::media::Role;
+use crate::media::peer::{MediaKind, RouterKey};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+impl Worker {
+    pub(super) fn on_subscriber_rtcp(
+        &mut self,
+        slot: usize,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+    ) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if peer.role != Role::Subscriber {
+            return;
+        }
+        let key = peer.key.clone();
+        let mut keyframe = false;
+        for p in packets {
+            let any = p.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                peer.metrics.nacks_received.fetch_add(1, Relaxed);
+                let Some(router) = self.routers.get(&key) else {
+                    continue;
+                };
+                let (out, buffer) = if peer
+                    .out_video
+                    .as_ref()
+                    .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
+                {
+                    (peer.out_video.as_mut(), &router.video)
+                } else if peer
+                    .out_audio
+                    .as_ref()
+                    .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
+                {
+                    (peer.out_audio.as_mut(), &router.audio)
+                } else {
+                    continue;
+                };
+                let Some(out) = out else { continue };
+                let sender_id = out.sender;
+                let ssrc = out.stream.ssrc;
+                for pair in &nack.nacks {
+                    for lost in pair.packet_list() {
+                        let Some((epoch, src_seq)) = out.stream.source_seq(lost) else {
+                            continue;
+                        };
+                        let Some((codec, original)) = buffer.get(epoch, src_seq) else {
+                            continue;
+                        };
+                        let Some((seq, timestamp)) = out.stream.rewrite_retransmission(
+                            epoch,
+                            src_seq,
+                            original.header.timestamp,
+                        ) else {
+                            continue;
+                        };
+                        let Some(pt) = out.payload_type(codec) else {
+                            continue;
+                        };
+                        let mut packet = original.clone();
+                        packet.header.ssrc = ssrc;
+                        packet.header.sequence_number = seq;
+                        packet.header.timestamp = timestamp;
+                        packet.header.payload_type = pt;
+                        // RTX when negotiated (its own payload type and sequence numbers; the
+                        // RtxWrap interceptor gives it its SSRC), else the packet as it was.
+                        let mut rtx = false;
+                        if let Some(out_rtx) = out.rtx.as_mut()
+                            && let Some(rtx_pt) = out_rtx.payload_type(codec)
+                        {
+                            packet = crate::media::rtx::packet(&packet, rtx_pt, out_rtx.seq);
+                            out_rtx.seq = out_rtx.seq.wrapping_add(1);
+                            rtx = true;
+                        }
+                        if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
+                            && sender.write_rtp(now, packet).is_ok()
+                        {
+                            peer.metrics.retransmissions.fetch_add(1, Relaxed);
+                            if rtx {
+                                peer.metrics.rtx_packets.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                }
+            } else if any.is::<PictureLossIndication>()
+                || any.is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+            {
+                peer.metrics.plis_received.fetch_add(1, Relaxed);
+                keyframe = true;
+            }
+        }
+        while let Some(out) = peer.pc.poll_write() {
+            self.send.push(out.transport.peer_addr, out.message);
+        }
+        if keyframe {
+            self.request_keyframe(&key, now);
+        }
+    }
+
+    /// Asks the publisher of `key` for a keyframe, throttled per table camera.
+    pub(super) fn request_keyframe(&mut self, key: &RouterKey, now: Instant) {
+        let Some(router) = self.routers.get_mut(key) else {
+            return;
+        };
+        if !router.allow_keyframe_request(now) {
+            return;
+        }
+        match router.publisher {
+            Some(publisher) => self.send_pli(publisher, now),
+            None => {
+                for (i, w) in self.workers.iter().enumerate() {
+                    if i != self.index {
+                        let _ = w.try_send(WorkerMsg::KeyframeRequest { key: key.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_pli(&mut self, slot: usize, now: Instant) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let video: Vec<(rtc::rtp_transceiver::RTCRtpReceiverId, u32)> = peer
+            .in_tracks
+            .values()
+            .filter(|t| t.kind == MediaKind::Video)
+            .map(|t| (t.receiver, t.ssrc))
+            .collect();
+        for (receiver, media_ssrc) in video {
+            if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                    peer.metrics.plis_sent.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        while let Some(out) = peer.pc.poll_write() {
+            self.send.push(out.transport.peer_addr, out.message);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+// A player at a table: the dealer's video over WHEP and the table's events on
+// the session's `control` data channel, or over a WebSocket when the data
+// channel cannot be had. It recovers by itself:
+//
+//   ICE trouble or a network change ─▶ ICE restart (WHEP PATCH, If-Match: *)
+//        │ refused (a node without ICE restart answers 400) or no luck in 5 s
+//        ▼
+//   full reconnect: a new WHEP session, then `hello` with resume_after_seq,
+//   retried with backoff (0, 0.5, 1, 2, 4, 8 s)
+//
+// A session the node closes (its data channel or DTLS transport closes) goes
+// straight to the full reconnect. The page sees 'connection' events
+// (connecting → live → reconnecting → live …) and never a gap or a duplicate in
+// the table's events (see ControlSession).
+import { backoffMs, sleep } from './backoff.js';
+import { ControlSession, channelTransport, openSocket } from './control.js';
+import { wsUrl } from './http.js';
+import { DEFAULT_GATHER_TIMEOUT_MS, play } from './webrtc.js';
+
+/** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
+const ICE_GRACE_MS = 2000;
+/** How long an ICE restart may take to connect again. */
+const ICE_RESTART_TIMEOUT_MS = 5000;
+
+/**
+ * Join a table as a player. Resolves once the table said `welcome`; rejects when
+ * the first connection fails for good (a refused token: `err.status` 401/403).
+ *
+ * @param {object} opts
+ * @param {string} opts.table
+ * @param {string|(() => Promise<string>)} opts.token player token, or a function that gets a fresh one
+ * @param {HTMLVideoElement} [opts.video] shows the dealer's video
+ * @param {string} [opts.camera='main']
+ * @param {string} [opts.baseUrl=''] node origin; '' means this page's origin
+ * @param {boolean} [opts.dataChannel=true] false: table events over the WebSocket only
+ * @param {RTCIceServer[]} [opts.iceServers=[]]
+ * @returns {Promise<TableClient>}
+ */
+export async function joinTable(opts) {
+  const client = new TableClient(opts);
+  await client.start();
+  return client;
+}
+
+export class TableClient extends ControlSession {
+  constructor({
+    table, token, video = null, camera = 'main', baseUrl = '', dataChannel = true,
+    iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
+    statsIntervalMs = 1000, ...rest
+  }) {
+    super({ table, ...rest });
+    this.video = video;
+    this.camera = camera;
+    this.baseUrl = baseUrl;
+    this.iceServers = iceServers;
+    this.gatherTimeoutMs = gatherTimeoutMs;
+    this.channelTimeoutMs = channelTimeoutMs;
+    this.statsIntervalMs = statsIntervalMs;
+    /** Whether to ask for the data channel; turns false for good once the browser or the node refuses it. */
+    this.useDataChannel = dataChannel;
+    /** Why the data channel is not used, when it is not. */
+    this.fallbackReason = dataChannel ? null : 'disabled';
+    /** @type {import('./webrtc.js').Player|null} the current WHEP session */
+    this.player = null;
+    /** Connection quality for an indicator: level 'good' | 'poor' | 'reconnecting' | 'connecting', and the numbers. */
+    this.quality = { level: 'connecting', bitrate: 0, loss: 0, rtt: null, fps: 0, video: false };
+    /** Recoveries: ICE restarts tried and succeeded, full reconnects. */
+    this.recovery = { iceRestarts: 0, iceRestartsOk: 0, reconnects: 0, lastMs: null };
+    this._tokenSource = token;
+    this._closed = false;
+    this._recovering = false;
+    this._iceTimer = null;
+    this._statsTimer = null;
+    this._poorSamples = 0;
+    this._goodSamples = 0;
+    this._onNetwork = () => this._recover('network change');
+  }
+
+  async start() {
+    this._setConnection('connecting', null);
+    await this._connect();
+    this._setConnection('live', this._transport?.kind ?? null);
+    this._statsTimer = setInterval(() => { this._sample().catch(() => {}); }, this.statsIntervalMs);
+    globalThis.addEventListener?.('online', this._onNetwork);
+    globalThis.navigator?.connection?.addEventListener?.('change', this._onNetwork);
+  }
+
+  /** Show the video in another element. */
+  attachVideo(video) {
+    this.video = video;
+    if (video && this.player?.stream.getTracks().length) this._showStream(this.player.stream);
+  }
+
+  /**
+   * Resolves once the video on screen has caught up with this moment: the first
+   * frame received after the call is presented. Call it when an event arrives
+   * (a result) and show the event when it resolves, so the page and the video
+   * agree. Resolves at once when no video is playing, and after `maxWaitMs` at
+   * the latest. Resolves with the wait in ms.
+   */
+  inStepWithVideo(maxWaitMs = 1500) {
+    const v = this.video;
+    const since = performance.now();
+    if (!v || v.paused || v.readyState < 2 || typeof v.requestVideoFrameCallback !== 'function' || !this.quality.video) {
+      return Promise.resolve(0);
+    }
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(cap);
+        resolve(Math.round(performance.now() - since));
+      };
+      const cap = setTimeout(finish, maxWaitMs);
+      const step = (now, meta) => {
+        if (done) return;
+        if (typeof meta?.receiveTime === 'number') {
+          if (meta.receiveTime >= since) finish();
+          else v.requestVideoFrameCallback(step);
+          return;
+        }
+        // No receive time: wait for the jitter buffer's delay instead.
+        const wait = (this.quality.jitterBufferMs ?? 80) - (now - since);
+        if (wait <= 0) finish(); else setTimeout(finish, wait);
+      };
+      v.requestVideoFrameCallback(step);
+    });
+  }
+
+  /** Leave the table: end the WHEP session and the control connection. */
+  async close() {
+    this._closed = true;
+    clearInterval(this._statsTimer);
+    clearTimeout(this._iceTimer);
+    globalThis.removeEventListener?.('online', this._onNetwork);
+    globalThis.navigator?.connection?.removeEventListener?.('change', this._onNetwork);
+    const t = this._transport;
+    this._shutdown();
+    t?.close();
+    const player = this.player;
+    this.player = null;
+    this._setConnection('closed', null);
+    await player?.stop().catch(() => {});
+  }
+
+  // -------------------------------------------------------------------------
+  // Connecting
+  // -------------------------------------------------------------------------
+
+  /** One whole connection: WHEP session, then the control transport, then `welcome`/`resumed`. */
+  async _connect() {
+    const token = typeof this._tokenSource === 'function' ? await this._tokenSource() : this._tokenSource;
+    this._setToken(token);
+    const player = await play({
+      table: this.tableId, camera: this.camera, token, control: this.useDataChannel,
+      baseUrl: this.baseUrl, iceServers: this.iceServers, gatherTimeoutMs: this.gatherTimeoutMs,
+    });
+    if (this._closed) {
+      await player.stop().catch(() => {});
+      return;
+    }
+    this._adopt(player);
+    try {
+      if (player.channel) {
+        try {
+          await player.channelOpen(this.channelTimeoutMs);
+          if (player !== this.player) return;
+          this._attach(channelTransport(player.channel));
+        } catch (err) {
+          if (player !== this.player) return;
+          this._fallBack(`the control channel did not open (${err.message})`);
+          await this._attachSocket();
+        }
+      } else {
+        if (player.channelError) this._fallBack(`the browser refused the data channel (${player.channelError.message})`);
+        await this._attachSocket();
+      }
+      await this.ready(10_000);
+    } catch (err) {
+      if (this.player === player) this.player = null;
+      this._detach();
+      await player.stop().catch(() => {});
+      throw err;
+    }
+  }
+
+  _fallBack(reason) {
+    this.useDataChannel = false;
+    this.fallbackReason = reason;
+    this._emit('fallback', { reason });
+  }
+
+  async _attachSocket() {
+    const transport = await openSocket(wsUrl(this.baseUrl, `/ws/${encodeURIComponent(this.tableId)}`));
+    if (this._closed) {
+      transport.close();
+      return;
+    }
+    this._attach(transport);
+  }
+
+  /** Make `player` the current WHEP session and watch it for trouble. */
+  _adopt(player) {
+    this.player = player;
+    const pc = player.pc;
+    // Tracks arrive while the answer is applied, before play() returns, or later.
+    if (player.stream.getTracks().length) this._showStream(player.stream);
+    player.on('track', () => { if (this.player === player) this._showStream(player.stream); });
+    pc.addEventListener('iceconnectionstatechange', () => {
+      if (this.player !== player) return;
+      const s = pc.iceConnectionState;
+      if (s === 'connected' || s === 'completed') {
+        clearTimeout(this._iceTimer);
+        this._iceTimer = null;
+      } else if (s === 'disconnected') {
+        if (!this._iceTimer) this._iceTimer = setTimeout(() => { this._iceTimer = null; this._recover('ICE disconnected'); }, ICE_GRACE_MS);
+      } else if (s === 'failed') {
+        this._recover('ICE failed');
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.player === player && pc.connectionState === 'failed') this._recover('connection failed');
+    });
+    // The node closing the session shows first as DTLS close_notify (and the data channel closing).
+    const dtls = pc.getTransceivers().find((t) => t.receiver.transport)?.receiver.transport;
+    dtls?.addEventListener('statechange', () => {
+      if (this.player === player && (dtls.state === 'closed' || dtls.state === 'failed')) this._reconnect(`DTLS ${dtls.state}`);
+    });
+  }
+
+  _showStream(stream) {
+    const v = this.video;
+    if (!v) return;
+    if (v.srcObject !== stream) v.srcObject = stream;
+    if (v.paused) v.play().catch(() => { /* autoplay policy: the page offers tap-to-play */ });
+  }
+
+  // -------------------------------------------------------------------------
+  // Recovering
+  // -------------------------------------------------------------------------
+
+  _transportClosed(transport) {
+    if (this._closed) return;
+    if (transport.kind === 'datachannel') {
+      this._reconnect('the control channel closed');
+      return;
+    }
+    // The WebSocket went away; when the media session is fine, only the socket comes back.
+    const pc = this.player?.pc;
+    if (pc && pc.connectionState === 'connected' && !this._recovering) this._reconnectSocket();
+    else this._reconnect('the WebSocket closed');
+  }
+
+  /** ICE restart first; a full reconnect when the node refuses it or it does not help. */
+  async _recover(why) {
+    if (this._closed || this._recovering) return;
+    const player = this.player;
+    if (!player) return;
+    this._recovering = true;
+    this._setConnection('reconnecting', this._transport?.kind ?? null, { reason: why });
+    const started = performance.now();
+    this.recovery.iceRestarts += 1;
+    try {
+      await player.restartIce(this.gatherTimeoutMs);
+      await iceConnected(player.pc, ICE_RESTART_TIMEOUT_MS);
+      if (this.player !== player || this._closed) return;
+      this.recovery.iceRestartsOk += 1;
+      this.recovery.lastMs = Math.round(performance.now() - started);
+      this._recovering = false;
+      if (!this.attached) await this._rejoinControl();
+      this._setConnection('live', this._transport?.kind ?? null);
+    } catch (err) {
+      if (this.player !== player || this._closed) return;
+      this._recovering = false;
+      this._reconnect(`ICE restart: ${err.message}`, started);
+    }
+  }
+
+  /** A new WHEP session (and control transport), resuming from the last seq; retried with backoff. */
+  async _reconnect(why, started = performance.now()) {
+    if (this._closed || this._recovering) return;
+    this._recovering = true;
+    this._setConnection('reconnecting', null, { reason: why });
+    const old = this.player;
+    this.player = null;
+    const t = this._transport;
+    this._detach();
+    t?.close();
+    clearTimeout(this._iceTimer);
+    this._iceTimer = null;
+    old?.stop().catch(() => {});
+    for (let attempt = 1; !this._closed; attempt += 1) {
+      await sleep(backoffMs(attempt));
+      if (this._closed) break;
+      try {
+        await this._connect();
+        this.recovery.reconnects += 1;
+        this.recovery.lastMs = Math.round(performance.now() - started);
+        this._recovering = false;
+        this._setConnection('live', this._transport?.kind ?? null);
+        return;
+      } catch (err) {
+        if (err.fatal && typeof this._tokenSource !== 'function') {
+          this._recovering = false;
+          this._setConnection('closed', null, { error: err.message, status: err.status });
+          return;
+        }
+        this._setConnection('reconnecting', null, { reason: err.message, attempt, force: true });
+      }
+    }
+    this._recovering = false;
+  }
+
+  /** The WebSocket alone, with the media session untouched. */
+  async _reconnectSocket() {
+    this._recovering = true;
+    this._setConnection('reconnecting', 'websocket', { reason: 'the WebSocket closed' });
+    const started = performance.now();
+    for (let attempt = 1; !this._closed && this.player; attempt += 1) {
+      await sleep(backoffMs(attempt));
+      try {
+        await this._rejoinControl();
+        this.recovery.reconnects += 1;
+        this.recovery.lastMs = Math.round(performance.now() - started);
+        this._recovering = false;
+        this._setConnection('live', 'websocket');
+        return;
+      } catch {
+        if (this.player?.pc.connectionState !== 'connected') break;
+      }
+    }
+    this._recovering = false;
+    if (!this._closed) this._reconnect('the WebSocket did not come back');
+  }
+
+  async _rejoinControl() {
+    const ch = this.player?.channel;
+    if (ch && ch.readyState === 'open') this._attach(channelTransport(ch));
+    else await this._attachSocket();
+    await this.ready(10_000);
+  }
+
+  // -------------------------------------------------------------------------
+  // Quality
+  // -------------------------------------------------------------------------
+
+  async _sample() {
+    const player = this.player;
+    const reconnecting = this.connection.state === 'reconnecting';
+    if (!player || reconnecting) {
+      this._setQuality({ ...this.quality, level: reconnecting ? 'reconnecting' : this.connection.state === 'live' ? 'good' : 'connecting', bitrate: 0, fps: 0 });
+      return;
+    }
+    const s = await player.stats();
+    if (player !== this.player) return;
+    const prevFrames = this.quality.framesDecoded ?? 0;
+    const video = s.framesDecoded > 0 && s.framesDecoded !== prevFrames;
+    const bad = (video && s.fps > 0 && s.fps < 12) || s.loss > 0.03 || (s.rtt ?? 0) > 0.35 || (this.quality.video && !video);
+    // Two samples in a row before the level changes, so the indicator does not flicker.
+    if (bad) { this._poorSamples += 1; this._goodSamples = 0; } else { this._goodSamples += 1; this._poorSamples = 0; }
+    let level = this.quality.level;
+    if (level !== 'good' && level !== 'poor') level = bad ? 'poor' : 'good';
+    else if (bad && this._poorSamples >= 2) level = 'poor';
+    else if (!bad && this._goodSamples >= 2) level = 'good';
+    this._setQuality({
+      level,
+      video,
+      bitrate: s.bitrate,
+      loss: s.loss,
+      rtt: s.rtt,
+      fps: s.fps,
+      frameWidth: s.frameWidth,
+      frameHeight: s.frameHeight,
+      framesDecoded: s.framesDecoded,
+      packetsLost: s.packetsLost,
+      freezeCount: s.freezeCount,
+      jitterBufferMs: s.jitterBufferMs,
+      transport: this._transport?.kind ?? null,
+      clockRtt: this.clock.rtt,
+    });
+  }
+
+  _setQuality(q) {
+    this.quality = q;
+    this._emit('quality', q);
+  }
+}
+
+/** Resolves when the peer connection's ICE is connected again; rejects after `timeoutMs`. */
+function iceConnected(pc, timeoutMs) {
+  const ok = () => pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed';
+  if (ok()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (ok()) { cleanup(); resolve(); } else if (pc.iceConnectionState === 'failed' || pc.iceConnectionState === 'closed') { cleanup(); reject(new Error(`ICE ${pc.iceConnectionState}`)); }
+    };
+    const cleanup = () => { clearTimeout(timer); pc.removeEventListener('iceconnectionstatechange', check); };
+    const timer = setTimeout(() => { cleanup(); reject(new Error('ICE did not reconnect')); }, timeoutMs);
+    pc.addEventListener('iceconnectionstatechange', check);
+  });
+}
