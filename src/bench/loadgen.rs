@@ -3,11 +3,12 @@
 //! Each turn of a thread's loop: take commands (new viewers, snapshots, bet runs); wait for
 //! sockets (at most 2 ms, so commands and timers are never late by more); read each ready socket
 //! once with `recvmmsg`; count media from clear headers and feed the rest to the viewers' peer
-//! connections; fire due timers from a deadline heap.
+//! connections (a packet's arrival is the kernel's receive stamp); fire due timers from a
+//! deadline heap.
 //!
 //! The orchestrator talks to the threads only by [`Cmd`]; a snapshot comes back on a oneshot.
 
-use super::poll::{Epoll, RecvBufs};
+use super::poll::{Epoll, RecvBufs, wall_ns};
 use super::stats::Counts;
 use super::viewer::{BetPlan, CONNECT_TIMEOUT, Ended, Samples, Viewer, ViewerSetup};
 use std::cmp::Reverse;
@@ -313,12 +314,15 @@ impl LoadThread {
             Err(_) => return,
         };
         let mut fed = false;
+        // One moment on both clocks, to put the kernel's (wall-clock) receive stamps on ours.
+        let (clock, wall) = (Instant::now(), wall_ns());
         for i in 0..n {
             let (from, data) = self.bufs.datagram(i);
             let Some(from) = from else { continue };
             if viewer.input(now, from, data) {
                 // Drive after each datagram, so a sampled packet's arrival is its own.
-                viewer.drive(now, now, &mut self.samples);
+                let arrival = self.bufs.arrival(i, clock, wall);
+                viewer.drive(now, arrival, &mut self.samples);
                 fed = true;
             }
         }

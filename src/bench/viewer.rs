@@ -230,7 +230,7 @@ impl Viewer {
     }
 
     /// Takes everything the peer connection has after an input; `arrival` is when the input's
-    /// datagram was read.
+    /// datagram reached the socket (the kernel's stamp), or was read.
     pub fn drive(&mut self, now: Instant, arrival: Instant, s: &mut Samples) {
         self.flush();
         while let Some(event) = self.pc.poll_event() {
