@@ -4,6 +4,10 @@
 #
 #   bash scripts/benchmarks.sh [OUT_DIR]        # REPEAT=3 by default; QUICK=1 for a fast pass
 #
+# Before each run (but with QUICK=1) it waits, up to QUIET_WAIT seconds, for the rest of the
+# machine to use less than QUIET_CORES; OUT_DIR/summary.md has the medians over the repeats
+# (scripts/bench_summary.py), marking repeats whose window still saw other load.
+#
 # Needs Debian's janus package (apt-get install -y janus). Every run writes OUT_DIR/NAME.json
 # and OUT_DIR/NAME.txt; OUT_DIR/machine.txt records the machine and its load before the runs.
 # Results are only meaningful on a quiet machine: each row's "other" column is the CPU the rest
@@ -31,20 +35,46 @@ command -v janus >/dev/null || { echo "janus is not installed: apt-get install -
   git log -1 --format='commit %H %s'
 } > "$OUT/machine.txt"
 
+# Busy cores of the whole machine over 3 s, from /proc/stat (user+nice+system+irq+softirq).
+busy_cores() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep 3; b=($(head -1 /proc/stat))
+  awk -v u=$((b[1]+b[2]+b[3]+b[6]+b[7]-a[1]-a[2]-a[3]-a[6]-a[7])) \
+      -v t=$((b[1]+b[2]+b[3]+b[4]+b[5]+b[6]+b[7]+b[8]-a[1]-a[2]-a[3]-a[4]-a[5]-a[6]-a[7]-a[8])) \
+      -v n="$(nproc)" 'BEGIN { printf "%.2f", (t ? u / t : 0) * n }'
+}
+
+# Waits (at most QUIET_WAIT seconds, default 900) until the machine's other load is below
+# QUIET_CORES (default 0.3 cores), so a run is not measured against someone else's build.
+wait_quiet() {
+  local limit=${QUIET_CORES:-0.3} waited=0 busy
+  while :; do
+    busy=$(busy_cores)
+    if awk -v b="$busy" -v l="$limit" 'BEGIN { exit !(b < l) }'; then break; fi
+    if [ "$waited" -ge "${QUIET_WAIT:-900}" ]; then
+      echo "    machine still busy ($busy cores) after ${waited}s; running anyway" >&2; break
+    fi
+    sleep 10; waited=$((waited + 13))
+  done
+  echo "    other load before the run: $busy cores (waited ${waited}s)"
+}
+
 run() {
   local name=$1; shift
   echo "==> $name: $*"
+  [ "${QUICK:-0}" = 1 ] || wait_quiet
   taskset -c 0 "$BIN" bench --node-cpus 1 --node-workers 1 --json "$OUT/$name.json" "$@" \
     | tee "$OUT/$name.txt"
 }
 
+# Each repeat is a whole set (the fixed sizes, then the ramp), so a stopped series still has
+# complete sets to take medians over.
 for i in $(seq 1 "$REPEAT"); do
   for n in 100 500 1000; do
     run "fixed-$n-$i" --target both --subscribers "$n" --duration "$DURATION"
   done
-done
-for i in $(seq 1 "$REPEAT"); do
   run "ramp-$i" --target both --ramp --subscribers 100 --ramp-step 100 \
     --duration "$RAMP_DURATION" --bet-duration 0s
 done
+python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"
 echo "results in $OUT"
