@@ -43,10 +43,10 @@ def fmt(v, digits=1):
 def load(out):
     runs = {}
     for path in sorted(glob.glob(os.path.join(out, "*.json"))):
-        m = re.match(r"(fixed-(\d+)|ramp)-(\d+)\.json$", os.path.basename(path))
+        m = re.match(r"(fixed-(\d+)|ramp|ramploss)-(\d+)\.json$", os.path.basename(path))
         if not m:
             continue
-        key = f"fixed-{m.group(2)}" if m.group(2) else "ramp"
+        key = f"fixed-{m.group(2)}" if m.group(2) else m.group(1)
         with open(path) as f:
             runs.setdefault(key, []).append((int(m.group(3)), json.load(f)))
     return runs
@@ -99,13 +99,19 @@ def main():
     both = lambda d: (d, d.get("janus"))
     for key in sorted((k for k in runs if k.startswith("fixed-")), key=lambda k: int(k[6:])):
         print(row(f"N={key[6:]}", runs[key], both))
-    if "ramp" in runs:
-        print(row("ramp (last good step)", runs["ramp"], both))
-        reps = runs["ramp"]
+    for ramp, label in (("ramp", "ramp, issue 5's rule"), ("ramploss", "ramp, loss only")):
+        if ramp not in runs:
+            continue
+        print(row(f"{label} (last good step)", runs[ramp], both))
+    for ramp, label in (("ramp", "issue 5's rule (loss < 0.5%, p99 < 10 ms)"),
+                        ("ramploss", "loss alone (loss < 0.5%, p99 < 1 s)")):
+        if ramp not in runs:
+            continue
+        reps = runs[ramp]
         tc = [get(d, "max_subscribers") for _, d in reps]
         ja = [get(d, "janus", "max_subscribers") for _, d in reps]
         print()
-        print(f"Ramp maximum (each repeat): tablecast {tc}, Janus {ja}; "
+        print(f"Ramp maximum by {label}, each repeat: tablecast {tc}, Janus {ja}; "
               f"medians {fmt(med(tc), 0)} and {fmt(med(ja), 0)}.")
         for _, d in reps:
             for r in (d, d.get("janus")):

@@ -19,6 +19,8 @@ OUT=${1:-bench-results/$(date +%Y%m%d-%H%M%S)}
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-20s}
 RAMP_DURATION=${RAMP_DURATION:-10s}
+RAMP_START=${RAMP_START:-10}
+RAMP_STEP=${RAMP_STEP:-10}
 if [ "${QUICK:-0}" = 1 ]; then REPEAT=1; DURATION=5s; RAMP_DURATION=4s; fi
 mkdir -p "$OUT"
 
@@ -96,8 +98,12 @@ for i in $(seq 1 "$REPEAT"); do
   for n in 100 500 1000; do
     run "fixed-$n-$i" --target both --subscribers "$n" --duration "$DURATION"
   done
-  run "ramp-$i" --target both --ramp --subscribers 100 --ramp-step 100 \
-    --duration "$RAMP_DURATION" --bet-duration 0s
+  # Issue 5's rule: loss under 0.5% and p99 added forwarding latency under 10 ms.
+  run "ramp-$i" --target both --ramp --subscribers "$RAMP_START" --ramp-step "$RAMP_STEP" \
+    --duration "$RAMP_DURATION" --bet-duration 0s --no-control
+  # Capacity by loss alone (p99 allowed up to 1 s): where the server runs out of CPU.
+  run "ramploss-$i" --target both --ramp --subscribers 100 --ramp-step 100 --max-p99 1s \
+    --duration "$RAMP_DURATION" --bet-duration 0s --no-control
 done
 python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"
 echo "results in $OUT"
