@@ -3,11 +3,12 @@
 //! Each turn of a thread's loop: take commands (new viewers, snapshots, bet runs); wait for
 //! sockets (at most 2 ms, so commands and timers are never late by more); read each ready socket
 //! once with `recvmmsg`; count media from clear headers and feed the rest to the viewers' peer
-//! connections; fire due timers from a deadline heap.
+//! connections (a packet's arrival is the kernel's receive stamp); fire due timers from a
+//! deadline heap.
 //!
 //! The orchestrator talks to the threads only by [`Cmd`]; a snapshot comes back on a oneshot.
 
-use super::poll::{Epoll, RecvBufs};
+use super::poll::{Epoll, RecvBufs, wall_ns};
 use super::stats::Counts;
 use super::viewer::{BetPlan, CONNECT_TIMEOUT, Ended, Samples, Viewer, ViewerSetup};
 use std::cmp::Reverse;
@@ -41,7 +42,8 @@ pub struct ThreadSnapshot {
     pub dropped: usize,
     pub video: Counts,
     pub audio: Counts,
-    pub forward_us: Vec<u64>,
+    /// By packet kind, as in [`Samples::forward_us`].
+    pub forward_us: [Vec<u64>; 3],
     pub join_us: Vec<u64>,
     pub fanout_us: Vec<u64>,
     pub bet_us: Vec<u64>,
@@ -62,7 +64,9 @@ impl ThreadSnapshot {
         self.dropped += o.dropped;
         self.video.add(o.video);
         self.audio.add(o.audio);
-        self.forward_us.extend(o.forward_us);
+        for (mine, theirs) in self.forward_us.iter_mut().zip(o.forward_us) {
+            mine.extend(theirs);
+        }
         self.join_us.extend(o.join_us);
         self.fanout_us.extend(o.fanout_us);
         self.bet_us.extend(o.bet_us);
@@ -289,7 +293,7 @@ impl LoadThread {
             s.audio.add(v.audio.counts());
         }
         let x = &mut self.samples;
-        s.forward_us = x.forward_us.take();
+        s.forward_us = std::array::from_fn(|k| x.forward_us[k].take());
         s.join_us = std::mem::take(&mut x.join_us);
         s.fanout_us = x.fanout_us.take();
         s.bet_us = x.bet_us.take();
@@ -310,12 +314,15 @@ impl LoadThread {
             Err(_) => return,
         };
         let mut fed = false;
+        // One moment on both clocks, to put the kernel's (wall-clock) receive stamps on ours.
+        let (clock, wall) = (Instant::now(), wall_ns());
         for i in 0..n {
             let (from, data) = self.bufs.datagram(i);
             let Some(from) = from else { continue };
             if viewer.input(now, from, data) {
                 // Drive after each datagram, so a sampled packet's arrival is its own.
-                viewer.drive(now, now, &mut self.samples);
+                let arrival = self.bufs.arrival(i, clock, wall);
+                viewer.drive(now, arrival, &mut self.samples);
                 fed = true;
             }
         }

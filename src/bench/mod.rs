@@ -5,23 +5,27 @@
 //! server it loads:
 //! - `node`: the node under test (started here as a separate, pinnable process, or one already
 //!   running), its WHIP dealer, WHEP players and dealer round actions;
-//! - `janus`: Janus started with a generated config, fed the same RTP, watched over its HTTP API;
+//! - `janus`: Janus started with a generated config, watched over its HTTP API; `feeder` sends
+//!   its streaming plugin the same synthetic dealer as plain RTP;
 //! - `viewer`: one player. Media is counted from the clear SRTP header; only non-media packets,
 //!   the packets up to the first keyframe and a sample of the rest reach its `rtc` connection;
 //! - `loadgen`: a few threads, each one epoll loop driving many viewers;
 //! - `run`: the plan (join at a pace, settle, measure a window, bet phase; or a ramp of steps);
+//!   `rounds`: dealer rounds during a window and the bet phase;
 //! - `stats`, `procfs`, `report`: loss and percentiles, `/proc` CPU and RSS, the table and JSON.
 //!
 //! Every latency is measured on one clock: the dealer stamps its send time into each payload and
 //! the players read it in the same process; control events carry the node's `server_ms`, read
 //! against the same host's wall clock.
 
+mod feeder;
 mod janus;
 mod loadgen;
 mod node;
 mod poll;
 mod procfs;
 pub mod report;
+mod rounds;
 mod run;
 mod stats;
 mod viewer;

@@ -425,6 +425,8 @@ pub fn viewer_socket(bind_ip: IpAddr) -> Result<(UdpSocket, SocketAddr), BenchEr
         .bind(&SocketAddr::new(bind_ip, 0).into())
         .map_err(|e| BenchError::io("bind a viewer socket", e))?;
     let socket: UdpSocket = socket.into();
+    // Latency samples end at the kernel's receive time when it gives one (see `poll`).
+    let _ = super::poll::timestamp_arrivals(std::os::fd::AsRawFd::as_raw_fd(&socket));
     let local = socket
         .local_addr()
         .map_err(|e| BenchError::io("bind a viewer socket", e))?;

@@ -3,10 +3,15 @@
 //!
 //! Level-triggered, so a ready socket is read once per wake-up and never drained to `EAGAIN`:
 //! with one packet waiting (the usual case under fan-out) that is one syscall per packet.
+//!
+//! Sockets made with [`timestamp_arrivals`] carry the kernel's receive time of each datagram
+//! (`SO_TIMESTAMPNS`), so a latency sample ends when the packet reached the player's socket, not
+//! when the load thread got round to reading it: a busy load thread does not add to the figure.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 /// An epoll instance.
 pub struct Epoll {
@@ -75,6 +80,28 @@ impl Epoll {
 /// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 16;
 const MAX_DATAGRAM: usize = 2048;
+/// Room for one `SCM_TIMESTAMPNS` control message (a `cmsghdr` and a `timespec`), in u64s so
+/// it is aligned as a `cmsghdr` must be.
+const CONTROL_WORDS: usize = 8;
+
+/// Asks the kernel to stamp each datagram `fd` receives with its wall-clock arrival time.
+pub fn timestamp_arrivals(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int for the duration of the call, and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// Receive buffers, reused for every socket of a thread.
 pub struct RecvBufs {
@@ -82,6 +109,9 @@ pub struct RecvBufs {
     addrs: [libc::sockaddr_storage; BATCH],
     lens: [usize; BATCH],
     addr_lens: [libc::socklen_t; BATCH],
+    controls: [[u64; CONTROL_WORDS]; BATCH],
+    /// Kernel receive time of each datagram, ns since the Unix epoch (0: none).
+    stamps: [u64; BATCH],
 }
 
 impl RecvBufs {
@@ -92,6 +122,8 @@ impl RecvBufs {
             addrs: unsafe { std::mem::zeroed() },
             lens: [0; BATCH],
             addr_lens: [0; BATCH],
+            controls: [[0; CONTROL_WORDS]; BATCH],
+            stamps: [0; BATCH],
         }
     }
 
@@ -101,14 +133,17 @@ impl RecvBufs {
             iov_base: self.bufs[i].as_mut_ptr() as *mut libc::c_void,
             iov_len: MAX_DATAGRAM,
         });
+        let controls = &mut self.controls;
         let mut msgs: [libc::mmsghdr; BATCH] = std::array::from_fn(|i| {
             // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point
-            // into `self.addrs` and `iovs`, which outlive the recvmmsg call.
+            // into `self.addrs`, `self.controls` and `iovs`, which outlive the recvmmsg call.
             let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
             hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = &mut iovs[i] as *mut libc::iovec;
             hdr.msg_iovlen = 1;
+            hdr.msg_control = controls[i].as_mut_ptr() as *mut libc::c_void;
+            hdr.msg_controllen = std::mem::size_of::<[u64; CONTROL_WORDS]>() as _;
             libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -130,6 +165,7 @@ impl RecvBufs {
                 for (i, m) in msgs.iter().take(n).enumerate() {
                     self.lens[i] = (m.msg_len as usize).min(MAX_DATAGRAM);
                     self.addr_lens[i] = m.msg_hdr.msg_namelen;
+                    self.stamps[i] = kernel_stamp(&m.msg_hdr);
                 }
                 return Ok(n);
             }
@@ -149,6 +185,42 @@ impl RecvBufs {
             &self.bufs[i][..self.lens[i]],
         )
     }
+
+    /// When the i-th datagram of the last read reached its socket, on the clock of `now`:
+    /// `now` and `wall_ns` are one moment read from the monotonic and the wall clock. `now`
+    /// itself when the socket does not timestamp (or the stamp is from `now`'s future).
+    pub fn arrival(&self, i: usize, now: Instant, wall_ns: u64) -> Instant {
+        match self.stamps[i] {
+            0 => now,
+            at => now
+                .checked_sub(Duration::from_nanos(wall_ns.saturating_sub(at)))
+                .unwrap_or(now),
+        }
+    }
+}
+
+/// The `SCM_TIMESTAMPNS` time in a received message's control data, ns since the Unix epoch.
+fn kernel_stamp(hdr: &libc::msghdr) -> u64 {
+    // SAFETY: `hdr` was filled by recvmmsg: its control pointer and length describe the
+    // control buffer the kernel wrote, which the CMSG_* walk stays inside of.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64;
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    0
+}
+
+/// The wall clock now, ns since the Unix epoch (the clock of kernel receive stamps).
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The address the kernel wrote into `storage` (IPv4 or IPv6).
@@ -194,6 +266,7 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         b.set_nonblocking(true).unwrap();
+        timestamp_arrivals(b.as_raw_fd()).unwrap();
         let mut ep = Epoll::new(8).unwrap();
         ep.add(b.as_raw_fd(), 42).unwrap();
         let mut bufs = RecvBufs::new();
@@ -208,6 +281,14 @@ mod tests {
         let (from, data) = bufs.datagram(2);
         assert_eq!(from, Some(a.local_addr().unwrap()));
         assert_eq!(data, &[2u8; 10]);
+        // Sent before this read: the kernel's stamp puts its arrival before now, not long ago.
+        std::thread::sleep(Duration::from_millis(20));
+        let (now, wall) = (Instant::now(), wall_ns());
+        let waited = now.duration_since(bufs.arrival(2, now, wall));
+        assert!(
+            waited >= Duration::from_millis(15) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
         assert_eq!(ep.wait(0).unwrap().count(), 0, "drained");
         ep.remove(b.as_raw_fd());
     }

@@ -28,6 +28,7 @@ pub struct StepReport {
     pub publisher_packets_per_sec: f64,
     /// Publisher send time → arrival at a subscriber (one clock), sampled.
     pub forward_latency_ms: Percentiles,
+    pub forward_latency_by_packet_ms: ForwardByKind,
     /// Start of the join (before signalling) → first keyframe packet at the subscriber.
     pub join_to_keyframe_ms: Percentiles,
     /// A public table event's `server_ms` → its arrival at each subscriber.
@@ -41,11 +42,25 @@ pub struct StepReport {
     /// (RSS now − RSS with the dealer and no subscriber) / subscribers.
     pub server_rss_per_subscriber_bytes: Option<u64>,
     pub loadgen_cpu_cores: f64,
+    /// CPU the rest of the machine used in the window (every process but the server and the
+    /// load tool): a shared machine's noise. Large values make the row suspect.
+    pub other_cpu_cores: f64,
+    /// CPU time the hypervisor gave to others while this machine wanted it.
+    pub steal_cpu_cores: f64,
     /// The load tool used ≥ 90% of the CPUs it may run on: its figures (latency above all) may
     /// measure the tool, not the server.
     pub loadgen_saturated: bool,
     /// Loss, p99 forwarding latency and join failures all within the limits.
     pub passed: bool,
+}
+
+/// Forwarding latency by packet kind. A keyframe arrives as a burst (24 packets at once), which
+/// a server fans out copy by copy: its packets wait longest.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct ForwardByKind {
+    pub audio: Percentiles,
+    pub video_delta: Percentiles,
+    pub video_keyframe: Percentiles,
 }
 
 /// The bet phase: players keep bets outstanding on an open round as fast as they are answered.
@@ -195,7 +210,7 @@ fn kib(v: Option<u64>) -> String {
 /// The header of the step table.
 pub fn header() -> String {
     format!(
-        "{:<9} {:>6} {:>5} {:>10} {:>8} {:>21} {:>13} {:>13} {:>6} {:>8} {:>7} {:>7} {}",
+        "{:<9} {:>6} {:>5} {:>10} {:>8} {:>21} {:>13} {:>13} {:>6} {:>8} {:>7} {:>7} {:>5} {}",
         "target",
         "subs",
         "fail",
@@ -208,6 +223,7 @@ pub fn header() -> String {
         "rss MiB",
         "KiB/sub",
         "gen cpu",
+        "other",
         "ok"
     )
 }
@@ -220,7 +236,7 @@ pub fn row(s: &StepReport) -> String {
         .control_fanout_ms
         .map_or_else(|| "-".to_owned(), |c| format!("{:.1}/{:.1}", c.p50, c.p99));
     format!(
-        "{:<9} {:>6} {:>5} {:>10} {:>8.3} {:>21} {:>13} {:>13} {:>6} {:>8} {:>7} {:>6}{} {}",
+        "{:<9} {:>6} {:>5} {:>10} {:>8.3} {:>21} {:>13} {:>13} {:>6} {:>8} {:>7} {:>6}{} {:>5.2} {}",
         s.target,
         s.subscribers,
         s.join_failures + s.dropped,
@@ -234,6 +250,7 @@ pub fn row(s: &StepReport) -> String {
         kib(s.server_rss_per_subscriber_bytes),
         format!("{:.2}", s.loadgen_cpu_cores),
         if s.loadgen_saturated { "*" } else { " " },
+        s.other_cpu_cores,
         if s.passed { "yes" } else { "NO" },
     )
 }

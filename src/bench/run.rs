@@ -9,13 +9,16 @@
 //!  ─▶ (fixed, tablecast, control on) bet phase ─▶ stop everything
 //! ```
 
-use super::janus::{Feeder, Janus, JanusOptions, default_route_ip};
+use super::feeder::Feeder;
+use super::janus::{Janus, JanusOptions, default_route_ip};
 use super::loadgen::{Cmd, LoadGen, ThreadSnapshot};
 use super::node::Tablecast;
-use super::report::{self, BetReport, Comparison, Limits, Machine, Output, RunReport, StepReport};
+use super::report::{
+    self, Comparison, ForwardByKind, Limits, Machine, Output, RunReport, StepReport,
+};
 use super::stats::percentiles;
-use super::viewer::{BetPlan, ViewerSetup};
-use super::{BenchArgs, BenchError, TargetKind, procfs};
+use super::viewer::ViewerSetup;
+use super::{BenchArgs, BenchError, TargetKind, procfs, rounds};
 use crate::client::Publisher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -216,7 +219,11 @@ async fn run_target(kind: TargetKind, args: &BenchArgs) -> Result<RunReport, Ben
             }
         }
         let bets = if !args.ramp && control && !args.bet_duration.is_zero() {
-            match bet_phase(&sut, &load, args).await {
+            let bets = match &*sut {
+                Sut::Tablecast(node) => rounds::bets(node, &load, args).await,
+                Sut::Janus(_) => Err(BenchError::Usage("bets need a tablecast node".into())),
+            };
+            match bets {
                 Ok(b) => Some(b),
                 Err(e) => {
                     warn!(error = %e, "the bet phase failed");
@@ -335,32 +342,6 @@ async fn wait_for_keyframes(n: usize, load: &LoadGen, joiner: &Joiner, join_us: 
     }
 }
 
-/// Runs dealer rounds (open, close, result) every `every` until `stop`.
-async fn cycle_rounds(sut: Arc<Sut>, every: Duration, stop: Arc<AtomicBool>) -> usize {
-    let Sut::Tablecast(node) = &*sut else {
-        return 0;
-    };
-    let mut errors = 0;
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(500)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Relaxed) {
-        tick.tick().await;
-        if stop.load(Relaxed) {
-            break;
-        }
-        for (action, pause) in [("open", 300), ("close", 0), ("result", 0)] {
-            if let Err(e) = node.dealer(action).await {
-                errors += 1;
-                if errors <= 3 {
-                    warn!(error = %e, "dealer action failed");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-    }
-    errors
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn measure(
     requested: usize,
@@ -378,16 +359,25 @@ async fn measure(
     join_us.extend(a.join_us.iter().copied());
     let cpu_a = pid.and_then(|p| procfs::cpu(Some(p)));
     let gen_a = procfs::cpu(None);
+    let machine_a = procfs::machine();
     let sent_a = source.sent();
     let t0 = Instant::now();
     load.broadcast(|| Cmd::FanoutFrom(crate::control::server_ms()));
     let stop = Arc::new(AtomicBool::new(false));
-    let cycler =
-        control.then(|| tokio::spawn(cycle_rounds(sut.clone(), args.round_every, stop.clone())));
+    let cycler = control.then(|| {
+        let (sut, stop, every) = (sut.clone(), stop.clone(), args.round_every);
+        tokio::spawn(async move {
+            match &*sut {
+                Sut::Tablecast(node) => rounds::cycle(node, every, &stop).await,
+                Sut::Janus(_) => 0,
+            }
+        })
+    });
     tokio::time::sleep(args.duration).await;
     let b = load.snapshot().await;
     let cpu_b = pid.and_then(|p| procfs::cpu(Some(p)));
     let gen_b = procfs::cpu(None);
+    let machine_b = procfs::machine();
     let sent_b = source.sent();
     let elapsed = t0.elapsed().as_secs_f64();
     let memory = pid.and_then(|p| procfs::memory(Some(p)));
@@ -404,6 +394,9 @@ async fn measure(
         elapsed,
         server_cpu: cpu_a.zip(cpu_b).map(|(a, b)| b.cores_since(&a)),
         loadgen_cpu: gen_a.zip(gen_b).map_or(0.0, |(a, b)| b.cores_since(&a)),
+        machine: machine_a
+            .zip(machine_b)
+            .map_or((0.0, 0.0), |(a, b)| b.since(&a)),
         rss: memory.map(|m| m.rss),
         peak_rss: memory.map(|m| m.peak_rss),
         baseline,
@@ -423,6 +416,8 @@ struct StepInput<'a> {
     elapsed: f64,
     server_cpu: Option<f64>,
     loadgen_cpu: f64,
+    /// Busy and stolen cores of the whole machine.
+    machine: (f64, f64),
     rss: Option<u64>,
     peak_rss: Option<u64>,
     baseline: Option<u64>,
@@ -442,7 +437,14 @@ fn step_report(i: StepInput<'_>) -> StepReport {
     } = i;
     join_us.append(&mut b.join_us);
     let window = b.media().since(a.media());
-    let forward = percentiles(&mut b.forward_us, 0.001);
+    let mut all: Vec<u64> = b.forward_us.iter().flatten().copied().collect();
+    let forward = percentiles(&mut all, 0.001);
+    let [audio, delta, key] = &mut b.forward_us;
+    let by_kind = ForwardByKind {
+        audio: percentiles(audio, 0.001),
+        video_delta: percentiles(delta, 0.001),
+        video_keyframe: percentiles(key, 0.001),
+    };
     let subscribers = b.connected;
     let failures = i.join_failures + b.never_connected;
     let loss = window.loss_ratio();
@@ -464,6 +466,7 @@ fn step_report(i: StepInput<'_>) -> StepReport {
         loss_ratio: loss,
         publisher_packets_per_sec: i.sent as f64 / i.elapsed.max(1e-9),
         forward_latency_ms: forward,
+        forward_latency_by_packet_ms: by_kind,
         join_to_keyframe_ms: percentiles(&mut join_us, 0.001),
         control_fanout_ms: i.control.then(|| percentiles(&mut b.fanout_us, 0.001)),
         control_events_delivered: i.control.then_some(b.events),
@@ -476,56 +479,9 @@ fn step_report(i: StepInput<'_>) -> StepReport {
             .filter(|_| subscribers > 0)
             .map(|(rss, base)| rss.saturating_sub(base) / subscribers as u64),
         loadgen_cpu_cores: i.loadgen_cpu,
+        other_cpu_cores: (i.machine.0 - i.server_cpu.unwrap_or(0.0) - i.loadgen_cpu).max(0.0),
+        steal_cpu_cores: i.machine.1,
         loadgen_saturated: i.loadgen_cpu >= 0.9 * procfs::allowed_cpus() as f64,
         passed,
     }
-}
-
-/// Players keep `--bet-window` bets outstanding on one open round for `--bet-duration`.
-async fn bet_phase(
-    sut: &Arc<Sut>,
-    load: &LoadGen,
-    args: &BenchArgs,
-) -> Result<BetReport, BenchError> {
-    let Sut::Tablecast(node) = &**sut else {
-        return Err(BenchError::Usage("bets need a tablecast node".into()));
-    };
-    let before = load.snapshot().await;
-    let round = node.dealer("open").await?;
-    let pid = sut.pid();
-    let cpu_a = pid.and_then(|p| procfs::cpu(Some(p)));
-    let gen_a = procfs::cpu(None);
-    let until = Instant::now() + args.bet_duration;
-    let plan = BetPlan {
-        round,
-        until,
-        window: args.bet_window.max(1),
-    };
-    load.broadcast(|| Cmd::Bets(plan));
-    tokio::time::sleep_until(until.into()).await;
-    let cpu_b = pid.and_then(|p| procfs::cpu(Some(p)));
-    let gen_b = procfs::cpu(None);
-    // Answers still in flight at `until` are not counted; give them a moment to land first.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    load.broadcast(|| Cmd::StopBets);
-    let mut s = load.snapshot().await;
-    let _ = node.dealer("close").await;
-    let _ = node.dealer("result").await;
-    let secs = args.bet_duration.as_secs_f64();
-    let loadgen_cpu = gen_a.zip(gen_b).map_or(0.0, |(a, b)| b.cores_since(&a));
-    Ok(BetReport {
-        players: before.welcomed,
-        outstanding_per_player: plan.window,
-        duration_secs: secs,
-        accepted: s.bets_accepted,
-        accepted_per_sec: s.bets_accepted as f64 / secs,
-        rejected: s.bets_rejected,
-        first_rejection: s.first_rejection.take(),
-        unanswered: s.bets_unanswered,
-        latency_ms: percentiles(&mut s.bet_us, 0.001),
-        server_cpu_cores: cpu_a.zip(cpu_b).map(|(a, b)| b.cores_since(&a)),
-        loadgen_cpu_cores: loadgen_cpu,
-        loadgen_saturated: loadgen_cpu >= 0.9 * procfs::allowed_cpus() as f64,
-        note: "[control] bets_per_sec and messages_per_sec raised to 1e6 in the generated config; every accepted bet is fsynced to the table log (group commit) before it is acknowledged".into(),
-    })
 }

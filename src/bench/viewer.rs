@@ -46,7 +46,8 @@ pub struct ViewerSetup {
 pub struct Samples {
     /// The clock the publisher stamps payloads with.
     pub epoch: Instant,
-    pub forward_us: Reservoir,
+    /// Forwarding latency by packet kind: audio, video of delta frames, video of keyframes.
+    pub forward_us: [Reservoir; 3],
     pub join_us: Vec<u64>,
     pub fanout_us: Reservoir,
     pub bet_us: Reservoir,
@@ -63,7 +64,7 @@ impl Samples {
     pub fn new(epoch: Instant) -> Self {
         Self {
             epoch,
-            forward_us: Reservoir::with_cap(2_000_000),
+            forward_us: std::array::from_fn(|_| Reservoir::with_cap(1_000_000)),
             join_us: Vec::new(),
             fanout_us: Reservoir::with_cap(2_000_000),
             bet_us: Reservoir::with_cap(2_000_000),
@@ -142,6 +143,17 @@ pub fn video_payload_types(sdp: &str) -> u128 {
     bits
 }
 
+/// Whether a synthetic H.264 payload belongs to a keyframe: the SPS/PPS STAP-A or an FU-A
+/// fragment of an IDR slice (not only the keyframe's first packet, as `is_keyframe` checks).
+fn is_keyframe_packet(payload: &[u8]) -> bool {
+    match payload.first().map(|b| b & 0x1f) {
+        Some(24) => true,
+        Some(28) => payload.get(1).is_some_and(|b| b & 0x1f == 5),
+        Some(5) => true,
+        _ => false,
+    }
+}
+
 /// Connections that have not come up within this are counted as failed joins.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -218,7 +230,7 @@ impl Viewer {
     }
 
     /// Takes everything the peer connection has after an input; `arrival` is when the input's
-    /// datagram was read.
+    /// datagram reached the socket (the kernel's stamp), or was read.
     pub fn drive(&mut self, now: Instant, arrival: Instant, s: &mut Samples) {
         self.flush();
         while let Some(event) = self.pc.poll_event() {
@@ -287,7 +299,12 @@ impl Viewer {
             if let Some(latency) = at.checked_sub(sent)
                 && latency < 60_000_000
             {
-                s.forward_us.push(latency);
+                let kind = match (video, is_keyframe_packet(&packet.payload)) {
+                    (false, _) => 0,
+                    (true, false) => 1,
+                    (true, true) => 2,
+                };
+                s.forward_us[kind].push(latency);
             }
         }
     }
@@ -430,6 +447,15 @@ mod tests {
         ])); // STUN
         assert!(!is_media(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // DTLS
         assert!(!is_media(&[0x80, 102])); // too short
+    }
+
+    #[test]
+    fn every_packet_of_a_synthetic_keyframe_is_told_from_a_delta_frame() {
+        let mut n = 0;
+        let key = synth::video_frame(VideoCodec::H264, true, 24, 1100, 1, &mut n);
+        assert!(key.iter().all(|p| is_keyframe_packet(p)));
+        let delta = synth::video_frame(VideoCodec::H264, false, 4, 1100, 1, &mut n);
+        assert!(delta.iter().all(|p| !is_keyframe_packet(p)));
     }
 
     #[test]
