@@ -2,18 +2,18 @@
 # The runs behind BENCHMARKS.md, on a 2-CPU machine: the server under test (a tablecast node with
 # one media worker, or Janus) pinned to CPU 1, the load tool to CPU 0.
 #
-#   bash scripts/benchmarks.sh [OUT_DIR]        # REPEAT=3 by default; QUICK=1 for a fast pass
+#   bash tests/bench/run.sh [OUT_DIR]        # REPEAT=3 by default; QUICK=1 for a fast pass
 #
 # Before each run (but with QUICK=1) it waits, up to QUIET_WAIT seconds, for the rest of the
 # machine to use less than QUIET_CORES; OUT_DIR/summary.md has the medians over the repeats
-# (scripts/bench_summary.py), marking repeats whose window still saw other load.
+# (tests/bench/summary.py), marking repeats whose window still saw other load.
 #
 # Needs Debian's janus package (apt-get install -y janus). Every run writes OUT_DIR/NAME.json
 # and OUT_DIR/NAME.txt; OUT_DIR/machine.txt records the machine and its load before the runs.
 # Results are only meaningful on a quiet machine: each row's "other" column is the CPU the rest
 # of the machine used during that window.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${1:-bench-results/$(date +%Y%m%d-%H%M%S)}
 REPEAT=${REPEAT:-3}
@@ -105,5 +105,5 @@ for i in $(seq 1 "$REPEAT"); do
   run "ramploss-$i" --target both --ramp --subscribers 100 --ramp-step 100 --max-p99 1s \
     --duration "$RAMP_DURATION" --bet-duration 0s --no-control
 done
-python3 scripts/bench_summary.py "$OUT" | tee "$OUT/summary.md"
+python3 tests/bench/summary.py "$OUT" | tee "$OUT/summary.md"
 echo "results in $OUT"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Medians over the repeats of scripts/benchmarks.sh, as the Markdown tables BENCHMARKS.md shows.
+"""Medians over the repeats of tests/bench/run.sh, as the Markdown tables BENCHMARKS.md shows.
 
-    python3 scripts/bench_summary.py OUT_DIR
+    python3 tests/bench/summary.py OUT_DIR
 
 Reads OUT_DIR/fixed-N-I.json and OUT_DIR/ramp-I.json (the JSON `tablecast bench --json`
 writes). Every figure is the median over the repeats of that run; the "runs" column says how
