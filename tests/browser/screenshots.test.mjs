@@ -37,6 +37,8 @@ describe('screenshots of the pages at each layout', () => {
     await page.addStyleTag({ content: 'html { scrollbar-width: none; } .toasts { display: none; }' });
     await page.evaluate(() => document.activeElement?.blur());
     await page.mouse.move(0, 0);
+    // A full-page picture of a scrolled page draws the sticky header where the viewport was.
+    await page.evaluate(() => window.scrollTo(0, 0));
     const file = path.join(ensureDir(SCREENSHOTS_DIR), `${name}.png`);
     await page.screenshot({ path: file, fullPage: true });
     return file;
