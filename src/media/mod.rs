@@ -4,7 +4,8 @@
 //! - `worker`: one thread and one UDP socket per worker; demultiplexes by ICE ufrag, then by
 //!   remote address, drives each session's sans-IO `RTCPeerConnection`, batches I/O and sleeps
 //!   until the next deadline.
-//! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber).
+//! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber); `engine`: the codecs
+//!   and extensions every connection negotiates.
 //! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`).
 //! - `router`: a table camera's tracks mapped to their subscribers.
 //! - `simulcast`: a camera's layers and which one is forwarded (switched at keyframes).
@@ -16,6 +17,7 @@
 
 pub mod control;
 pub mod demux;
+pub mod engine;
 pub mod error;
 pub mod frame_size;
 pub mod keyframe;
