@@ -145,6 +145,10 @@ pub struct Worker {
     rx_buf: BytesMut,
     /// What `drive` takes from a connection, reused from call to call.
     drive_rtp: Vec<(String, rtc::rtp::Packet)>,
+    /// Packets to send to local subscribers at the end of this batch of input (`fanout.rs`).
+    pending: Vec<(Arc<RouterKey>, Forward)>,
+    /// One table camera's share of `pending`, reused.
+    batch: Vec<Forward>,
     drive_rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
     metrics: Arc<Metrics>,
     config: WorkerConfig,
@@ -188,6 +192,8 @@ impl Worker {
             recv: Some(recv),
             rx_buf: BytesMut::with_capacity(RX_BUFFER),
             drive_rtp: Vec::new(),
+            pending: Vec::new(),
+            batch: Vec::new(),
             drive_rtcp: Vec::new(),
             metrics,
             config,
@@ -217,6 +223,7 @@ impl Worker {
                                             for (from, dst, data) in b.datagrams(n) {
                                                 self.on_datagram(from, dst, data, now);
                                             }
+                                            self.fan_out_pending(now);
                                         }
                                         Ok(Err(e)) => { debug!(error = %e, "media socket receive error"); break; }
                                         Err(_would_block) => break,
@@ -251,7 +258,9 @@ impl Worker {
                 _ = tokio::time::sleep_until(sleep_until.into()) => {}
                 _ = housekeeping.tick() => self.reap(Instant::now()),
             }
-            self.run_timers(Instant::now());
+            let now = Instant::now();
+            self.run_timers(now);
+            self.fan_out_pending(now);
             self.flush();
         }
         self.close_all();
@@ -310,7 +319,7 @@ impl Worker {
                     );
                 }
             }
-            WorkerMsg::Forward { key, fwd } => self.fan_out(&key, &fwd, now),
+            WorkerMsg::Forward { key, fwd } => self.fan_out(key, Forward::clone(&fwd)),
             WorkerMsg::Interest { key, worker, on } => {
                 let bits = self.remote_interest.entry(key.clone()).or_insert(0);
                 if on {

@@ -19,6 +19,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{debug, info};
 
+/// Packets written to one subscriber's connection before it is drained. rtc queues each written
+/// packet in every stage of its pipeline and keeps those queues' capacity, so the per-subscriber
+/// memory grows with this; a few packets already spread the drain's cost and keep the
+/// subscriber's state in cache.
+const DRAIN_EVERY: usize = 4;
+
 impl Worker {
     pub(super) fn on_publisher_rtp(
         &mut self,
@@ -121,17 +127,43 @@ impl Worker {
                 }
             }
         }
-        self.fan_out(&key, &fwd, now);
+        self.fan_out(key, fwd);
     }
 
-    /// Buffers a packet for NACKs and sends it to every local subscriber of the table camera.
-    pub(super) fn fan_out(&mut self, key: &RouterKey, fwd: &Forward, now: Instant) {
+    /// Queues a packet for [`Worker::fan_out_pending`]: packets are sent per subscriber in
+    /// batches, so each subscriber's connection is drained once per batch rather than once per
+    /// packet, and its state stays in cache while it takes the whole batch.
+    pub(super) fn fan_out(&mut self, key: Arc<RouterKey>, fwd: Forward) {
+        self.pending.push((key, fwd));
+    }
+
+    /// Sends every queued packet: per table camera, the packets are buffered for NACKs in
+    /// arrival order, then each local subscriber gets all of them in order and its connection
+    /// is drained once.
+    pub(super) fn fan_out_pending(&mut self, now: Instant) {
+        let mut batch = std::mem::take(&mut self.batch);
+        while let Some((key, _)) = self.pending.first() {
+            let key = Arc::clone(key);
+            batch.extend(
+                self.pending
+                    .extract_if(.., |(k, _)| *k == key)
+                    .map(|(_, fwd)| fwd),
+            );
+            self.fan_out_batch(&key, &batch, now);
+            batch.clear();
+        }
+        self.batch = batch;
+    }
+
+    fn fan_out_batch(&mut self, key: &RouterKey, batch: &[Forward], now: Instant) {
         let Some(router) = self.routers.get_mut(key) else {
             return;
         };
-        router
-            .buffer(fwd.kind)
-            .insert(fwd.epoch, fwd.codec, &fwd.packet);
+        for fwd in batch {
+            router
+                .buffer(fwd.kind)
+                .insert(fwd.epoch, fwd.codec, &fwd.packet);
+        }
         let mut want_keyframe = false;
         for &sub in &router.subscribers {
             let Some(peer) = self.peers[sub].as_mut() else {
@@ -140,42 +172,49 @@ impl Worker {
             if peer.connected_at.is_none() {
                 continue;
             }
-            let out = match fwd.kind {
-                MediaKind::Video => peer.out_video.as_mut(),
-                MediaKind::Audio => peer.out_audio.as_mut(),
-            };
-            let Some(out) = out else { continue };
-            let Some(pt) = out.payload_type(fwd.codec) else {
-                continue;
-            };
-            let (seq, timestamp) = match out.stream.rewrite(
-                fwd.epoch,
-                fwd.packet.header.sequence_number,
-                fwd.packet.header.timestamp,
-                fwd.keyframe,
-                now,
-            ) {
-                Rewrite::Send { seq, timestamp } => (seq, timestamp),
-                Rewrite::WaitForKeyframe => {
-                    want_keyframe = true;
-                    continue;
-                }
-                Rewrite::Stale => continue,
-            };
-            let mut packet = fwd.packet.clone();
-            packet.header.ssrc = out.stream.ssrc;
-            packet.header.sequence_number = seq;
-            packet.header.timestamp = timestamp;
-            packet.header.payload_type = pt;
-            let bytes = packet.payload.len() as u64;
-            let sender_id = out.sender;
-            if let Some(mut sender) = peer.pc.rtp_sender(sender_id) {
-                match sender.write_rtp(now, packet) {
-                    Ok(()) => {
-                        peer.metrics.rtp_packets_out.fetch_add(1, Relaxed);
-                        peer.metrics.rtp_bytes_out.fetch_add(bytes, Relaxed);
+            for (i, fwd) in batch.iter().enumerate() {
+                if i > 0 && i % DRAIN_EVERY == 0 {
+                    while let Some(out) = peer.pc.poll_write() {
+                        self.send.push(out.transport.peer_addr, out.message);
                     }
-                    Err(e) => peer.span.in_scope(|| debug!(error = %e, "forward refused")),
+                }
+                let out = match fwd.kind {
+                    MediaKind::Video => peer.out_video.as_mut(),
+                    MediaKind::Audio => peer.out_audio.as_mut(),
+                };
+                let Some(out) = out else { continue };
+                let Some(pt) = out.payload_type(fwd.codec) else {
+                    continue;
+                };
+                let (seq, timestamp) = match out.stream.rewrite(
+                    fwd.epoch,
+                    fwd.packet.header.sequence_number,
+                    fwd.packet.header.timestamp,
+                    fwd.keyframe,
+                    now,
+                ) {
+                    Rewrite::Send { seq, timestamp } => (seq, timestamp),
+                    Rewrite::WaitForKeyframe => {
+                        want_keyframe = true;
+                        continue;
+                    }
+                    Rewrite::Stale => continue,
+                };
+                let mut packet = fwd.packet.clone();
+                packet.header.ssrc = out.stream.ssrc;
+                packet.header.sequence_number = seq;
+                packet.header.timestamp = timestamp;
+                packet.header.payload_type = pt;
+                let bytes = packet.payload.len() as u64;
+                let sender_id = out.sender;
+                if let Some(mut sender) = peer.pc.rtp_sender(sender_id) {
+                    match sender.write_rtp(now, packet) {
+                        Ok(()) => {
+                            peer.metrics.rtp_packets_out.fetch_add(1, Relaxed);
+                            peer.metrics.rtp_bytes_out.fetch_add(bytes, Relaxed);
+                        }
+                        Err(e) => peer.span.in_scope(|| debug!(error = %e, "forward refused")),
+                    }
                 }
             }
             while let Some(out) = peer.pc.poll_write() {
