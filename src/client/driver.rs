@@ -62,16 +62,8 @@ pub async fn negotiate(
         .send()
         .await?;
     let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let location = header(&resp, "location");
+    let etag = header(&resp, "etag");
     let body = resp.text().await?;
     if status != 201 {
         return Err(ClientError::Refused { status, body });
@@ -149,11 +141,7 @@ pub async fn restart_ice(
         .send()
         .await?;
     let status = resp.status().as_u16();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let etag = header(&resp, "etag");
     let body = resp.text().await?;
     if status != 200 {
         return Err(ClientError::Refused { status, body });
@@ -249,4 +237,12 @@ pub async fn delete(
         .await?
         .status()
         .as_u16())
+}
+
+/// A response header as text, when present and readable.
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
