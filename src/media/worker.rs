@@ -173,6 +173,8 @@ impl Worker {
             control,
         } = shared;
         let recv = RecvBatch::new(&socket)?;
+        let send = SendQueue::for_socket(&socket);
+        debug!(worker = index, gso = send.gso(), "media socket ready");
         Ok(Self {
             index,
             #[allow(deprecated)] // `register` is not in every tokio 1.x this crate accepts
@@ -188,7 +190,7 @@ impl Worker {
             remote_interest: HashMap::new(),
             workers,
             timers: BinaryHeap::new(),
-            send: SendQueue::default(),
+            send,
             recv: Some(recv),
             rx_buf: BytesMut::with_capacity(RX_BUFFER),
             drive_rtp: Vec::new(),
