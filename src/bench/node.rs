@@ -16,6 +16,7 @@ use crate::media::keyframe::VideoCodec;
 use crate::media::peer::media_engine;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -403,6 +404,7 @@ pub fn light_peer_connection() -> Result<rtc::peer_connection::RTCPeerConnection
     let me = media_engine(true, true, false).map_err(|e| BenchError::Join(e.to_string()))?;
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(crate::client::ice_settings(SettingEngineBuilder::new()).build())
         .with_media_engine(me)
         .with_interceptor_registry(Registry::new())
         .build(Instant::now())

@@ -11,6 +11,19 @@ pub mod synth;
 pub use publisher::{PublishOptions, Publisher, PublisherStats};
 pub use subscriber::{Received, SubscribeOptions, Subscriber, SubscriberStats};
 
+/// ICE settings of every client peer connection (the test clients and `tablecast bench`'s
+/// dealer and players).
+///
+/// rtc's agent sends its first connectivity check one check interval after it starts, 200 ms by
+/// default; a browser sends its first check as soon as it has the node's candidate. A client
+/// left at the default measured every join 200 ms longer than a browser's, so the interval is
+/// 25 ms here, with as many attempts as make the same 1.5 s before a pair is given up.
+pub(crate) fn ice_settings(
+    engine: rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder,
+) -> rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder {
+    engine.with_ice_connection_attempts(Some(std::time::Duration::from_millis(25)), Some(60))
+}
+
 /// Where and as whom a client connects.
 #[derive(Debug, Clone)]
 pub struct Target {

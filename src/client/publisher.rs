@@ -96,7 +96,7 @@ impl Publisher {
         )
         .map_err(|e| ClientError::Rtc(e.to_string()))?;
         // An ICE restart moves to a new socket: the old address's candidate must go with it.
-        let setting_engine = SettingEngineBuilder::new()
+        let setting_engine = super::ice_settings(SettingEngineBuilder::new())
             .with_discard_local_candidates_during_ice_restart(true)
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
