@@ -25,6 +25,10 @@ use tracing::{debug, info};
 /// subscriber's state in cache.
 const DRAIN_EVERY: usize = 4;
 
+/// Datagrams queued during a fan-out before they are sent, without waiting for the fan-out to
+/// end: a keyframe (about 24 packets) for about 40 players.
+const FLUSH_AT: usize = 1024;
+
 impl Worker {
     pub(super) fn on_publisher_rtp(
         &mut self,
@@ -220,6 +224,17 @@ impl Worker {
             while let Some(out) = peer.pc.poll_write() {
                 self.send.push(out.transport.peer_addr, out.message);
             }
+            if self.send.len() >= FLUSH_AT {
+                // Send what the players so far have: they need not wait for the rest of the
+                // fan-out, and a keyframe for a thousand players is not held in memory at once.
+                let r = self.send.flush(self.socket.get_ref());
+                if r.dropped > 0 || r.failed > 0 {
+                    debug!(dropped = r.dropped, failed = r.failed, error = ?r.last_error, "media send incomplete");
+                }
+            }
+            let Some(peer) = self.peers[sub].as_mut() else {
+                continue;
+            };
             if peer.deadline.is_none() {
                 // The first packet arms the sender-report timer.
                 if let Some(t) = peer.pc.poll_timeout() {
