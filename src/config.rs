@@ -124,6 +124,10 @@ pub struct ControlConfig {
     pub chat_burst: u32,
     /// A WebSocket that has not said `hello` by then is closed.
     pub hello_timeout_secs: u64,
+    /// Largest message sent on a `control` data channel, in bytes (the SCTP max-message-size
+    /// every session negotiates). Each player's channel keeps a buffer this size, so it is
+    /// memory per player; a table whose `welcome` could be larger is refused at start.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ControlConfig {
@@ -139,6 +143,7 @@ impl Default for ControlConfig {
             chat_per_sec: 0.5,
             chat_burst: 3,
             hello_timeout_secs: 10,
+            max_message_bytes: crate::protocol::DATA_CHANNEL_MAX_MESSAGE_BYTES,
         }
     }
 }

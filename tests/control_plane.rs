@@ -490,3 +490,90 @@ async fn an_operator_lists_the_tables_sessions_and_drops_one() {
     player.close().await;
     node.stop().await;
 }
+
+/// `[[tables]]` for the demo table with `n` spots named like a roulette layout's.
+fn spots_table(n: usize) -> toml::Table {
+    let mut text = String::from("id = \"demo\"\nbetting_window_secs = 30\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[spots]]\nid = \"split-{i}-{}\"\nodds = \"17:1\"\nmin_bet = 1\nmax_bet = 100000\nmax_per_player_round = 100000\n",
+            i + 3
+        ));
+    }
+    toml::from_str(&text).expect("table toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_at_the_message_limit_reaches_data_channel_players_and_one_spot_more_is_refused() {
+    // The smallest limit, so the table at its edge is small enough to bet on every spot.
+    const LIMIT: usize = 4096;
+    let fits = (1..100)
+        .take_while(|&n| {
+            let config: tablecast::protocol::TableConfig =
+                toml::Value::Table(spots_table(n)).try_into().unwrap();
+            config.check_message_size(LIMIT).is_ok()
+        })
+        .last()
+        .unwrap();
+
+    let dir = common::temp_dir("too-large");
+    let mut config = common::test_config(&dir);
+    config.control.max_message_bytes = LIMIT;
+    config.tables = vec![spots_table(fits + 1)];
+    let refused = match tablecast::app::start(config).await {
+        Ok(_) => panic!("a node with a table too large for its data channels started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        refused.contains("control.max_message_bytes") && refused.contains("fewer spots"),
+        "the refusal says what to change: {refused}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let node = TestNode::start_with(|c| {
+        c.control.max_message_bytes = LIMIT;
+        c.tables = vec![spots_table(fits)];
+    })
+    .await;
+    let p = Player::dc(&node, "every-spot", None).await;
+    let welcome = p.wait_for("welcome", is("welcome")).await;
+    assert_eq!(
+        welcome["snapshot"]["table"]["spots"]
+            .as_array()
+            .map(|s| s.len()),
+        Some(fits)
+    );
+    let (status, body) = dealer(&node, "open", None).await;
+    assert_eq!(status, 200, "{body}");
+    p.wait_for("round.opened", is("round.opened")).await;
+    // A bet on every spot, so the final totals name every spot with a sum.
+    for i in 0..fits {
+        let spot = format!("split-{i}-{}", i + 3);
+        p.send(json!({"type": "bet.place", "id": format!("b-{i}"), "round": 1, "spot": spot, "amount": 100_000}));
+        // Within the bet rate limit (10/s, burst 20).
+        tokio::time::sleep(Duration::from_millis(110)).await;
+    }
+    let (status, body) = dealer(&node, "close", None).await;
+    assert_eq!(status, 200, "{body}");
+    let totals = p
+        .wait_for("final totals", |m| {
+            m["type"] == "totals" && m["final"] == true
+        })
+        .await;
+    let spots = totals["spots"].as_object().expect("spots");
+    assert_eq!(spots.len(), fits);
+    assert!(
+        spots.values().all(|s| s["amount"] == 100_000),
+        "every bet is in the totals: {totals}"
+    );
+    // A second player joining now gets the whole snapshot, totals included, in one welcome.
+    let late = Player::dc(&node, "late", None).await;
+    let welcome = late.wait_for("welcome", is("welcome")).await;
+    assert_eq!(
+        welcome["snapshot"]["totals"]["spots"]
+            .as_object()
+            .map(|s| s.len()),
+        Some(fits)
+    );
+    node.node.stop().await;
+}

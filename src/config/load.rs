@@ -308,6 +308,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be at least 1 second",
         ));
     }
+    if !(4096..=262_144).contains(&c.control.max_message_bytes) {
+        return Err(invalid(
+            "control.max_message_bytes",
+            "must be from 4096 to 262144; the default is 16384",
+        ));
+    }
     if c.data.dir.as_os_str().is_empty() {
         return Err(invalid(
             "data.dir",

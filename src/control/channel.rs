@@ -10,6 +10,10 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 impl ControlHook for ControlPlane {
+    fn max_message_bytes(&self) -> usize {
+        self.limits.max_message_bytes
+    }
+
     fn opened(&self, ch: ControlChannel<'_>) {
         if self.table(ch.table).is_none() {
             return;

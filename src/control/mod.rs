@@ -158,7 +158,7 @@ impl ControlPlane {
         let (stopping, stop_rx) = watch::channel(false);
         let mut handles = BTreeMap::new();
         let mut actors = Vec::new();
-        for config in table_configs(tables)? {
+        for config in table_configs(tables, limits.max_message_bytes)? {
             let (handle, task) = actor::spawn(
                 config,
                 store.clone(),
@@ -231,7 +231,10 @@ pub fn server_ms() -> u64 {
 }
 
 /// The tables of `[[tables]]`, or the demo table when there are none.
-fn table_configs(tables: &[toml::Table]) -> Result<Vec<TableConfig>, StartError> {
+fn table_configs(
+    tables: &[toml::Table],
+    max_message_bytes: usize,
+) -> Result<Vec<TableConfig>, StartError> {
     if tables.is_empty() {
         return Ok(vec![TableConfig::demo_baccarat()]);
     }
@@ -246,10 +249,13 @@ fn table_configs(tables: &[toml::Table]) -> Result<Vec<TableConfig>, StartError>
                         index,
                         message: e.message().to_owned(),
                     })?;
-            config.validate().map_err(|e| StartError::Config {
-                index,
-                message: e.to_string(),
-            })?;
+            config
+                .validate()
+                .and_then(|()| config.check_message_size(max_message_bytes))
+                .map_err(|e| StartError::Config {
+                    index,
+                    message: e.to_string(),
+                })?;
             Ok(config)
         })
         .collect()

@@ -31,6 +31,11 @@ pub trait ControlHook: Send + Sync + 'static {
     fn message(&self, channel: ControlChannel<'_>, data: &[u8]);
     /// The channel closed, or its session ended. Called once per `opened`.
     fn closed(&self, channel: ControlChannel<'_>);
+    /// The largest message the control plane sends on a channel, in bytes: the SCTP
+    /// max-message-size each session negotiates.
+    fn max_message_bytes(&self) -> usize {
+        crate::protocol::DATA_CHANNEL_MAX_MESSAGE_BYTES
+    }
 }
 
 /// A node without a control plane: channels open and stay silent.

@@ -24,7 +24,9 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
@@ -155,6 +157,7 @@ pub fn answer(
     role: Role,
     offer_sdp: &str,
     candidates: &[SocketAddr],
+    max_message_bytes: usize,
     now: Instant,
 ) -> Result<Answered, MediaError> {
     let setting_engine = SettingEngineBuilder::new()
@@ -169,6 +172,10 @@ pub fn answer(
             Some(std::time::Duration::from_secs(18)),
             None,
         )
+        // The SCTP reassembly buffer of a data channel is as large as the max-message-size, and
+        // is kept for the session's life: at rtc's default of 64 KiB it was the largest single
+        // piece of memory per player.
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(max_message_bytes as u32))
         .build();
     // Where the worker's RTX packets go; set once the answer says what was negotiated.
     let rtx_route = Arc::new(RtxRoute::default());
@@ -420,7 +427,8 @@ mod tests {
     fn a_simulcast_offer_is_answered_with_its_rids_and_the_extensions_that_name_them() {
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         let offer = CHROMIUM_SIMULCAST_OFFER.replace('\n', "\r\n");
-        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        let answered =
+            answer(Role::Publisher, &offer, &[addr], 16 * 1024, Instant::now()).expect("answer");
         let video = video_section(&answered.sdp);
         assert!(video.contains(&"a=simulcast:recv q;h;f"), "{video:#?}");
         for rid in ["q", "h", "f"] {
@@ -463,7 +471,8 @@ mod tests {
             })
             .map(|l| format!("{l}\r\n"))
             .collect();
-        let answered = answer(Role::Publisher, &offer, &[addr], Instant::now()).expect("answer");
+        let answered =
+            answer(Role::Publisher, &offer, &[addr], 16 * 1024, Instant::now()).expect("answer");
         assert!(!answered.sdp.contains("a=simulcast"), "{}", answered.sdp);
         assert!(!answered.sdp.contains("a=rid:"), "{}", answered.sdp);
     }
@@ -478,7 +487,7 @@ mod tests {
             "v=0\r\n",
             "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video x",
         ] {
-            let err = answer(Role::Publisher, bad, &[addr], now)
+            let err = answer(Role::Publisher, bad, &[addr], 16 * 1024, now)
                 .err()
                 .expect("refused");
             assert!(

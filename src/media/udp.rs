@@ -193,7 +193,11 @@ impl SendQueue {
                     self.runs.truncate(next);
                     for start in from..self.queue.len() {
                         let segment = self.queue[start].1.len();
-                        self.runs.push(Run { start, count: 1, segment });
+                        self.runs.push(Run {
+                            start,
+                            count: 1,
+                            segment,
+                        });
                     }
                 }
                 Err(e) => {
@@ -251,7 +255,10 @@ fn datagrams(runs: &[Run]) -> usize {
 
 /// The errors a kernel or device gives for a GSO message it cannot send.
 fn gso_refused(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 #[derive(Default, Debug)]
@@ -446,7 +453,12 @@ mod tests {
             assert_eq!(q.runs.len(), 27);
         }
         let r = q.flush(&a);
-        assert_eq!((r.sent, r.dropped, r.failed), (27, 0, 0), "{:?}", r.last_error);
+        assert_eq!(
+            (r.sent, r.dropped, r.failed),
+            (27, 0, 0),
+            "{:?}",
+            r.last_error
+        );
         let got_b: Vec<Vec<u8>> = receive(&b, 26).into_iter().map(|(_, d)| d).collect();
         assert_eq!(got_b, sent_b, "b gets every datagram, whole and in order");
         let got_c = receive(&c, 1);
@@ -465,12 +477,21 @@ mod tests {
             q.push(to, BytesMut::from(&[0u8; 1200][..]));
         }
         q.plan_runs();
-        let runs: Vec<(usize, usize, usize)> =
-            q.runs.iter().map(|r| (r.start, r.count, r.segment)).collect();
+        let runs: Vec<(usize, usize, usize)> = q
+            .runs
+            .iter()
+            .map(|r| (r.start, r.count, r.segment))
+            .collect();
         // 1200-byte datagrams: 54 fit under the 65,000-byte limit.
         assert_eq!(
             runs,
-            vec![(0, 2, 500), (2, 3, 900), (5, 1, 100), (6, 54, 1200), (60, 16, 1200)]
+            vec![
+                (0, 2, 500),
+                (2, 3, 900),
+                (5, 1, 100),
+                (6, 54, 1200),
+                (60, 16, 1200)
+            ]
         );
         q.queue.clear();
     }

@@ -136,6 +136,17 @@ pub enum ConfigError {
     Currency { table: TableId, currency: String },
     #[error("table {table}: name must be at most 100 characters")]
     Name { table: TableId },
+    #[error(
+        "table {table}: its welcome snapshot can reach {bytes} bytes, over the {max} bytes a \
+         control data channel message may carry; give it fewer spots or shorter spot ids, or \
+         raise control.max_message_bytes to at least {bytes} (each player's channel keeps a \
+         buffer that size)"
+    )]
+    TooLarge {
+        table: TableId,
+        bytes: usize,
+        max: usize,
+    },
 }
 
 impl TableConfig {
@@ -251,11 +262,75 @@ impl TableConfig {
         }
         Ok(())
     }
+
+    /// Checks that the largest `welcome` this table can produce fits in a control data channel
+    /// message of `max_bytes` (`control.max_message_bytes`).
+    pub fn check_message_size(&self, max_bytes: usize) -> Result<(), ConfigError> {
+        let bytes = super::server::welcome_bound(self);
+        if bytes > max_bytes {
+            return Err(ConfigError::TooLarge {
+                table: self.id.clone(),
+                bytes,
+                max: max_bytes,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table with `n` spots named like a roulette layout's (`split-17-20`), at the largest
+    /// limits.
+    fn table_of(n: usize) -> TableConfig {
+        let mut c = TableConfig::demo_baccarat();
+        c.spots = (0..n)
+            .map(|i| SpotConfig {
+                id: SpotId::parse(&format!("split-{}-{}", i % 37, i)).unwrap(),
+                odds: Odds { num: 17, den: 1 },
+                min_bet: 1,
+                max_bet: MAX_AMOUNT / 18,
+                max_per_player_round: MAX_AMOUNT / 18,
+                push_on: vec![],
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn a_table_whose_welcome_could_outgrow_a_data_channel_message_is_refused() {
+        let limit = super::super::DATA_CHANNEL_MAX_MESSAGE_BYTES;
+        let fits = (1..400)
+            .take_while(|&n| table_of(n).check_message_size(limit).is_ok())
+            .last()
+            .unwrap();
+        // What fits is a real snapshot: its welcome, at the largest totals, is within the limit.
+        let bound = super::super::server::welcome_bound(&table_of(fits));
+        assert!(
+            bound <= super::super::DATA_CHANNEL_MAX_MESSAGE_BYTES,
+            "{bound}"
+        );
+        assert_eq!(
+            table_of(fits + 1).validate(),
+            Ok(()),
+            "only the size is wrong"
+        );
+        match table_of(fits + 1).check_message_size(limit) {
+            Err(ConfigError::TooLarge { bytes, max, .. }) => {
+                assert!(bytes > max);
+                assert_eq!(max, super::super::DATA_CHANNEL_MAX_MESSAGE_BYTES);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            fits >= 48,
+            "a single-zero roulette's straight-ups and outside bets fit ({fits})"
+        );
+        // A whole roulette layout (157 spots) fits once the limit is raised.
+        assert_eq!(table_of(157).check_message_size(64 * 1024), Ok(()));
+    }
 
     #[test]
     fn demo_baccarat_is_valid_and_has_player_banker_tie() {

@@ -32,6 +32,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 /// Longest chat message, in characters (Unicode scalar values).
 pub const CHAT_MAX_CHARS: usize = 280;
+/// Longest reason a dealer may give for voiding a round, in characters.
+pub const VOID_REASON_MAX_CHARS: usize = 200;
+/// Largest message the node sends on a `control` data channel, in bytes: the SCTP
+/// max-message-size it negotiates (RFC 8841), which is also the size of the reassembly buffer
+/// the node keeps for each channel. A table whose `welcome` could outgrow it is refused at
+/// start (`TableConfig::validate`), so no message is ever too large to send.
+pub const DATA_CHANNEL_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Why a client message could not be read. The connection stays open; answer with
 /// [`ProtocolError::to_reply`].

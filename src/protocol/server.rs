@@ -251,6 +251,55 @@ pub struct Snapshot {
     pub last_seq: u64,
 }
 
+/// The size of the largest `welcome` a table configured as `config` can produce, in bytes:
+/// every spot bet on with the largest totals, and the larger of a last round won by every spot
+/// and one voided with the longest reason, every character escaped. Every other message a
+/// player is sent is smaller (a `totals` or `round.result` is part of this snapshot; chat and
+/// replies are bounded on their own).
+pub fn welcome_bound(config: &TableConfig) -> usize {
+    let round = RoundId(u64::MAX);
+    let most = SpotTotal {
+        amount: u64::MAX,
+        bettors: u64::MAX,
+    };
+    let snapshot = |last_round| Snapshot {
+        table: config.clone(),
+        state: RoundState::BettingClosed,
+        round: Some(round),
+        closes_at_server_ms: Some(ServerTime(u64::MAX)),
+        totals: Some(TotalsView {
+            round,
+            spots: config.spots.iter().map(|s| (s.id.clone(), most)).collect(),
+            bettors: u64::MAX,
+            is_final: false,
+        }),
+        last_round: Some(last_round),
+        next_round_at_server_ms: Some(ServerTime(u64::MAX)),
+        last_seq: u64::MAX,
+    };
+    let settled = LastRound::Settled {
+        round,
+        outcome: Outcome(config.spots.iter().map(|s| s.id.clone()).collect()),
+    };
+    let voided = LastRound::Voided {
+        round,
+        // A control character is the longest a character gets in JSON (`\u0001`).
+        reason: "\u{1}".repeat(super::VOID_REASON_MAX_CHARS),
+    };
+    [settled, voided]
+        .into_iter()
+        .map(|last| {
+            super::encode(&ServerMessage::Session(SessionMessage::Welcome {
+                v: super::PROTOCOL_VERSION,
+                snapshot: Box::new(snapshot(last)),
+                seq: u64::MAX,
+            }))
+            .len()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Per-connection messages that are neither table events nor replies.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "type")]

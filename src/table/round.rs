@@ -11,7 +11,7 @@ use crate::ids::RoundId;
 use crate::protocol::{ErrorCode, LastRound, Outcome, RoundState, ServerTime, SpotId, TableConfig};
 
 /// Longest `void` reason accepted, in characters.
-pub const MAX_VOID_REASON_CHARS: usize = 200;
+pub const MAX_VOID_REASON_CHARS: usize = crate::protocol::VOID_REASON_MAX_CHARS;
 
 /// The phase of the round in progress.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -30,8 +30,14 @@ impl Worker {
             video,
             audio,
             sdp,
-        } = peer::answer(req.role, &req.offer_sdp, &self.local_addrs, now)
-            .inspect_err(|e| span.in_scope(|| info!(error = %e, "offer refused")))?;
+        } = peer::answer(
+            req.role,
+            &req.offer_sdp,
+            &self.local_addrs,
+            self.control.max_message_bytes(),
+            now,
+        )
+        .inspect_err(|e| span.in_scope(|| info!(error = %e, "offer refused")))?;
         let ufrag = restart::attribute(&sdp, "ice-ufrag")
             .ok_or_else(|| MediaError::Unavailable("our answer has no a=ice-ufrag".into()))?
             .to_owned();
