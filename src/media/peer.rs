@@ -424,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_caps_data_channel_messages_at_the_configured_size() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        // The Chromium offer with a data channel section, as a player page's offer has.
+        let offer = CHROMIUM_SIMULCAST_OFFER.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+            + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\n\
+               c=IN IP4 0.0.0.0\n\
+               a=ice-ufrag:lzZ2\n\
+               a=ice-pwd:G943qX1LfZv4KOAUWxbc5tnO\n\
+               a=fingerprint:sha-256 4E:3E:74:86:D8:B2:5E:41:3A:8C:A3:71:BB:8A:17:E3:B7:E8:20:07:BD:CC:8F:2B:43:0E:B8:FC:D8:FF:67:D7\n\
+               a=setup:actpass\n\
+               a=mid:2\n\
+               a=sctp-port:5000\n\
+               a=max-message-size:262144\n";
+        let offer = offer.replace('\n', "\r\n");
+        for limit in [4096, 16 * 1024] {
+            let answered =
+                answer(Role::Subscriber, &offer, &[addr], limit, Instant::now()).expect("answer");
+            let line = format!("a=max-message-size:{limit}");
+            assert!(
+                answered.sdp.lines().any(|l| l == line),
+                "{line} in {}",
+                answered.sdp
+            );
+        }
+    }
+
+    #[test]
     fn a_simulcast_offer_is_answered_with_its_rids_and_the_extensions_that_name_them() {
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         let offer = CHROMIUM_SIMULCAST_OFFER.replace('\n', "\r\n");
