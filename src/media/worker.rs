@@ -270,13 +270,7 @@ impl Worker {
     }
 
     fn flush(&mut self) {
-        if self.send.is_empty() {
-            return;
-        }
-        let r = self.send.flush(self.socket.get_ref());
-        if r.dropped > 0 || r.failed > 0 {
-            debug!(dropped = r.dropped, failed = r.failed, error = ?r.last_error, "media send incomplete");
-        }
+        send_queued(&mut self.send, self.socket.get_ref());
     }
 
     /// Handles one message; returns the shutdown acknowledger when told to stop.
@@ -405,5 +399,16 @@ impl Worker {
                 });
             }
         }
+    }
+}
+
+/// Sends what `send` holds on `socket`, logging what the kernel would not take.
+fn send_queued(send: &mut SendQueue, socket: &UdpSocket) {
+    if send.is_empty() {
+        return;
+    }
+    let r = send.flush(socket);
+    if r.dropped > 0 || r.failed > 0 {
+        debug!(dropped = r.dropped, failed = r.failed, error = ?r.last_error, "media send incomplete");
     }
 }

@@ -227,10 +227,7 @@ impl Worker {
             if self.send.len() >= FLUSH_AT {
                 // Send what the players so far have: they need not wait for the rest of the
                 // fan-out, and a keyframe for a thousand players is not held in memory at once.
-                let r = self.send.flush(self.socket.get_ref());
-                if r.dropped > 0 || r.failed > 0 {
-                    debug!(dropped = r.dropped, failed = r.failed, error = ?r.last_error, "media send incomplete");
-                }
+                super::send_queued(&mut self.send, self.socket.get_ref());
             }
             let Some(peer) = self.peers[sub].as_mut() else {
                 continue;
