@@ -29,6 +29,7 @@ pub mod rtx;
 pub mod simulcast;
 pub mod subscriber;
 pub mod udp;
+pub mod vp8;
 mod worker;
 
 pub use control::{ControlChannel, ControlHook, NoControl};

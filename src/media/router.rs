@@ -58,6 +58,9 @@ pub struct Router {
     pub audio: PacketBuffer,
     /// Throttles keyframe requests going toward the publisher.
     pub pli: PliThrottle,
+    /// The camera's VP8 numbering as its players see it (`vp8.rs`); it outlives publishers,
+    /// so a dealer who reconnects continues it too.
+    pub vp8: crate::media::vp8::Vp8Numbering,
 }
 
 impl Router {
@@ -68,6 +71,7 @@ impl Router {
             video: PacketBuffer::new(buffer_packets),
             audio: PacketBuffer::new(buffer_packets.min(256)),
             pli: PliThrottle::new(pli_interval),
+            vp8: Default::default(),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Layer {
     window_bytes: u64,
     /// Bytes in the last complete one-second window.
     rate: u64,
+    /// RTP timestamp of the latest packet, which names the frame it belongs to.
+    last_timestamp: Option<u32>,
 }
 
 impl Layer {
@@ -69,6 +71,7 @@ impl Layer {
             window_start: None,
             window_bytes: 0,
             rate: 0,
+            last_timestamp: None,
         }
     }
 
@@ -146,6 +149,21 @@ impl Layers {
     }
 
     /// A packet of layer `i` arrived: `size` when it starts a keyframe whose size was read.
+    /// Whether a packet with RTP `timestamp` begins a new frame on layer `i` (the first packet,
+    /// or one whose timestamp differs from the packet before it), and records it.
+    ///
+    /// A keyframe is only a place to start or switch at its first packet. An H.264 keyframe
+    /// is often several packets that each look like one (SPS, PPS, then the IDR slices); a
+    /// switch at a later one hands the player an IDR without the parameter sets of its new
+    /// picture size, which it cannot decode, and it waits for the next keyframe (seconds, in
+    /// Chromium).
+    pub fn starts_frame(&mut self, i: usize, timestamp: u32) -> bool {
+        let Some(l) = self.layers.get_mut(i) else {
+            return false;
+        };
+        l.last_timestamp.replace(timestamp) != Some(timestamp)
+    }
+
     pub fn on_packet(&mut self, i: usize, bytes: usize, size: Option<(u16, u16)>, now: Instant) {
         let Some(l) = self.layers.get_mut(i) else {
             return;
@@ -346,6 +364,34 @@ mod tests {
     const Q: (u16, u16) = (320, 180);
     const H: (u16, u16) = (640, 360);
     const F: (u16, u16) = (1280, 720);
+
+    #[test]
+    fn only_the_first_packet_of_a_frame_starts_it() {
+        use crate::media::keyframe::{VideoCodec, is_keyframe};
+        let mut layers = Layers::default();
+        let l = layers.open(Some("f"), 1);
+        // An H.264 keyframe as Chromium sends it: SPS, PPS, then the IDR in FU-A fragments,
+        // all with one timestamp; then a delta frame.
+        let keyframe_au: [(&[u8], u32); 4] = [
+            (&[0x67, 0x42, 0xc0, 0x1f], 9000),
+            (&[0x68, 0xce, 0x3c, 0x80], 9000),
+            (&[0x7c, 0x85, 0x88], 9000), // FU-A start of an IDR slice
+            (&[0x7c, 0x45, 0x88], 9000), // its end
+        ];
+        let starts: Vec<bool> = keyframe_au
+            .iter()
+            .map(|(payload, ts)| {
+                // As the fan-out does: every packet's timestamp is recorded.
+                let starts = layers.starts_frame(l, *ts);
+                is_keyframe(VideoCodec::H264, payload) && starts
+            })
+            .collect();
+        // The IDR's first fragment looks like a keyframe too, but it is not where one starts.
+        assert!(is_keyframe(VideoCodec::H264, keyframe_au[2].0));
+        assert_eq!(starts, [true, false, false, false]);
+        assert!(layers.starts_frame(l, 12000), "the next frame starts anew");
+        assert!(!layers.starts_frame(l, 12000));
+    }
 
     /// A camera sending q, h and f (listed lowest first, like Chromium's dealer page), driven in
     /// 10 ms steps.

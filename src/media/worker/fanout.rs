@@ -7,7 +7,7 @@
 use super::{Worker, WorkerMsg};
 use crate::media::Role;
 use crate::media::frame_size;
-use crate::media::keyframe;
+use crate::media::keyframe::{self, VideoCodec};
 use crate::media::peer::{MediaKind, RouterKey};
 use crate::media::router::Forward;
 use crate::media::simulcast::{Layers, Switch, Verdict};
@@ -54,7 +54,8 @@ impl Worker {
         packet.header.extension = false;
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
-        let keyframe = track
+        // A packet of a keyframe, and then (video) whether it is the keyframe's first packet.
+        let mut keyframe = track
             .video_codec
             .is_some_and(|c| keyframe::is_keyframe(c, &packet.payload));
         let ssrc = packet.header.ssrc;
@@ -82,6 +83,8 @@ impl Worker {
                     .video_codec
                     .filter(|_| keyframe)
                     .and_then(|c| frame_size::keyframe_size(c, &packet.payload));
+                // Players start, and layers switch, only at a keyframe's first packet.
+                keyframe &= track.layers.starts_frame(layer, packet.header.timestamp);
                 track
                     .layers
                     .on_packet(layer, packet.payload.len(), size, now);
@@ -112,14 +115,20 @@ impl Worker {
         let Some(track) = peer.in_tracks.get(track_id) else {
             return;
         };
+        let key = peer.key.clone();
+        let (kind, codec) = (track.kind, track.video_codec);
+        if codec == Some(VideoCodec::Vp8)
+            && let Some(router) = self.routers.get_mut(&*key)
+        {
+            packet.payload = router.vp8.rewrite(packet.payload, keyframe);
+        }
         let fwd = Forward {
-            kind: track.kind,
-            codec: track.video_codec,
+            kind,
+            codec,
             epoch,
             keyframe,
             packet,
         };
-        let key = peer.key.clone();
         if let Some(bits) = self.remote_interest.get(&key).copied() {
             let shared = Arc::new(fwd.clone());
             for (i, w) in self.workers.iter().enumerate() {
