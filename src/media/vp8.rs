@@ -3,10 +3,10 @@
 //! A VP8 payload descriptor (RFC 7741 §4.2) numbers frames with a picture id and base-layer
 //! frames with TL0PICIDX. Each simulcast layer has its own numbering, and Chromium restarts it
 //! when it reconfigures its encoder (turning a layer on restarts every layer, with a keyframe).
-//! A player's libwebrtc drops a frame whose picture id is not newer than the last one it
-//! decoded, keyframe or not, so after a switch to a layer numbered lower, or a restart, the
-//! picture stops until the numbers catch up or a later keyframe happens to be numbered higher
-//! (0.9–3 s, measured in `tests/browser/simulcast.test.mjs`).
+//! A Chromium player sets aside frames whose picture id is not newer than the last one it
+//! decoded, so after a switch to a layer numbered lower, or a restart, its picture stopped
+//! (with no loss, NACK or PLI) until the node switched layers again or the player asked for a
+//! keyframe itself: 0.9–3 s in about one run in five of `tests/browser/simulcast.test.mjs`.
 //!
 //! The rewrite is per table camera, not per player: every player of a camera receives the same
 //! sequence of frames, and each starts at a keyframe. At each keyframe the numbering is
