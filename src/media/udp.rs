@@ -121,12 +121,6 @@ struct Run {
 /// Largest UDP payload of one GSO message (the IPv4 total-length limit, less headers, with room).
 const MAX_GSO_BYTES: usize = 65_000;
 
-impl Default for SendQueue {
-    fn default() -> Self {
-        Self::new(1)
-    }
-}
-
 impl SendQueue {
     /// A queue that puts at most `max_segments` datagrams into one GSO message (1: no GSO).
     pub fn new(max_segments: usize) -> Self {
@@ -384,7 +378,7 @@ mod tests {
         let _ = warnings;
         let (b, _) = bind("127.0.0.1:0".parse().unwrap(), 1 << 20, 1 << 20).unwrap();
         let to = b.local_addr().unwrap();
-        let mut q = SendQueue::default();
+        let mut q = SendQueue::new(1);
         for i in 0..10u8 {
             q.push(to, BytesMut::from(&[i; 100][..]));
         }
