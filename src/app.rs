@@ -192,6 +192,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         readiness: readiness.clone(),
         max_sdp_bytes: config.http.max_sdp_bytes,
         control: control.clone(),
+        admission: crate::limits::Admission::new(config.limits.clone(), metrics.clone()),
     };
     if config.auth.demo {
         tracing::warn!(
@@ -248,7 +249,9 @@ fn serve_all(
 ) -> Result<(), AppError> {
     let serve_err = |listener, source| AppError::Serve { listener, source };
     let handle = Handle::new();
-    let app = router.clone().into_make_service();
+    let app = router
+        .clone()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let task = match tls {
         Some(tls) => {
             let server = axum_server::from_tcp_rustls(main, tls)
@@ -274,7 +277,7 @@ fn serve_all(
             .handle(handle.clone());
         node.servers.push(spawn_server(
             "plain http",
-            server.serve(router.into_make_service()),
+            server.serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>()),
             exit_tx,
         ));
         node.handles.push(handle);

@@ -135,7 +135,7 @@ fn generate(cert: &Path, key: &Path, names: &[String]) -> Result<(), CertError> 
             })?;
         }
     }
-    crate::auth::write_private(key, pair.serialize_pem().as_bytes()).map_err(|source| {
+    crate::auth::keys::write_private(key, pair.serialize_pem().as_bytes()).map_err(|source| {
         CertError::Write {
             path: key.into(),
             source,

@@ -19,6 +19,8 @@ pub struct Config {
     pub data: DataConfig,
     pub log: LogConfig,
     pub control: ControlConfig,
+    /// Caps and rates on what one client may open (sessions, WebSockets).
+    pub limits: LimitsConfig,
     /// Tables this node serves (`[[tables]]`). Kept as raw TOML here; the control plane parses it.
     pub tables: Vec<toml::Table>,
 }
@@ -77,13 +79,55 @@ pub struct MediaConfig {
     pub nack_buffer_packets: usize,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `[auth]`: the keys tokens are signed with, and demo mode. See `auth::keys`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret for tokens. Empty: a random secret is generated and kept in the data dir.
+    /// The primary HS256 secret, at least 32 bytes. Empty: a random secret is generated and kept
+    /// in the data dir.
     pub secret: String,
+    /// The id of the primary key: the `kid` of the tokens it signs.
+    pub key_id: String,
+    /// The id of the key `tablecast token` and demo tokens are signed with. Empty: the primary.
+    pub signing_key: String,
+    /// When set, every token must carry this `iss`, and issued tokens carry it.
+    pub issuer: String,
+    /// When set, every token must carry this `aud`, and issued tokens carry it.
+    pub audience: String,
+    /// Clock skew allowed on `exp`, in seconds.
+    pub leeway_secs: u64,
+    /// More keys, by id (`[[auth.keys]]`), for rotation and for backends that sign with ES256.
+    pub keys: Vec<KeyConfig>,
     /// Demo mode: serves `POST /api/v1/demo/token` so the demo pages work without a token issuer.
     pub demo: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            key_id: "primary".into(),
+            signing_key: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_secs: 30,
+            keys: Vec::new(),
+            demo: false,
+        }
+    }
+}
+
+/// One `[[auth.keys]]` entry: an HS256 `secret` or an ES256 `public_key`, never both.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// What tokens signed with this key put in their `kid` header.
+    pub id: String,
+    /// HS256 secret, at least 32 bytes.
+    pub secret: String,
+    /// PEM file of an ES256 (P-256) public key: the node verifies, the backend signs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -100,6 +144,40 @@ pub struct LogConfig {
     pub filter: String,
     /// `text` or `json`.
     pub format: String,
+}
+
+/// `[limits]`: caps on what one user or one client address may hold or open at once, so that
+/// one client cannot crowd out the others. Every refusal is a `429` with `Retry-After` (or an
+/// `error` event and a close on a WebSocket), counted in `tablecast_limit_refusals_total`.
+/// Addresses are counted per IPv4 address and per IPv6 /64.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// WHIP and WHEP sessions one user (a token's `sub`) may hold at once.
+    pub sessions_per_user: u32,
+    /// WHIP and WHEP sessions one client address may hold at once.
+    pub sessions_per_address: u32,
+    /// WHIP/WHEP session setups (`POST`) and WebSocket opens one client address may make per
+    /// second, and in a burst.
+    pub setups_per_sec: f64,
+    pub setups_burst: u32,
+    /// WebSockets (`GET /ws/{table}`) one client address may hold open at once.
+    pub websockets_per_address: u32,
+    /// Of those, WebSockets that have not yet sent `hello`.
+    pub pending_websockets_per_address: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            sessions_per_user: 8,
+            sessions_per_address: 64,
+            setups_per_sec: 10.0,
+            setups_burst: 40,
+            websockets_per_address: 64,
+            pending_websockets_per_address: 16,
+        }
+    }
 }
 
 /// `[control]`: limits of the control plane's connections and players.

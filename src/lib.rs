@@ -3,7 +3,8 @@
 //! Module map (dependency arrows point down the list):
 //! - [`app`]: the composition root — picks implementations, spawns workers and actors, builds the
 //!   router, handles graceful shutdown.
-//! - [`config`], [`ids`] (typed IDs from one macro), [`telemetry`], [`metrics`].
+//! - [`config`], [`ids`] (typed IDs from one macro), [`telemetry`], [`metrics`], [`limits`]
+//!   (caps and rates on what one user or address may open).
 //! - [`api`]: the axum layer — WHIP, WHEP, tokens, health, metrics, pages; `api/error.rs` is the
 //!   one place where errors become HTTP responses.
 //! - [`media`]: workers, peers, router, subscribers, keyframes — our own sockets and event loop
@@ -22,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod ids;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! path takes a lock. `render()` writes the text exposition format for `GET /metrics`.
 
 use crate::ids::TableId;
+use crate::limits::Limit;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,6 +16,25 @@ pub struct NodeMetrics {
     pub datagrams_unroutable: AtomicU64,
     /// Sessions closed because they never connected or went silent.
     pub sessions_reaped: AtomicU64,
+    /// Requests refused by `[limits]`, one counter per [`Limit::ALL`] entry, in that order.
+    pub limit_refusals: [AtomicU64; Limit::ALL.len()],
+}
+
+impl NodeMetrics {
+    /// Counts one refusal by `limit`.
+    pub fn limit_refused(&self, limit: Limit) {
+        if let Some(i) = Limit::ALL.iter().position(|l| *l == limit) {
+            self.limit_refusals[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Refusals by `limit` so far.
+    pub fn limit_refusals(&self, limit: Limit) -> u64 {
+        Limit::ALL
+            .iter()
+            .position(|l| *l == limit)
+            .map_or(0, |i| self.limit_refusals[i].load(Relaxed))
+    }
 }
 
 /// Per-table counters and gauges.
@@ -113,6 +133,22 @@ impl Metrics {
         for (name, help, value) in node {
             header(&mut out, name, "counter", help);
             sample(&mut out, name, "", value as i128);
+        }
+        let name = "tablecast_limit_refusals_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Requests refused by a [limits] cap or rate (429 or a closed WebSocket), by the limit's config key.",
+        );
+        for limit in Limit::ALL {
+            let labels = format!("limit=\"{}\"", limit.key());
+            sample(
+                &mut out,
+                name,
+                &labels,
+                self.node.limit_refusals(limit) as i128,
+            );
         }
         out
     }

@@ -389,10 +389,24 @@ async fn bets_are_idempotent_rate_limited_and_the_totals_add_up() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    // A token for the demo table learns nothing about another table; an operator of every
+    // table learns that it is not here.
     let r = node
         .client
         .get(node.url("/api/v1/tables/nope"))
         .bearer_auth(token_for(&node, TokenRole::Player, "eager"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let operator = node
+        .node
+        .issue_token(TokenRole::Operator, "*", "op", Duration::from_secs(60))
+        .unwrap();
+    let r = node
+        .client
+        .get(node.url("/api/v1/tables/nope"))
+        .bearer_auth(operator)
         .send()
         .await
         .unwrap();

@@ -32,6 +32,9 @@ pub enum ApiError {
     Dealer(#[from] crate::table::DealerError),
     #[error(transparent)]
     TableStopped(#[from] crate::control::TableUnavailable),
+    /// Over a `[limits]` cap or rate: `429` with `Retry-After`.
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Refused),
 }
 
 impl ApiError {
@@ -58,6 +61,7 @@ impl ApiError {
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },
             ApiError::TableStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,7 +72,7 @@ impl ApiError {
         Some(match e {
             // RFC 6750 §3.1: no error code when the request carried no credentials.
             AuthError::Missing => "Bearer realm=\"tablecast\"".to_owned(),
-            AuthError::Malformed(_) | AuthError::Expired => {
+            AuthError::Malformed(_) | AuthError::Expired | AuthError::UnknownKey(_) => {
                 format!(
                     "Bearer realm=\"tablecast\", error=\"invalid_token\", error_description=\"{description}\""
                 )
@@ -110,6 +114,12 @@ impl IntoResponse for ApiError {
             format!("{line}\n"),
         )
             .into_response();
+        if let ApiError::Limited(refused) = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(refused.retry_after_secs),
+            );
+        }
         if let Some(value) = self
             .challenge()
             .and_then(|c| HeaderValue::from_str(&c).ok())

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub max_sdp_bytes: usize,
     /// The tables' control plane.
     pub control: Arc<crate::control::ControlPlane>,
+    /// Caps and rates on what one user or address may open (`[limits]`).
+    pub admission: crate::limits::Admission,
 }
 
 /// Options that change which routes exist.

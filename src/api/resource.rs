@@ -7,17 +7,24 @@
 //! - `DELETE /{kind}/{table}/{session}` → `200`;
 //! - `OPTIONS` on both → `204` with CORS and `Accept-Post` / `Accept-Patch`.
 //!
-//! Checks run cheapest first and before the body is read: token (`401`/`403`), table (`404`),
-//! content type (`415`), then the body, read up to the limit and no further (`413`).
+//! Checks run before the body is read, the token first so that nothing about a table leaks to
+//! a caller without one: token (`401`), its role and table (`403`), the table (`404`), the
+//! `[limits]` caps and setup rate (`429` with `Retry-After`), content type (`415`), then the
+//! body, read up to the limit and no further (`413`).
+//!
+//! A session belongs to the token that opened it: `PATCH` and `DELETE` need that token (even
+//! after it expired, so that OBS can still hang up after a 12-hour stream), a current token of
+//! the same user, or a current operator token of the table. Anything else is `404`, exactly as
+//! for a session that does not exist.
 
 use super::{ApiError, ApiState};
 use crate::auth::{self, Identity, TokenRole};
 use crate::ids::{CameraId, SessionId, TableId};
-use crate::media::{PatchOutcome, PatchRequest, Role, SessionRequest};
+use crate::media::{PatchOutcome, PatchRequest, Requester, Role, SessionRequest};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -64,12 +71,16 @@ async fn create<E: Endpoint>(
     query: Result<Query<CameraQuery>, QueryRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let identity = authenticate(&state, req.headers(), false)?;
     let Path(table) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let table = known_table(&state, &table)?;
+    let table = known_table::<E>(&state, &identity, &table)?;
     let span = tracing::Span::current();
     span.record("table", table.as_str())
         .record("role", E::ROLE.as_str());
-    let identity = authorize::<E>(&state, req.headers(), &table, false)?;
+    let permit =
+        state
+            .admission
+            .session(&identity.user, client_ip(&req), std::time::Instant::now())?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let camera = match query.camera.as_deref() {
         None | Some("") => CameraId::main(),
@@ -86,6 +97,8 @@ async fn create<E: Endpoint>(
             camera: camera.clone(),
             user: identity.user.clone(),
             token_role: identity.role,
+            token: identity.token,
+            permit: Some(permit),
             offer_sdp,
         })
         .await?;
@@ -106,8 +119,8 @@ async fn patch<E: Endpoint>(
     path: Result<Path<(String, String)>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (table, session) = session_path(&state, path)?;
-    authorize::<E>(&state, req.headers(), &table, true)?;
+    let identity = authenticate(&state, req.headers(), true)?;
+    let (table, session) = session_path::<E>(&state, &identity, path)?;
     require_content_type(req.headers(), SDPFRAG)?;
     let if_match = req
         .headers()
@@ -123,6 +136,7 @@ async fn patch<E: Endpoint>(
             session,
             if_match,
             sdpfrag,
+            requester: Requester::from_identity(&identity),
         })
         .await?;
     Ok(match outcome {
@@ -142,9 +156,17 @@ async fn delete<E: Endpoint>(
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (table, session) = session_path(&state, path)?;
-    authorize::<E>(&state, &headers, &table, true)?;
-    state.media.close(E::ROLE, &table, &session).await?;
+    let identity = authenticate(&state, &headers, true)?;
+    let (table, session) = session_path::<E>(&state, &identity, path)?;
+    state
+        .media
+        .close(
+            E::ROLE,
+            &table,
+            &session,
+            Requester::from_identity(&identity),
+        )
+        .await?;
     tracing::info!("session closed by DELETE");
     Ok(StatusCode::OK.into_response())
 }
@@ -193,19 +215,30 @@ async fn cors(mut response: Response) -> Response {
     response
 }
 
-fn known_table(state: &ApiState, raw: &str) -> Result<TableId, ApiError> {
-    TableId::parse(raw)
-        .ok()
-        .filter(|t| state.tables.contains(t))
-        .ok_or_else(|| ApiError::UnknownTable(raw.chars().take(80).collect()))
+/// The table of the URL, for a caller already authenticated: the token's role and table are
+/// checked first (`403`), so only a caller entitled to the table learns whether it exists.
+fn known_table<E: Endpoint>(
+    state: &ApiState,
+    identity: &Identity,
+    raw: &str,
+) -> Result<TableId, ApiError> {
+    let table =
+        TableId::parse(raw).map_err(|_| ApiError::UnknownTable(raw.chars().take(80).collect()))?;
+    identity.require(&table, E::ROLES, E::NEED)?;
+    if state.tables.contains(&table) {
+        Ok(table)
+    } else {
+        Err(ApiError::UnknownTable(table.to_string()))
+    }
 }
 
-fn session_path(
+fn session_path<E: Endpoint>(
     state: &ApiState,
+    identity: &Identity,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(TableId, SessionId), ApiError> {
     let Path((table, session)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let table = known_table(state, &table)?;
+    let table = known_table::<E>(state, identity, &table)?;
     let span = tracing::Span::current();
     span.record("table", table.as_str());
     let session = SessionId::parse(&session).map_err(|_| {
@@ -217,25 +250,30 @@ fn session_path(
     Ok((table, session))
 }
 
-/// Checks the bearer token. `existing_session`: PATCH/DELETE on a session the token already
-/// opened, where a token that expired since is still accepted.
-fn authorize<E: Endpoint>(
+/// Verifies the bearer token (`401` without a good one). `existing_session`: PATCH/DELETE,
+/// where a token past its expiry gets through marked `expired`, and then may touch only the
+/// session it opened.
+fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
-    table: &TableId,
     existing_session: bool,
 ) -> Result<Identity, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     let token = auth::bearer(header)?;
-    let identity = if existing_session {
+    Ok(if existing_session {
         state.tokens.verify_any_age(token)?
     } else {
         state.tokens.verify(token)?
-    };
-    identity.require(table, E::ROLES, E::NEED)?;
-    Ok(identity)
+    })
+}
+
+/// The TCP peer's address (never a forwarded-for header: anyone can write one).
+fn client_ip(req: &Request) -> std::net::IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 /// `415` unless the Content-Type's media type is `expected` (parameters and case ignored).

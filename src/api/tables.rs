@@ -40,26 +40,24 @@ pub fn routes() -> Router<ApiState> {
 const DEALERS: &[TokenRole] = &[TokenRole::Dealer, TokenRole::Operator];
 const ANYONE: &[TokenRole] = &[TokenRole::Player, TokenRole::Dealer, TokenRole::Operator];
 
-fn table<'a>(state: &'a ApiState, raw: &str) -> Result<&'a TableHandle, ApiError> {
-    TableId::parse(raw)
-        .ok()
-        .and_then(|id| state.control.table(&id))
-        .ok_or_else(|| ApiError::UnknownTable(raw.chars().take(80).collect()))
-}
-
-fn authorize(
-    state: &ApiState,
+/// The token first (`401`), then its role and table (`403`), and only then whether the table
+/// exists here (`404`): a caller without a token for the table learns nothing about it.
+fn entitled<'a>(
+    state: &'a ApiState,
     headers: &HeaderMap,
-    table: &TableId,
+    raw: &str,
     roles: &[TokenRole],
     need: &'static str,
-) -> Result<Identity, ApiError> {
+) -> Result<(&'a TableHandle, Identity), ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     let identity = state.tokens.verify(auth::bearer(header)?)?;
-    identity.require(table, roles, need)?;
-    Ok(identity)
+    let unknown = || ApiError::UnknownTable(raw.chars().take(80).collect());
+    let id = TableId::parse(raw).map_err(|_| unknown())?;
+    identity.require(&id, roles, need)?;
+    let table = state.control.table(&id).ok_or_else(unknown)?;
+    Ok((table, identity))
 }
 
 async fn snapshot(
@@ -67,14 +65,7 @@ async fn snapshot(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let table = table(&state, &raw)?;
-    authorize(
-        &state,
-        &headers,
-        &table.id,
-        ANYONE,
-        "player, dealer or operator",
-    )?;
+    let (table, _) = entitled(&state, &headers, &raw, ANYONE, "player, dealer or operator")?;
     Ok(Json(table.snapshot().await?).into_response())
 }
 
@@ -84,8 +75,7 @@ async fn act(
     headers: &HeaderMap,
     action: DealerAction,
 ) -> Result<Response, ApiError> {
-    let table = table(state, raw)?;
-    let who = authorize(state, headers, &table.id, DEALERS, "dealer or operator")?;
+    let (table, who) = entitled(state, headers, raw, DEALERS, "dealer or operator")?;
     let what = format!("{action:?}");
     let round = table.dealer(action).await??;
     tracing::info!(table_id = %table.id, user = %who.user, %round, action = %what, "dealer action over HTTP");
@@ -123,8 +113,7 @@ async fn result(
     body: Result<Json<ResultBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     // Authorize before reading the body, so a stranger learns nothing from its errors.
-    let handle = table(&state, &raw)?;
-    authorize(&state, &headers, &handle.id, DEALERS, "dealer or operator")?;
+    entitled(&state, &headers, &raw, DEALERS, "dealer or operator")?;
     let Json(body) = body.map_err(|e| {
         ApiError::BadRequest(format!(
             "{}; send {{\"outcome\": \"banker\"}} as application/json",
@@ -156,8 +145,7 @@ async fn void(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let handle = table(&state, &raw)?;
-    authorize(&state, &headers, &handle.id, DEALERS, "dealer or operator")?;
+    entitled(&state, &headers, &raw, DEALERS, "dealer or operator")?;
     let body: VoidBody = if body.iter().all(u8::is_ascii_whitespace) {
         VoidBody::default()
     } else {
@@ -183,14 +171,7 @@ async fn sessions(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let handle = table(&state, &raw)?;
-    authorize(
-        &state,
-        &headers,
-        &handle.id,
-        &[TokenRole::Operator],
-        "operator",
-    )?;
+    let (handle, _) = entitled(&state, &headers, &raw, &[TokenRole::Operator], "operator")?;
     Ok(Json(state.media.sessions(Some(&handle.id)).await).into_response())
 }
 
@@ -199,16 +180,19 @@ async fn drop_session(
     Path((raw, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let handle = table(&state, &raw)?;
-    let who = authorize(
-        &state,
-        &headers,
-        &handle.id,
-        &[TokenRole::Operator],
-        "operator",
-    )?;
+    let (handle, who) = entitled(&state, &headers, &raw, &[TokenRole::Operator], "operator")?;
     let session =
         SessionId::parse(&session).map_err(|e| ApiError::BadRequest(format!("session id: {e}")))?;
+    // An operator of this table drops only this table's sessions.
+    let on_table = state
+        .media
+        .sessions(Some(&handle.id))
+        .await
+        .iter()
+        .any(|s| s.session == session);
+    if !on_table {
+        return Err(crate::media::MediaError::NoSession(session.to_string()).into());
+    }
     state
         .media
         .kick(&session, format!("dropped by operator {}", who.user))

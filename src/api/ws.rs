@@ -7,12 +7,14 @@ use super::{ApiError, ApiState};
 use crate::control::edge::{Edge, Step};
 use crate::control::{self, ConnId, ControlPlane, Outlet, TableHandle, TableMsg};
 use crate::ids::TableId;
+use crate::limits::Permit;
 use crate::protocol::{self, ErrorCode, Reply};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
 use axum::routing::get;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -29,29 +31,78 @@ pub fn routes() -> Router<ApiState> {
 async fn upgrade(
     State(state): State<ApiState>,
     Path(table): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let id = TableId::parse(&table)
-        .ok()
-        .filter(|t| state.control.table(t).is_some())
-        .ok_or_else(|| ApiError::UnknownTable(table.chars().take(80).collect()))?;
+    // Caps first; the token comes in `hello`, and only a caller whose token is good for the
+    // table learns whether it exists (see `serve`).
+    let (open_permit, pending_permit) = state.admission.websocket(peer.ip(), Instant::now())?;
+    let id = TableId::parse(&table).ok();
     let plane = state.control.clone();
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
             let conn = plane.next_conn();
-            let span = info_span!("ws", table_id = %id, %conn, user = tracing::field::Empty);
-            serve(plane, id, conn, socket).instrument(span)
+            let span = info_span!("ws", table_id = %table.chars().take(64).collect::<String>(), %conn, %peer, user = tracing::field::Empty);
+            let permits = Permits {
+                _open: open_permit,
+                pending: Some(pending_permit),
+            };
+            serve(plane, id, conn, socket, permits).instrument(span)
         }))
 }
 
-async fn serve(plane: Arc<ControlPlane>, id: TableId, conn: ConnId, mut socket: WebSocket) {
-    let Some(table) = plane.table(&id).cloned() else {
-        return;
+/// The socket's `[limits]` slots: held while open, and while it has not said `hello`.
+struct Permits {
+    _open: Permit,
+    pending: Option<Permit>,
+}
+
+/// What the socket says last before closing.
+struct Closing {
+    code: ErrorCode,
+    reason: String,
+}
+
+impl Closing {
+    fn quietly() -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            reason: String::new(),
+        }
+    }
+
+    fn because(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A table id no table can have (ids are 1 to 64 characters): a socket on a URL that names no
+/// valid table still reads its `hello`, so its token is judged before anything else.
+const NO_SUCH_TABLE: &str = "-unparseable-table-id-";
+
+async fn serve(
+    plane: Arc<ControlPlane>,
+    id: Option<TableId>,
+    conn: ConnId,
+    mut socket: WebSocket,
+    mut permits: Permits,
+) {
+    let table: Option<TableHandle> = id.as_ref().and_then(|id| plane.table(id).cloned());
+    let edge_table = match &id {
+        Some(id) => id.clone(),
+        // NO_SUCH_TABLE is a valid id by construction, and `table` is None for it.
+        None => match TableId::parse(NO_SUCH_TABLE) {
+            Ok(t) => t,
+            Err(_) => return,
+        },
     };
     let limits = plane.limits().clone();
-    let mut edge = Edge::new(conn, id.clone(), None, &limits, Instant::now());
+    let mut edge = Edge::new(conn, edge_table.clone(), None, &limits, Instant::now());
     let (tx, mut rx) = mpsc::channel::<Arc<str>>(control::SOCKET_QUEUE);
     // Handed to the table on the first `hello`; from then on the table holds the only sender,
     // so `rx` ends when the table drops this member.
@@ -59,23 +110,31 @@ async fn serve(plane: Arc<ControlPlane>, id: TableId, conn: ConnId, mut socket: 
     let hello_deadline =
         tokio::time::Instant::now() + Duration::from_secs(limits.hello_timeout_secs.max(1));
     debug!("WebSocket open");
-    let reason: String = loop {
+    let closing: Closing = loop {
         tokio::select! {
             frame = socket.recv() => {
                 let data = match frame {
                     Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break String::new(),
-                    Some(Err(e)) => { debug!(error = %e, "WebSocket read failed"); break String::new() }
+                    Some(Ok(Message::Close(_))) | None => break Closing::quietly(),
+                    Some(Err(e)) => { debug!(error = %e, "WebSocket read failed"); break Closing::quietly() }
                 };
                 match edge.on_message(&data, plane.tokens(), Instant::now(), control::server_ms()) {
                     Step::Reply(text) => {
                         if socket.send(Message::Text(text.into())).await.is_err() {
-                            break String::new();
+                            break Closing::quietly();
                         }
                     }
                     Step::Attach { speaker, resume_after_seq } => {
+                        // The token is good for this table id: now it may learn the table is not here.
+                        let Some(table) = &table else {
+                            break Closing::because(
+                                ErrorCode::UnknownTable,
+                                format!("no table {edge_table} on this node; check the table id in the URL"),
+                            );
+                        };
+                        permits.pending = None;
                         tracing::Span::current().record("user", speaker.user.as_str());
                         let sent = table.send(TableMsg::Attach {
                             conn,
@@ -84,36 +143,40 @@ async fn serve(plane: Arc<ControlPlane>, id: TableId, conn: ConnId, mut socket: 
                             resume_after_seq,
                         });
                         if !sent {
-                            break control::TableUnavailable(id.clone()).to_string();
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(edge_table.clone()).to_string());
                         }
                     }
                     Step::Command { speaker, msg } => {
+                        let Some(table) = &table else { break Closing::quietly() };
                         if !table.send(TableMsg::Command { conn, user: speaker.user, msg }) {
-                            break control::TableUnavailable(id.clone()).to_string();
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(edge_table.clone()).to_string());
                         }
                     }
-                    Step::Close(reason) => break reason,
+                    Step::Close { code, reason } => break Closing::because(code, reason),
                 }
             }
             out = rx.recv(), if outlet.is_none() => match out {
                 Some(text) => {
                     if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
-                        break String::new();
+                        break Closing::quietly();
                     }
                 }
-                None => break "this connection fell too far behind the table; reconnect and resume from your last seq".into(),
+                None => break Closing::because(ErrorCode::RateLimited, "this connection fell too far behind the table; reconnect and resume from your last seq"),
             },
             () = tokio::time::sleep_until(hello_deadline), if !edge.attached() => {
-                break format!("no hello within {} s; send {{\"type\":\"hello\",\"token\":\"…\"}} first", limits.hello_timeout_secs);
+                break Closing::because(ErrorCode::Unauthorized, format!("no hello within {} s; send {{\"type\":\"hello\",\"token\":\"…\"}} first", limits.hello_timeout_secs));
             }
         }
     };
-    detach(&table, &edge);
+    if let Some(table) = &table {
+        detach(table, &edge);
+    }
+    let Closing { code, reason } = closing;
     if !reason.is_empty() {
         info!(%reason, "closing WebSocket");
         let notice = protocol::encode(&Reply::Error {
             id: None,
-            code: ErrorCode::RateLimited,
+            code,
             message: reason.clone(),
         });
         let _ = socket.send(Message::Text(notice.into())).await;

@@ -172,6 +172,14 @@ messages_burst = 1000000
 bets_per_sec = 1000000.0
 bets_burst = 1000000
 
+# Every bench player joins from 127.0.0.1, as one user per player but one address.
+[limits]
+sessions_per_address = 1000000
+setups_per_sec = 1000000.0
+setups_burst = 1000000
+websockets_per_address = 1000000
+pending_websockets_per_address = 1000000
+
 [[tables]]
 id = "{BENCH_TABLE}"
 name = "Bench"

@@ -17,7 +17,9 @@ pub const SHIPPED_CONFIG: &str = include_str!("../../config.toml");
 pub const ENV_PREFIX: &str = "TABLECAST_";
 
 /// Sections whose keys can be overridden from the environment.
-const SECTIONS: &[&str] = &["node", "http", "media", "auth", "data", "log", "control"];
+const SECTIONS: &[&str] = &[
+    "node", "http", "media", "auth", "data", "log", "control", "limits",
+];
 
 /// Keys that exist but have no default value (so they are absent from the serialized defaults).
 const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "plain_listen")];

@@ -467,16 +467,29 @@ impl TableActor {
         if let Some(conns) = self.by_user.get_mut(user) {
             conns.retain(|c| *c != conn);
             if conns.is_empty() {
+                // The user's rate limits stay: a reconnect must not refill them. They are
+                // forgotten once full again (see `prune_user_limits`).
                 self.by_user.remove(user);
-                self.user_limits.remove(user);
             }
         }
+    }
+
+    /// Forgets the rate limits of users with no connection whose buckets have refilled: they
+    /// remember nothing a fresh bucket would not.
+    fn prune_user_limits(&mut self, now: Instant) {
+        let by_user = &self.by_user;
+        self.user_limits.retain(|user, l| {
+            by_user.contains_key(user) || !(l.bets.is_full(now) && l.chat.is_full(now))
+        });
     }
 
     /// Per-player limits on bets and chat; the refusal to send, if over.
     fn rate_limit(&mut self, user: &UserId, msg: &protocol::ClientMessage) -> Option<Reply> {
         use protocol::ClientMessage as M;
         let now = Instant::now();
+        if self.user_limits.len() >= USER_LIMITS_PRUNE_AT && !self.user_limits.contains_key(user) {
+            self.prune_user_limits(now);
+        }
         let limits = &self.limits;
         let entry = self
             .user_limits
@@ -501,6 +514,9 @@ impl TableActor {
         })
     }
 }
+
+/// Above this many remembered users, those whose limits have refilled are forgotten.
+const USER_LIMITS_PRUNE_AT: usize = 4096;
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

@@ -76,12 +76,12 @@ impl ControlHook for ControlPlane {
                     media.control_send(ch.session, Arc::from(text));
                 }
             }
-            Step::Close(reason) => {
+            Step::Close { code, reason } => {
                 warn!(session = %ch.session, table_id = %ch.table, user = %ch.user, %reason, "closing a control connection");
                 if let Some(media) = media {
                     let notice = crate::protocol::encode(&crate::protocol::Reply::Error {
                         id: None,
-                        code: crate::protocol::ErrorCode::RateLimited,
+                        code,
                         message: reason.clone(),
                     });
                     media.control_send(ch.session, Arc::from(notice));

@@ -13,38 +13,7 @@ use crate::protocol::{
 };
 use std::time::Instant;
 
-/// A token bucket: `burst` tokens, refilled at `per_sec`.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    tokens: f64,
-    burst: f64,
-    per_sec: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    pub fn new(burst: u32, per_sec: f64, now: Instant) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            per_sec,
-            last: now,
-        }
-    }
-
-    /// Takes one token; false when there is none.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::limits::Bucket;
 
 /// Who a connection speaks for, once known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +37,8 @@ pub enum Step {
         speaker: Speaker,
         msg: ClientMessage,
     },
-    /// Close the connection, telling the client why.
-    Close(String),
+    /// Close the connection, telling the client why (an `error` event with `code`, then the close).
+    Close { code: ErrorCode, reason: String },
 }
 
 /// Per-connection state.
@@ -172,7 +141,10 @@ impl Edge {
                         if self.attached {
                             error_reply(None, ErrorCode::Unauthorized, message)
                         } else {
-                            Step::Close(message)
+                            Step::Close {
+                                code: ErrorCode::Unauthorized,
+                                reason: message,
+                            }
                         }
                     }
                 }
@@ -232,10 +204,13 @@ impl Edge {
         if self.garbage.take(now) {
             error_reply(None, code, message)
         } else {
-            Step::Close(format!(
-                "closed after {} bad or excess messages ({message}); fix the client and reconnect",
-                self.garbage_seen
-            ))
+            Step::Close {
+                code: ErrorCode::RateLimited,
+                reason: format!(
+                    "closed after {} bad or excess messages ({message}); fix the client and reconnect",
+                    self.garbage_seen
+                ),
+            }
         }
     }
 }
@@ -337,7 +312,7 @@ mod tests {
         let hello = format!(r#"{{"type":"hello","token":"{other}"}}"#);
         assert!(matches!(
             e.on_message(hello.as_bytes(), &t, now, 0),
-            Step::Close(m) if m.contains("other")
+            Step::Close { code: ErrorCode::Unauthorized, reason: m } if m.contains("other")
         ));
         let mut e = edge(None, now);
         let good = token(&t, TokenRole::Player, "demo", "p1");
@@ -425,7 +400,7 @@ mod tests {
                     assert!(text.contains("\"malformed\""), "{text}");
                     errors += 1;
                 }
-                Step::Close(reason) => break reason,
+                Step::Close { reason, .. } => break reason,
                 other => panic!("{other:?}"),
             }
             assert!(errors <= limits.garbage_burst, "never closed");

@@ -217,19 +217,26 @@ impl MediaHandle {
         ask(worker, |reply| WorkerMsg::Patch { req, reply }).await
     }
 
-    /// Ends a session (WHIP/WHEP DELETE).
+    /// Ends a session (WHIP/WHEP DELETE) of `role` on `table`, if `requester` may: anything
+    /// else answers [`MediaError::NoSession`], whether or not the session exists.
     pub async fn close(
         &self,
         role: Role,
         table: &TableId,
         session: &SessionId,
+        requester: super::Requester,
     ) -> Result<(), MediaError> {
-        let _ = (role, table);
         let worker = self
             .worker_of(session)
             .ok_or_else(|| MediaError::NoSession(session.to_string()))?;
-        let session = session.clone();
-        ask(worker, |reply| WorkerMsg::Close { session, reply }).await
+        ask(worker, |reply| WorkerMsg::Close {
+            role,
+            table: table.clone(),
+            session: session.clone(),
+            requester,
+            reply,
+        })
+        .await
     }
 }
 

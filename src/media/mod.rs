@@ -35,8 +35,9 @@ mod worker;
 pub use control::{ControlChannel, ControlHook, NoControl};
 pub use error::MediaError;
 
-use crate::auth::TokenRole;
+use crate::auth::{Identity, TokenDigest, TokenRole};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
+use crate::limits::Permit;
 
 /// Whether a session sends media in (WHIP) or takes it out (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,7 +56,7 @@ impl Role {
 }
 
 /// A WHIP or WHEP offer to answer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SessionRequest {
     pub role: Role,
     pub table: TableId,
@@ -63,7 +64,41 @@ pub struct SessionRequest {
     pub user: UserId,
     /// The role of the token the session was opened with (what its control channel may do).
     pub token_role: TokenRole,
+    /// The token the session was opened with: it may PATCH and DELETE the session for as long
+    /// as the session lives, even after it expires.
+    pub token: TokenDigest,
+    /// The session's slot under `[limits]`, held until the session ends.
+    pub permit: Option<Permit>,
     pub offer_sdp: String,
+}
+
+/// Who asks to PATCH or DELETE a session, from their verified token.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub user: UserId,
+    pub token: TokenDigest,
+    /// The token is past its `exp`.
+    pub expired: bool,
+    /// An operator token for the session's table (the API checked the table).
+    pub operator: bool,
+}
+
+impl Requester {
+    pub fn from_identity(identity: &Identity) -> Self {
+        Self {
+            user: identity.user.clone(),
+            token: identity.token,
+            expired: identity.expired,
+            operator: identity.role == TokenRole::Operator,
+        }
+    }
+
+    /// Whether this requester may touch a session opened by `owner` with the token `opened_with`:
+    /// the very token that opened it (expired or not), or a current token of the same user, or a
+    /// current operator token of the table.
+    pub fn may_touch(&self, owner: &UserId, opened_with: &TokenDigest) -> bool {
+        self.token == *opened_with || (!self.expired && (self.operator || self.user == *owner))
+    }
 }
 
 /// The answer to a [`SessionRequest`].
@@ -84,6 +119,7 @@ pub struct PatchRequest {
     pub if_match: Option<String>,
     /// The `application/trickle-ice-sdpfrag` body.
     pub sdpfrag: String,
+    pub requester: Requester,
 }
 
 /// What a `PATCH` did.

@@ -117,6 +117,10 @@ pub struct Peer {
     pub key: Arc<RouterKey>,
     pub user: UserId,
     pub token_role: crate::auth::TokenRole,
+    /// The token that opened the session (see [`super::Requester::may_touch`]).
+    pub token: crate::auth::TokenDigest,
+    /// The session's `[limits]` slot, given back when the peer is dropped.
+    pub permit: Option<crate::limits::Permit>,
     pub pc: RTCPeerConnection,
     pub ufrag: String,
     pub etag: String,

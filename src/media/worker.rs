@@ -53,8 +53,12 @@ pub enum WorkerMsg {
         req: PatchRequest,
         reply: oneshot::Sender<Result<PatchOutcome, MediaError>>,
     },
+    /// A client's DELETE: closes the session if `requester` may (else answers `NoSession`).
     Close {
+        role: Role,
+        table: crate::ids::TableId,
         session: SessionId,
+        requester: super::Requester,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     /// A new publisher went live for `key`: close any other publisher session of it.
@@ -287,12 +291,26 @@ impl Worker {
             WorkerMsg::Patch { req, reply } => {
                 let _ = reply.send(self.patch(req, now));
             }
-            WorkerMsg::Close { session, reply } => {
-                let result = match self.by_session.get(&session).copied() {
+            WorkerMsg::Close {
+                role,
+                table,
+                session,
+                requester,
+                reply,
+            } => {
+                let owned = self.by_session.get(&session).copied().filter(|&slot| {
+                    self.peers[slot].as_ref().is_some_and(|p| {
+                        p.role == role
+                            && p.key.table == table
+                            && requester.may_touch(&p.user, &p.token)
+                    })
+                });
+                let result = match owned {
                     Some(slot) => {
                         self.remove(slot, "closed by client (DELETE)");
                         Ok(())
                     }
+                    // Someone else's session answers as if it did not exist.
                     None => Err(MediaError::NoSession(session.to_string())),
                 };
                 let _ = reply.send(result);

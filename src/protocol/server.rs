@@ -125,6 +125,10 @@ pub enum ErrorCode {
     WrongState,
     /// A dealer command with a bad argument (unknown outcome spot …).
     InvalidCommand,
+    /// The connection's table is not served here (said only to a token good for that table).
+    UnknownTable,
+    /// The table's writer is not running (the node is stopping); reconnect and resume.
+    Unavailable,
 }
 
 /// What happened to one bet at the end of its round.

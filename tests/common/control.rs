@@ -148,10 +148,38 @@ pub struct WsPlayer {
 
 impl WsPlayer {
     pub async fn connect(node: &TestNode, table: &str) -> WsPlayer {
-        let url = format!("ws://{}/ws/{table}", node.node.http_addr());
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        Self::connect_from(node, table, std::net::Ipv4Addr::LOCALHOST.into())
             .await
-            .expect("WebSocket connects");
+            .unwrap_or_else(|status| panic!("WebSocket refused with {status}"))
+    }
+
+    /// A WebSocket whose TCP connection comes from `ip` (any 127.0.0.0/8 address is this
+    /// machine); the HTTP status if the node refuses the upgrade.
+    pub async fn connect_from(
+        node: &TestNode,
+        table: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<WsPlayer, u16> {
+        Self::connect_to(node.node.http_addr(), table, ip).await
+    }
+
+    /// [`Self::connect_from`] for a node at `addr`.
+    pub async fn connect_to(
+        addr: std::net::SocketAddr,
+        table: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<WsPlayer, u16> {
+        let url = format!("ws://{addr}/ws/{table}");
+        let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
+        tcp.bind(std::net::SocketAddr::new(ip, 0)).expect("bind");
+        let stream = tcp.connect(addr).await.expect("TCP connects");
+        let socket = match tokio_tungstenite::client_async(url, stream).await {
+            Ok((socket, _)) => socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return Err(response.status().as_u16());
+            }
+            Err(e) => panic!("WebSocket handshake failed: {e}"),
+        };
         let (mut sink, mut stream) = socket.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -205,12 +233,12 @@ impl WsPlayer {
                 }
             }
         });
-        WsPlayer {
+        Ok(WsPlayer {
             tx,
             got,
             closed,
             task,
-        }
+        })
     }
 
     pub fn send(&self, msg: Value) {

@@ -70,6 +70,14 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.data.dir = dir.join("data");
     config.auth.secret = TEST_SECRET.to_owned();
     config.auth.demo = true;
+    // Tests open many sessions and sockets as one user from one address; the tests of the caps
+    // themselves (tests/limits.rs) set their own.
+    config.limits.sessions_per_user = 10_000;
+    config.limits.sessions_per_address = 10_000;
+    config.limits.setups_per_sec = 10_000.0;
+    config.limits.setups_burst = 10_000;
+    config.limits.websockets_per_address = 10_000;
+    config.limits.pending_websockets_per_address = 10_000;
     config.log.filter = "warn".to_owned();
     config
 }

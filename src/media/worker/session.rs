@@ -53,6 +53,8 @@ impl Worker {
             key: key.clone(),
             user: req.user,
             token_role: req.token_role,
+            token: req.token,
+            permit: req.permit,
             pc,
             ufrag: ufrag.clone(),
             etag: etag.clone(),
@@ -145,7 +147,11 @@ impl Worker {
         let peer = self.peers[slot]
             .as_mut()
             .ok_or_else(|| MediaError::NoSession(req.session.to_string()))?;
-        if peer.role != req.role || peer.key.table != req.table {
+        if peer.role != req.role
+            || peer.key.table != req.table
+            || !req.requester.may_touch(&peer.user, &peer.token)
+        {
+            // Someone else's session answers as if it did not exist.
             return Err(MediaError::NoSession(req.session.to_string()));
         }
         let if_match = req
