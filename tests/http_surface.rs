@@ -120,18 +120,33 @@ async fn demo_tokens_are_issued_only_in_demo_mode() {
     n.stop().await;
 }
 
+/// A file of the web root the test nodes serve.
+fn web_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("web")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.is_empty(), "{} is empty", path.display());
+    text
+}
+
 #[tokio::test]
 async fn pages_and_web_files_are_served() {
     let n = TestNode::start().await;
-    for (path, needle) in [
-        ("/", "<"),
-        ("/play/demo", "<"),
-        ("/dealer/demo", "<"),
-        ("/web/tablecast.js", ""),
+    for (path, file) in [
+        ("/", "index.html"),
+        ("/play/demo", "play.html"),
+        ("/dealer/demo", "dealer.html"),
+        ("/ops", "ops.html"),
+        ("/web/tablecast.js", "tablecast.js"),
     ] {
         let r = n.client.get(n.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert!(r.text().await.unwrap().contains(needle), "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            web_file(file),
+            "{path} serves {file}"
+        );
     }
     let r = n
         .client
