@@ -12,6 +12,7 @@
 //!   input); [`protocol`]: the versioned JSON wire messages of the control plane.
 //! - [`client`]: a light WebRTC WHIP/WHEP client on the same stack, for tests and `tablecast bench`.
 //! - [`bench`]: `tablecast bench`, the load tool (players per core, added latency, Janus beside).
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/`.
 
 pub mod api;
 pub mod app;
@@ -21,6 +22,8 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod media;
 pub mod metrics;
