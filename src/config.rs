@@ -283,6 +283,7 @@ impl Default for LogConfig {
 
 mod load;
 
+pub(crate) use load::from_text_with_env;
 pub use load::{ConfigError, ENV_PREFIX, Loaded, SHIPPED_CONFIG};
 
 impl Config {

@@ -13,6 +13,7 @@
 //!   input); [`protocol`]: the versioned JSON wire messages of the control plane.
 //! - [`client`]: a light WebRTC WHIP/WHEP client on the same stack, for tests and `tablecast bench`.
 //! - [`bench`]: `tablecast bench`, the load tool (players per core, added latency, Janus beside).
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/`.
 
 pub mod api;
 pub mod app;
@@ -22,6 +23,8 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod limits;
 pub mod media;

@@ -6,8 +6,9 @@
 # On a fresh Debian 12 machine it installs what the tests need when it is
 # missing (apt: chromium, redis-server, ffmpeg, python3-pip, GStreamer with its Python bindings;
 # npm: playwright-core; PyPI: aiortc; aiortc and GStreamer's webrtcbin are the third-party
-# WHIP publishers), builds the release binary, runs every Rust unit and
-# integration test, then the headless-Chromium tests in tests/browser/.
+# WHIP publishers; crates.io: cargo-fuzz), builds the release binary, runs every Rust unit and
+# integration test, a short run of every fuzz target, then the headless-Chromium tests in
+# tests/browser/.
 # Rust itself is not installed here: it needs a toolchain new enough for
 # edition 2024 (https://rustup.rs); Debian 12's rustc is too old.
 #
@@ -86,6 +87,11 @@ failed=()
 
 step "cargo test --release"
 cargo test --release || failed+=("cargo test --release")
+
+# ---------------------------------------------------------------------------
+# Every fuzz target in fuzz/ built and run for a few seconds from its seeds (docs/reliability.md).
+step "tests/fuzz_smoke.sh (cargo-fuzz targets, a few seconds each)"
+bash tests/fuzz_smoke.sh || failed+=("tests/fuzz_smoke.sh")
 
 # ---------------------------------------------------------------------------
 # Files one at a time: the browser tests measure real-time media and should

@@ -84,6 +84,20 @@ pub(super) fn load(
             });
         }
     };
+    let config = from_text_with_env(&text, &origin, env, &mut notes)?;
+    Ok(Loaded { config, notes })
+}
+
+/// The part of [`load`] after the file is read: TOML text (named `origin` in errors) with the
+/// environment's overrides applied, deserialized and validated. Notes for the operator are added
+/// to `notes`.
+pub(crate) fn from_text_with_env(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    notes: &mut Vec<String>,
+) -> Result<Config, ConfigError> {
+    let origin = origin.to_owned();
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
@@ -123,7 +137,7 @@ pub(super) fn load(
             ConfigError::Parse { origin, message }
         })?;
     validate(&config)?;
-    Ok(Loaded { config, notes })
+    Ok(config)
 }
 
 pub(super) fn from_toml(text: &str) -> Result<Config, ConfigError> {

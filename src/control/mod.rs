@@ -231,7 +231,7 @@ pub fn server_ms() -> u64 {
 }
 
 /// The tables of `[[tables]]`, or the demo table when there are none.
-fn table_configs(
+pub(crate) fn table_configs(
     tables: &[toml::Table],
     max_message_bytes: usize,
 ) -> Result<Vec<TableConfig>, StartError> {

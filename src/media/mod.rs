@@ -6,7 +6,8 @@
 //!   until the next deadline.
 //! - `peer`: one `RTCPeerConnection` and its role (publisher or subscriber); `engine`: the codecs
 //!   and extensions every connection negotiates.
-//! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`).
+//! - `restart`: ICE restart of a session (WHIP/WHEP `PATCH` with `If-Match: "*"`); `trickle`:
+//!   the client's trickled candidates (`PATCH` with the session's ETag).
 //! - `router`: a table camera's tracks mapped to their subscribers.
 //! - `simulcast`: a camera's layers and which one is forwarded (switched at keyframes).
 //! - `subscriber`: per-subscriber SSRC/sequence/timestamp rewriting.
@@ -28,6 +29,7 @@ pub(crate) mod rtcp_tap;
 pub mod rtx;
 pub mod simulcast;
 pub mod subscriber;
+pub mod trickle;
 pub mod udp;
 pub mod vp8;
 mod worker;

@@ -9,6 +9,7 @@ use crate::media::peer::{self, Peer, RouterKey};
 use crate::media::restart;
 use crate::media::router::Router;
 use crate::media::simulcast;
+use crate::media::trickle;
 use crate::media::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
@@ -165,28 +166,7 @@ impl Worker {
         if if_match != peer.etag {
             return Err(MediaError::PreconditionFailed);
         }
-        let mut added = 0;
-        for line in req.sdpfrag.lines() {
-            let line = line.trim();
-            if let Some(candidate) = line.strip_prefix("a=candidate:") {
-                let init = rtc::peer_connection::transport::RTCIceCandidateInit {
-                    candidate: format!("candidate:{candidate}"),
-                    ..Default::default()
-                };
-                peer.pc
-                    .add_remote_candidate(init)
-                    .map_err(|e| MediaError::BadSdpFrag(format!("candidate refused: {e}")))?;
-                added += 1;
-            }
-        }
-        if added == 0
-            && !req.sdpfrag.contains("a=end-of-candidates")
-            && !req.sdpfrag.contains("a=ice-ufrag")
-        {
-            return Err(MediaError::BadSdpFrag(
-                "no a=candidate lines in the body".into(),
-            ));
-        }
+        trickle::add_candidates(&mut peer.pc, &req.sdpfrag)?;
         self.drive(slot, now);
         Ok(PatchOutcome::Trickled)
     }
