@@ -9,6 +9,8 @@
 //! - A WebSocket holds a permit against its address while open, and a second one while it has
 //!   not said `hello`.
 //!
+//! A refusal is answered after [`REFUSAL_DELAY`], so that a client hammering a cap slows down.
+//!
 //! Addresses are keyed per IPv4 address and per IPv6 /64 (one subscriber's usual allocation);
 //! IPv4-mapped IPv6 addresses count as IPv4. Every refusal is counted per limit in
 //! `tablecast_limit_refusals_total{limit}`.
@@ -115,6 +117,18 @@ pub struct Refused {
     pub limit: Limit,
     pub what: String,
     pub retry_after_secs: u64,
+}
+
+/// How long the answer to a refused request is held back. A client over a cap that retries at
+/// once would otherwise make the node spend its CPU answering `429`s as fast as it can ask, at
+/// the cost of everyone else; held back, each of its connections asks at most twice a second.
+/// Waiting costs the node a sleeping task, nothing more.
+pub const REFUSAL_DELAY: Duration = Duration::from_millis(500);
+
+/// Waits [`REFUSAL_DELAY`], then gives back the refusal to answer with.
+pub async fn held_back(refused: Refused) -> Refused {
+    tokio::time::sleep(REFUSAL_DELAY).await;
+    refused
 }
 
 /// An address as limits count it: IPv4 as is, IPv6 by its /64.

@@ -77,10 +77,14 @@ async fn create<E: Endpoint>(
     let span = tracing::Span::current();
     span.record("table", table.as_str())
         .record("role", E::ROLE.as_str());
-    let permit =
+    let admitted =
         state
             .admission
-            .session(&identity.user, client_ip(&req), std::time::Instant::now())?;
+            .session(&identity.user, client_ip(&req), std::time::Instant::now());
+    let permit = match admitted {
+        Ok(permit) => permit,
+        Err(refused) => return Err(crate::limits::held_back(refused).await.into()),
+    };
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let camera = match query.camera.as_deref() {
         None | Some("") => CameraId::main(),

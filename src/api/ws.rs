@@ -36,7 +36,10 @@ async fn upgrade(
 ) -> Result<Response, ApiError> {
     // Caps first; the token comes in `hello`, and only a caller whose token is good for the
     // table learns whether it exists (see `serve`).
-    let (open_permit, pending_permit) = state.admission.websocket(peer.ip(), Instant::now())?;
+    let (open_permit, pending_permit) = match state.admission.websocket(peer.ip(), Instant::now()) {
+        Ok(permits) => permits,
+        Err(refused) => return Err(crate::limits::held_back(refused).await.into()),
+    };
     let id = TableId::parse(&table).ok();
     let plane = state.control.clone();
     Ok(ws
