@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestNode, offer, target};
+use common::{TestNode, offer, target, wait_until};
 use rand::Rng;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -157,7 +157,16 @@ async fn garbage_on_the_media_port_is_counted_and_never_stops_the_stream() {
     let options = common::media_only();
     let player = common::player(&node, options, epoch).await;
     let (media, known_ufrag, _) = silent_player(&node).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the player gets video and audio: (video, audio) packets",
+        async || {
+            let s = player.stats();
+            (s.video_packets, s.audio_packets)
+        },
+        |&(video, audio)| video > 0 && audio > 0,
+    )
+    .await;
 
     let unroutable_before = metric(&node, UNROUTABLE).await;
     let t0 = Instant::now();
@@ -177,6 +186,7 @@ async fn garbage_on_the_media_port_is_counted_and_never_stops_the_stream() {
                     unroutable += usize::from(!routable);
                 }
             }
+            // Pacing the blast, not waiting for anything.
             std::thread::sleep(Duration::from_millis(25));
         }
         // Oversized and empty datagrams too.
@@ -188,35 +198,49 @@ async fn garbage_on_the_media_port_is_counted_and_never_stops_the_stream() {
     });
     let (total, unroutable) = blast.await.expect("blast");
     let sent1 = dealer.stats();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let t1 = Instant::now() - Duration::from_millis(200);
+    // Count what arrives before t1, 100 ms after the dealer's count, awaiting what is in flight.
+    let t1 = Instant::now() + Duration::from_millis(100);
     assert!(total >= 24_000, "sent {total} garbage datagrams");
 
-    let s = player.stats();
     let sent = (sent1.video_sent + sent1.audio_sent - sent0.video_sent - sent0.audio_sent) as f64;
-    let got = s
-        .video
-        .iter()
-        .chain(s.audio.iter())
-        .filter(|r| r.at >= t0 && r.at < t1)
-        .count() as f64;
     assert!(
         sent > 300.0,
         "the dealer sent {sent} packets during the blast"
     );
+    wait_until(
+        Duration::from_secs(5),
+        &format!("the player gets 95% of the {sent} packets sent under garbage: packets"),
+        async || {
+            let s = player.stats();
+            s.video
+                .iter()
+                .chain(s.audio.iter())
+                .filter(|r| r.at >= t0 && r.at < t1)
+                .count() as f64
+        },
+        |&got| got >= 0.95 * sent,
+    )
+    .await;
+    let counted = wait_until(
+        Duration::from_secs(5),
+        &format!("90% of the {unroutable} unroutable datagrams sent are counted: counted"),
+        async || (metric(&node, UNROUTABLE).await - unroutable_before) as f64,
+        |&counted| counted >= 0.9 * unroutable as f64,
+    )
+    .await;
     assert!(
-        got >= 0.95 * sent,
-        "the player got {got} of {sent} packets under garbage"
-    );
-    let counted = (metric(&node, UNROUTABLE).await - unroutable_before) as f64;
-    assert!(
-        counted >= 0.9 * unroutable as f64 && counted <= (total + 8) as f64,
+        counted <= (total + 8) as f64,
         "{counted} unroutable datagrams counted for {unroutable} sent ({total} garbage in all)"
     );
     // Still serving: a new player joins and gets video.
     let late = common::player(&node, common::media_only(), epoch).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(late.stats().video_packets > 50);
+    wait_until(
+        Duration::from_secs(10),
+        "a player who joins after the garbage gets video: video packets",
+        async || late.stats().video_packets,
+        |&n| n > 50,
+    )
+    .await;
 
     late.close().await.expect("delete");
     player.close().await.expect("delete");
@@ -247,14 +271,13 @@ async fn clients_that_vanish_mid_handshake_are_reaped_after_the_connect_timeout(
     .expect("the offer is answered");
     assert_eq!(metric(&node, SUBSCRIBERS).await, 2);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&node, SUBSCRIBERS).await != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "half-open sessions were not reaped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "the half-open sessions are reaped: subscribers",
+        async || metric(&node, SUBSCRIBERS).await,
+        |&n| n == 0,
+    )
+    .await;
     assert!(!stalled.stats().connected, "DTLS never ran");
     assert_eq!(metric(&node, REAPED).await - reaped_before, 2);
     // The reaped sessions are gone for DELETE too.
@@ -280,20 +303,25 @@ async fn a_dealer_that_vanishes_is_reaped_and_the_camera_can_be_published_again(
     let epoch = Instant::now();
     let player = common::player(&node, common::media_only(), epoch).await;
     let dealer = common::dealer(&node, epoch).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the player gets the dealer's video: video packets",
+        async || player.stats().video_packets,
+        |&n| n > 0,
+    )
+    .await;
     assert_eq!(metric(&node, PUBLISHERS).await, 1);
     let reaped_before = metric(&node, REAPED).await;
 
     // The dealer's network vanishes: no DELETE, no DTLS close, nothing more.
     dealer.vanish().await;
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while metric(&node, PUBLISHERS).await != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the silent dealer was not reaped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(6),
+        "the silent dealer is reaped: publishers",
+        async || metric(&node, PUBLISHERS).await,
+        |&n| n == 0,
+    )
+    .await;
     assert_eq!(metric(&node, REAPED).await - reaped_before, 1);
     assert_eq!(
         metric(&node, SUBSCRIBERS).await,
@@ -303,12 +331,14 @@ async fn a_dealer_that_vanishes_is_reaped_and_the_camera_can_be_published_again(
 
     let before = player.stats().video_packets;
     let dealer2 = common::dealer(&node, epoch).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the waiting player gets the new dealer: video packets since",
+        async || player.stats().video_packets - before,
+        |&n| n > 50,
+    )
+    .await;
     assert_eq!(metric(&node, PUBLISHERS).await, 1);
-    assert!(
-        player.stats().video_packets > before + 50,
-        "the waiting player gets the new dealer"
-    );
     dealer2.close().await.expect("delete");
     player.close().await.expect("delete");
     node.stop().await;
