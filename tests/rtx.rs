@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{TestNode, offer, target};
+use common::{TestNode, offer, target, wait_until};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tablecast::auth::TokenRole;
@@ -53,7 +53,22 @@ async fn nacks_are_answered_on_rtx_for_players_that_offer_it_and_plainly_otherwi
     let plain = Subscriber::connect(target(&node, TokenRole::Player), lossy(false), epoch)
         .await
         .expect("player without RTX");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Enough to judge: about 5 s of video each, with packets dropped.
+    wait_until(
+        Duration::from_secs(20),
+        "each player gets 700 video packets and 20 are dropped: (received, dropped) per player",
+        async || {
+            [&with_rtx, &plain].map(|p| {
+                let s = p.stats();
+                (s.video.len(), s.dropped_on_purpose)
+            })
+        },
+        |got| {
+            got.iter()
+                .all(|&(received, dropped)| received >= 700 && dropped > 20)
+        },
+    )
+    .await;
 
     for (name, p) in [("RTX", &with_rtx), ("plain", &plain)] {
         let s = p.stats();
