@@ -153,6 +153,7 @@ async fn a_player_cut_off_for_three_seconds_resumes_with_every_seq_exactly_once(
 
         let cut = Instant::now();
         let target = churn(node, last_seen, 50).await;
+        // Not a wait: the player stays away three seconds in all, the gap it must resume across.
         tokio::time::sleep(Duration::from_secs(3).saturating_sub(cut.elapsed())).await;
 
         let after = connect(Some(last_seen)).await;
@@ -315,6 +316,7 @@ async fn bets_are_idempotent_rate_limited_and_the_totals_add_up() {
         p.send(json!({"type": "bet.place", "id": format!("r-{i}"), "round": 1, "spot": "tie", "amount": 100}));
     }
     // The same bet again, once the limit has refilled: the first answer again, counted once.
+    // Only time refills the limit, and nothing shows it refilled without spending it: a sleep.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     p.send(json!({"type": "bet.place", "id": "r-0", "round": 1, "spot": "tie", "amount": 100}));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -550,7 +552,7 @@ async fn a_table_at_the_message_limit_reaches_data_channel_players_and_one_spot_
     for i in 0..fits {
         let spot = format!("split-{i}-{}", i + 3);
         p.send(json!({"type": "bet.place", "id": format!("b-{i}"), "round": 1, "spot": spot, "amount": 100_000}));
-        // Within the bet rate limit (10/s, burst 20).
+        // Pacing the bets to stay within the bet rate limit (10/s, burst 20).
         tokio::time::sleep(Duration::from_millis(110)).await;
     }
     let (status, body) = dealer(&node, "close", None).await;

@@ -5,11 +5,14 @@
 
 mod common;
 
+use common::wait_until;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tablecast::auth::{TokenRole, Tokens};
 use tablecast::ids::UserId;
@@ -90,9 +93,14 @@ fn token(role: TokenRole, user: &str) -> String {
         .expect("token")
 }
 
-/// A player that bets as fast as the node answers, recording every acknowledged bet id, until
-/// its connection dies.
-async fn bettor(port: u16, user: String, round: u64) -> (String, Vec<(String, u64)>) {
+/// A player that bets as fast as the node answers, recording every acknowledged bet id (and
+/// counting it in `acked_so_far`), until its connection dies.
+async fn bettor(
+    port: u16,
+    user: String,
+    round: u64,
+    acked_so_far: Arc<AtomicUsize>,
+) -> (String, Vec<(String, u64)>) {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/demo"))
         .await
         .expect("ws");
@@ -122,6 +130,7 @@ async fn bettor(port: u16, user: String, round: u64) -> (String, Vec<(String, u6
                     msg["id"].as_str().unwrap().to_owned(),
                     msg["amount"].as_u64().unwrap_or(0),
                 ));
+                acked_so_far.fetch_add(1, Ordering::Relaxed);
                 if next < 500 {
                     if !send_bet(&mut tx, next).await {
                         break;
@@ -130,7 +139,7 @@ async fn bettor(port: u16, user: String, round: u64) -> (String, Vec<(String, u6
                 }
             }
             Some("error") if msg["code"] == "rate_limited" => {
-                // Over the limit: that bet was refused, not acknowledged. Slow down.
+                // Over the limit: that bet was refused, not acknowledged. Slow down (pacing).
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if !send_bet(&mut tx, next).await {
                     break;
@@ -162,11 +171,21 @@ async fn sigkill_after_acknowledged_bets_loses_none_and_the_log_audits() {
     assert_eq!(r.status().as_u16(), 200);
     let round = r.json::<Value>().await.unwrap()["round"].as_u64().unwrap();
 
+    let acked_so_far = Arc::new(AtomicUsize::new(0));
     let bettors: Vec<_> = (0..10)
-        .map(|i| tokio::spawn(bettor(port, format!("p{i}"), round)))
+        .map(|i| {
+            let counter = Arc::clone(&acked_so_far);
+            tokio::spawn(bettor(port, format!("p{i}"), round, counter))
+        })
         .collect();
     // Let bets flow, then kill the node in the middle of them.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_until(
+        Duration::from_secs(20),
+        "100 bets are acknowledged: acknowledged",
+        async || acked_so_far.load(Ordering::Relaxed),
+        |&n| n >= 100,
+    )
+    .await;
     node.kill().expect("SIGKILL");
     let _ = node.wait();
     let mut acked: Vec<(String, Vec<(String, u64)>)> = Vec::new();

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{TestNode, target};
+use common::{TestNode, target, wait_until};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
@@ -96,8 +96,15 @@ async fn forwarding_allocates_little_per_packet() {
                 .expect("player"),
         );
     }
-    // Let every buffer, map and queue reach its working size.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let every buffer, map and queue reach its working size over the first 250 video packets
+    // to every player (about 2 s).
+    wait_until(
+        Duration::from_secs(20),
+        "every player gets 250 video packets: the fewest",
+        async || players.iter().map(|p| p.stats().video_packets).min(),
+        |fewest| fewest.is_some_and(|n| n >= 250),
+    )
+    .await;
 
     let table = node
         .node
@@ -108,6 +115,7 @@ async fn forwarding_allocates_little_per_packet() {
         table.rtp_packets_out.load(Relaxed),
     );
     let (allocs0, bytes0) = (MEDIA_ALLOCS.load(Relaxed), MEDIA_BYTES.load(Relaxed));
+    // A measurement window, not a wait: allocations counted over 4 s of forwarding.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (allocs, bytes) = (
         MEDIA_ALLOCS.load(Relaxed) - allocs0,
