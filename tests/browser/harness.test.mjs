@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { captureConsole, launchChromium } from './lib/chromium.mjs';
 import { CLIP_FPS, CLIP_HEIGHT, CLIP_WIDTH, ensureClip } from './lib/clip.mjs';
 import { startNode } from './lib/node.mjs';
-import { LAYOUTS } from './lib/pages.mjs';
+import { LAYOUTS, settled } from './lib/pages.mjs';
 import { BROWSER_TESTS_DIR, REPO_ROOT, artifact } from './lib/paths.mjs';
 
 const FAKE_NODE = path.join(BROWSER_TESTS_DIR, 'fixtures', 'fake-node.mjs');
@@ -139,7 +139,7 @@ describe('pages and library against the fake node', () => {
         if (pageName === 'ops') {
           await page.waitForFunction(() => document.getElementById('node-status').dataset.state !== 'connecting', null, { timeout: 20_000 });
         }
-        await page.waitForTimeout(300);
+        await settled(page);
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
         assert.ok(overflow <= 0, `${pageName} at ${name} (${viewport.width}px) scrolls sideways by ${overflow}px`);
         const unlabelled = await page.evaluate(() => [...document.querySelectorAll('button, select, input, video')]

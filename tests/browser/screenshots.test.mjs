@@ -89,7 +89,8 @@ describe('screenshots of the pages at each layout', () => {
       await botsBet([[i % BOTS.length, outcome === 'tie' ? 'player' : outcome, 2500], [(i + 1) % BOTS.length, 'banker', 1000]]);
       await dealHttp(node, TABLE, dealerToken, 'close');
       await dealHttp(node, TABLE, dealerToken, 'result', { outcome });
-      await bots.waitForTimeout(250);
+      // Every bot has seen the round end before the next one opens.
+      await bots.waitForFunction(() => window.bots.every((b) => b.table?.state === 'idle'), null, { timeout: 10_000 });
     }
   });
 
@@ -125,8 +126,11 @@ describe('screenshots of the pages at each layout', () => {
     for (const [name, p] of Object.entries(players)) {
       await waitView(p, (v) => v.myBets.length > 0 && v.myBets.every((b) => b.status === 'accepted') && v.spots.banker.total !== '€0', `${name}: bets not accepted`);
     }
-    await players.desktop.waitForFunction(() => [...document.querySelectorAll('#chat-log li')].some((li) => li.dataset.mine === 'true'), null, { timeout: 10_000 });
-    await players.desktop.waitForTimeout(2500); // the countdown runs a little; the chat settles
+    for (const p of Object.values(players)) {
+      await p.waitForFunction(() => [...document.querySelectorAll('#chat-log li')].some((li) => li.dataset.mine === 'true' || li.textContent.includes('Good luck all!')), null, { timeout: 10_000 });
+    }
+    // Not a wait: the pictures show a countdown that has run for a couple of seconds.
+    await players.desktop.waitForTimeout(2500);
     const files = [];
     for (const [name, p] of Object.entries(players)) files.push(await shot(p, `play-${name}`));
 
@@ -135,7 +139,9 @@ describe('screenshots of the pages at each layout', () => {
     for (const [name, p] of Object.entries(players)) {
       await waitView(p, (v) => v.banner?.title === 'Player wins' && v.banner.payout !== '', `${name}: no result banner with a payout line`);
     }
-    await players.desktop.waitForTimeout(400); // the banner's entrance animation
+    for (const p of Object.values(players)) {
+      await p.waitForFunction(() => document.getElementById('result').getAnimations().every((a) => a.playState === 'finished'), null, { timeout: 10_000 });
+    }
     for (const [name, p] of Object.entries(players)) files.push(await shot(p, `play-result-${name}`));
     t.diagnostic(`wrote ${files.map((f) => path.basename(f)).join(', ')}`);
   });
@@ -167,7 +173,8 @@ describe('screenshots of the pages at each layout', () => {
         await goLive(page);
       }
       await page.waitForFunction(() => document.getElementById('totals-bettors').textContent === '4' && document.getElementById('s-size').textContent !== '—', null, { timeout: 15_000 });
-      await page.waitForTimeout(1200);
+      // The stats line shows a measured bitrate: the page has looked at least twice.
+      await page.waitForFunction(() => !['—', '0 kb/s'].includes(document.getElementById('s-bitrate').textContent), null, { timeout: 10_000 });
       files.push(await shot(page, `dealer-${name}`));
     }
     await dealHttp(node, TABLE, dealerToken, 'void', { reason: 'screenshots done' });

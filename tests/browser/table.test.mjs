@@ -72,7 +72,7 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
     const spread = Math.max(...ends) - Math.min(...ends);
     worst = Math.max(worst, spread);
     for (const l of looks) assert.ok(Math.abs(Number(l.shown) - Math.ceil(l.left / 1000)) <= 1, `shown ${l.shown} vs ${l.left} ms left`);
-    await alice.waitForTimeout(150);
+    await alice.waitForTimeout(150); // spacing the five looks, not waiting for anything
   }
   assert.ok(worst <= COUNTDOWN_TOLERANCE_MS, `countdowns disagree by ${worst.toFixed(1)} ms (limit ${COUNTDOWN_TOLERANCE_MS})`);
   t.diagnostic(`countdowns agree within ${worst.toFixed(1)} ms`);

@@ -98,8 +98,12 @@ test('a dealer page publishes its fake camera over WHIP and a player page decode
   console.log(`# ${msg}`);
   t.diagnostic(`player: ${s.framesDecoded} frames decoded at ${s.frameWidth}x${s.frameHeight} (clip ${CLIP_WIDTH}x${CLIP_HEIGHT}), lost ${s.packetsLost}, freezes ${s.freezeCount}, rtt ${s.rtt}`);
 
-  // Let the page render a stats line and the first frames before the pictures.
-  await player.waitForTimeout(1200);
+  // The pictures show the dealer's stats with a measured bitrate, and the player's video.
+  await dealer.waitForFunction(() => !['—', '0 kb/s'].includes(document.getElementById('s-bitrate').textContent), null, { timeout: 10_000 });
+  await player.waitForFunction(() => {
+    const v = document.getElementById('video');
+    return v.readyState >= 2 && v.videoWidth > 0;
+  }, null, { timeout: 10_000 });
   await dealer.screenshot({ path: artifact('whip_whep-dealer.png') });
   await player.screenshot({ path: artifact('whip_whep-player.png') });
 

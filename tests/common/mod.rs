@@ -160,27 +160,33 @@ pub fn media_only() -> tablecast::client::SubscribeOptions {
 }
 
 /// Calls `probe` every 50 ms until `done` holds for what it returns, and returns that value.
-/// Panics if it does not hold within `within`, naming `what` was awaited and the last value seen.
+/// Panics if it does not hold within `within`, naming where it was called, what was awaited and
+/// the last value seen.
 ///
 /// This is how a test waits for something to happen. A fixed sleep stays only where the passing
 /// time is itself what is tested (a measurement window, a silence, a limiter refilling) or paces
 /// a sender, and then says so.
-pub async fn wait_until<T: Debug>(
+#[track_caller]
+pub fn wait_until<T: Debug>(
     within: Duration,
     what: &str,
     mut probe: impl AsyncFnMut() -> T,
     done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = probe().await;
-        if done(&value) {
-            return value;
+) -> impl Future<Output = T> {
+    // An `async fn` cannot take the caller's location; this function returns its future instead.
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = probe().await;
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{caller}: timed out after {within:?} waiting until {what}; last seen: {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting until {what}; last seen: {value:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

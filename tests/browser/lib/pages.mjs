@@ -26,6 +26,28 @@ export async function openPage(browser, url, { layout = LAYOUTS.desktop, label =
   return page;
 }
 
+/**
+ * Wait until a page's layout stops changing: the document the same size for ten animation
+ * frames in a row. Throws if it is still changing after `timeoutMs`.
+ */
+export function settled(page, timeoutMs = 10_000) {
+  return page.evaluate((ms) => new Promise((resolve, reject) => {
+    const deadline = performance.now() + ms;
+    let last = '';
+    let same = 0;
+    const look = () => {
+      const d = document.documentElement;
+      const size = `${d.scrollWidth}x${d.scrollHeight}`;
+      same = size === last ? same + 1 : 0;
+      last = size;
+      if (same >= 10) resolve();
+      else if (performance.now() > deadline) reject(new Error(`the layout was still changing after ${ms} ms (${size})`));
+      else requestAnimationFrame(look);
+    };
+    requestAnimationFrame(look);
+  }), timeoutMs);
+}
+
 /** Click "Go live" on a dealer page and wait until it publishes. Returns the WHIP stats. */
 export async function goLive(dealer, timeoutMs = 30_000) {
   await dealer.getByRole('button', { name: /go live/i }).click({ timeout: 20_000 });
