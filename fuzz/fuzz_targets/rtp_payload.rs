@@ -89,8 +89,8 @@ fuzz_target!(|data: &[u8]| {
         ) else {
             continue;
         };
-        // NACKs, answered as `Worker::on_subscriber_rtcp` answers them: the packet just sent (it must be
-        // found), and one the header picks among those before it.
+        // NACKs, answered as `Worker::on_subscriber_rtcp` answers them: the packet just sent
+        // (it must be found), and one the header picks among those before it.
         let repair = nack(&out, &buffer, seq, rtx_seq).expect("the packet just sent is buffered");
         assert_eq!(repair.header.timestamp, timestamp);
         rtx_seq = rtx_seq.wrapping_add(1);

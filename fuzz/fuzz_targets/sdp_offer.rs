@@ -1,6 +1,7 @@
 //! A WHIP or WHEP offer, answered as a media worker answers one (`Worker::open`): the peer
 //! connection is built from the offer and answers it with our candidate, then our ufrag (by
-//! which STUN is routed) and the simulcast rids are read back from the answer.
+//! which STUN is routed) and the simulcast rids are read back from the answer. Whatever the offer,
+//! an answer the node sends must parse as SDP and carry a ufrag.
 //!
 //! Input: one byte whose low bit picks the role (0: WHIP publisher, 1: WHEP subscriber), then
 //! the offer. Offers that are not UTF-8 never get this far (the HTTP layer refuses them).
@@ -8,6 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use std::time::Instant;
 use tablecast::media::{Role, peer, restart, simulcast};
 
@@ -25,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let local = "127.0.0.1:10000".parse().expect("a socket address");
     if let Ok(answered) = peer::answer(role, offer, &[local], 16 * 1024, Instant::now()) {
-        let _ = restart::attribute(&answered.sdp, "ice-ufrag");
+        restart::attribute(&answered.sdp, "ice-ufrag").expect("an answer has a=ice-ufrag");
         let _ = simulcast::received_rids(&answered.sdp);
+        RTCSessionDescription::answer(answered.sdp).expect("the answer parses as SDP");
     }
 });
