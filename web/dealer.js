@@ -192,6 +192,9 @@ function watchClosed(handle) {
 async function stop() {
   const handle = window.tablecastDealer;
   if (!handle) return;
+  // Cleared before the DELETE, so that the DTLS close it causes is not taken for the node ending
+  // the session (watchClosed).
+  window.tablecastDealer = null;
   busy = true;
   clearInterval(timer);
   timer = null;
@@ -200,7 +203,6 @@ async function stop() {
   } catch (err) {
     showError(err);
   } finally {
-    window.tablecastDealer = null;
     busy = false;
     renderStats(null);
     setStatus('idle', 'Off air');
