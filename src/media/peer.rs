@@ -267,12 +267,13 @@ pub fn answer(
         .local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| MediaError::Unavailable("no local description after answering".into()))?;
-    // Sections `rtc` cannot answer (no codec in common, say) are left out of the answer. Without
-    // one audio or video section left there is no session: and no ICE ufrag to route it by.
+    // Sections `rtc` cannot answer (one whose transport is not RTP, say) are left out of the
+    // answer. Without one audio or video section left there is no session, and no ICE ufrag to
+    // route it by.
     if !sdp_has_active_media(&sdp) {
         return Err(MediaError::UnusableSdp(match role {
             Role::Publisher => "no audio or video in the offer can be received: send H.264 (packetization-mode=1), VP8 or Opus".into(),
-            Role::Subscriber => "no audio or video section of the offer can be answered: offer to receive H.264 (packetization-mode=1), VP8 or Opus".into(),
+            Role::Subscriber => "no audio or video section of the offer can be answered: offer UDP/TLS/RTP/SAVPF sections that receive H.264 (packetization-mode=1), VP8 or Opus".into(),
         }));
     }
 
@@ -514,9 +515,9 @@ mod tests {
     #[test]
     fn an_offer_with_no_section_the_node_can_answer_is_unusable_for_either_role() {
         // Found by the sdp_offer fuzz target (docs/reliability.md): a WHEP offer whose only
-        // section has no codec the node sends (payload type 0, PCMU) was answered with no media
-        // section and no ICE ufrag, and the worker then refused its own answer as "media workers
-        // are unavailable" (503) instead of the offer as unusable (422).
+        // section's transport is not RTP (`m=audio 9 0 0`: protocol `0`) was answered with no
+        // media section and no ICE ufrag, and the worker then refused its own answer as "media
+        // workers are unavailable" (503) instead of the offer as unusable (422).
         let offer = "v=0\no=- 8 2 IN IP4 1\ns=\nt=0 0\nm=audio 9 0 0\na=ice-ufrag:Z\na=ice-pwd:L\na=fingerprint: s\na=mid:0";
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         for role in [Role::Subscriber, Role::Publisher] {
