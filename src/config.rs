@@ -112,7 +112,7 @@ impl Default for AuthConfig {
             audience: String::new(),
             leeway_secs: 30,
             keys: Vec::new(),
-            demo: false,
+            demo: true,
         }
     }
 }
