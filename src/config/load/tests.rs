@@ -252,3 +252,60 @@ fn no_tables_means_the_built_in_demo_table() {
     let c = from_toml("[[tables]]\nid = \"bac-1\"\n[[tables]]\nid = \"bac-2\"\n").unwrap();
     assert_eq!(c.table_ids().len(), 2);
 }
+
+#[test]
+fn demo_limits_come_from_the_file_or_the_environment() {
+    let d = Config::default();
+    assert!(d.auth.demo);
+    let nets: Vec<String> = d
+        .auth
+        .demo_dealer_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.0/8", "::1/128"]);
+    assert_eq!(d.auth.demo_tables, [TableId::parse("demo").unwrap()]);
+
+    let c = load(
+        &missing(),
+        env(&[
+            (
+                "TABLECAST_AUTH_DEMO_DEALER_NETWORKS",
+                "127.0.0.0/8, 192.168.1.0/24",
+            ),
+            ("TABLECAST_AUTH_DEMO_TABLES", "demo,vip"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    let nets: Vec<String> = c
+        .auth
+        .demo_dealer_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.0/8", "192.168.1.0/24"]);
+    assert_eq!(c.auth.demo_tables.len(), 2);
+    let c = load(
+        &missing(),
+        env(&[("TABLECAST_AUTH_DEMO_DEALER_NETWORKS", "")]),
+    )
+    .unwrap()
+    .config;
+    assert!(
+        c.auth.demo_dealer_networks.is_empty(),
+        "no demo dealers at all"
+    );
+
+    let e = from_toml("[auth]\ndemo_dealer_networks = [\"lan\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("demo_dealer_networks") && e.contains("127.0.0.0/8"),
+        "{e}"
+    );
+    let e = from_toml("[auth]\ndemo_tables = [\"a b\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("demo_tables"), "{e}");
+}
