@@ -5,7 +5,7 @@
 //! the table actors, which closes their logs).
 //! [`run`] is `start`, then wait for the shutdown future (or a listener failing), then `stop`.
 
-use crate::api::{self, ApiState, Readiness, ReadyState, RouterOptions};
+use crate::api::{self, ApiState, BehindProxy, DemoPolicy, Readiness, ReadyState, RouterOptions};
 use crate::auth::{TokenRole, TokenSetupError, Tokens};
 use crate::certs::{self, CertError, CertOrigin};
 use crate::config::Config;
@@ -194,17 +194,24 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         control: control.clone(),
         admission: crate::limits::Admission::new(config.limits.clone(), metrics.clone()),
     };
-    if config.auth.demo {
+    let demo = config
+        .auth
+        .demo
+        .then(|| DemoPolicy::from_config(&config.auth));
+    if let Some(policy) = &demo {
         tracing::warn!(
-            "DEMO MODE: [auth] demo = true serves POST /api/v1/demo/token, which hands dealer and player tokens to anyone. \
-             Set [auth] demo = false (TABLECAST_AUTH_DEMO=false) for anything but a demo."
+            "DEMO MODE ([auth] demo = true): {}. Set [auth] demo = false (TABLECAST_AUTH_DEMO=false) for anything but a demo.",
+            policy.describe()
         );
+        for table in policy.tables.iter().filter(|t| !tables.contains(*t)) {
+            tracing::warn!(%table, "[auth] demo_tables lists a table this node does not serve");
+        }
     }
     let router = api::router(
         state,
         &RouterOptions {
             web_root: config.http.web_root.clone(),
-            demo: config.auth.demo,
+            demo,
         },
     );
 
@@ -238,6 +245,9 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
     Ok(node)
 }
 
+/// Serves every listener. The main and plain listeners hand each request its TCP peer address
+/// (`ConnectInfo<SocketAddr>`), which demo mode checks; the plain listener's requests are also
+/// marked as coming through a proxy.
 fn serve_all(
     node: &mut RunningNode,
     config: &Config,
@@ -275,11 +285,11 @@ fn serve_all(
         let server = axum_server::from_tcp(listener)
             .map_err(|e| serve_err("plain http", e))?
             .handle(handle.clone());
-        node.servers.push(spawn_server(
-            "plain http",
-            server.serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>()),
-            exit_tx,
-        ));
+        let app = router
+            .layer(axum::Extension(BehindProxy))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        node.servers
+            .push(spawn_server("plain http", server.serve(app), exit_tx));
         node.handles.push(handle);
     }
     Ok(())

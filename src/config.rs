@@ -100,6 +100,12 @@ pub struct AuthConfig {
     pub keys: Vec<KeyConfig>,
     /// Demo mode: serves `POST /api/v1/demo/token` so the demo pages work without a token issuer.
     pub demo: bool,
+
+    // Demo mode's limits (see `api/demo.rs`).
+    /// Only clients whose TCP peer address is in one of these networks get demo dealer tokens.
+    pub demo_dealer_networks: Vec<IpNetwork>,
+    /// The only tables demo tokens are issued for.
+    pub demo_tables: Vec<TableId>,
 }
 
 impl Default for AuthConfig {
@@ -112,7 +118,10 @@ impl Default for AuthConfig {
             audience: String::new(),
             leeway_secs: 30,
             keys: Vec::new(),
-            demo: false,
+            demo: true,
+            demo_dealer_networks: vec![IpNetwork::LOOPBACK_V4, IpNetwork::LOOPBACK_V6],
+            // "demo" is a valid id by construction: lowercase ASCII letters only.
+            demo_tables: TableId::parse("demo").into_iter().collect(),
         }
     }
 }
@@ -282,9 +291,11 @@ impl Default for LogConfig {
 }
 
 mod load;
+mod network;
 
 pub(crate) use load::from_text_with_env;
 pub use load::{ConfigError, ENV_PREFIX, Loaded, SHIPPED_CONFIG};
+pub use network::{InvalidNetwork, IpNetwork};
 
 impl Config {
     /// Reads `path` (or the built-in defaults when it does not exist), applies `TABLECAST_*`

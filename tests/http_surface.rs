@@ -1,13 +1,12 @@
-//! The rest of the HTTP surface: health, readiness, metrics, demo tokens, pages (and no path out
-//! of the web root), HTTPS with a generated certificate, the extra plain listener, and a clean
-//! stop.
+//! The rest of the HTTP surface: health, readiness, metrics, pages (and no path out of the web
+//! root), HTTPS with a generated certificate, the extra plain listener, and a clean stop. Demo
+//! tokens are in `demo_mode.rs`.
 
 mod common;
 
 use common::{TestNode, temp_dir, test_config};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
-use tablecast::auth::{TokenRole, Tokens};
 
 fn content_type(r: &reqwest::Response) -> String {
     r.headers()
@@ -47,77 +46,6 @@ async fn health_readiness_and_metrics_answer_with_the_right_types() {
         text.contains("# TYPE tablecast_subscribers gauge"),
         "{text}"
     );
-    n.stop().await;
-}
-
-#[tokio::test]
-async fn demo_tokens_are_issued_only_in_demo_mode() {
-    let n = TestNode::start().await;
-    let r = n
-        .client
-        .post(n.url("/api/v1/demo/token"))
-        .json(&serde_json::json!({ "role": "dealer", "table": "demo", "user": "alice" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: serde_json::Value = r.json().await.unwrap();
-    let token = body["token"].as_str().unwrap();
-    let id = Tokens::from_secret(common::TEST_SECRET.as_bytes())
-        .verify(token)
-        .unwrap();
-    assert_eq!(id.role, TokenRole::Dealer);
-    assert_eq!(id.user.as_str(), "alice");
-
-    let r = n
-        .client
-        .post(n.url("/api/v1/demo/token"))
-        .json(&serde_json::json!({ "role": "player", "table": "demo" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-
-    let cases = [
-        (
-            serde_json::json!({ "role": "operator", "table": "demo" }),
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            serde_json::json!({ "role": "player", "table": "nope" }),
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            serde_json::json!({ "role": "king", "table": "demo" }),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            serde_json::json!({ "table": "demo" }),
-            StatusCode::BAD_REQUEST,
-        ),
-    ];
-    for (body, status) in cases {
-        let r = n
-            .client
-            .post(n.url("/api/v1/demo/token"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), status, "{body}");
-        assert!(content_type(&r).starts_with("text/plain"), "{body}");
-    }
-    n.stop().await;
-
-    let n = TestNode::start_with(|c| c.auth.demo = false).await;
-    let r = n
-        .client
-        .post(n.url("/api/v1/demo/token"))
-        .json(&serde_json::json!({ "role": "player", "table": "demo" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     n.stop().await;
 }
 

@@ -30,12 +30,15 @@ let desk = null;
 let tokenPromise = null;
 const picked = new Set();
 
-/** One dealer token for both the WHIP session and the console, renewed (same user) near its expiry. */
+/**
+ * One dealer token for both the WHIP session and the console, renewed near its expiry (a renewed
+ * demo token carries a new user name: the node picks them).
+ */
 async function dealerToken() {
   if (tokenPromise) {
     const claims = tokenClaims(await tokenPromise.catch(() => ''));
     if (claims && (!claims.exp || claims.exp * 1000 > Date.now() + 60_000)) return tokenPromise;
-    tokenPromise = pageToken({ role: 'dealer', table, user: claims?.sub });
+    tokenPromise = pageToken({ role: 'dealer', table });
   }
   tokenPromise ??= pageToken({ role: 'dealer', table });
   return tokenPromise.catch((err) => { tokenPromise = null; throw err; });

@@ -73,18 +73,26 @@ async function start() {
 }
 
 /**
- * The player's token: `?token=`, or a demo token kept for as long as it is good, so a
- * reconnect (or a reload of this tab) comes back as the same player with the same bets.
+ * The player's token: `?token=`, or a demo token kept (in this tab's sessionStorage) for as long
+ * as it is good, so a reconnect or a reload of this tab comes back as the same player with the
+ * same bets. The node names demo players, so a new demo token is a new player.
  */
+const tokenKey = `tablecast:player-token:${tableId}`;
 let token = null;
+function stillGood(t) {
+  const claims = t ? tokenClaims(t) : null;
+  return Boolean(claims) && (!claims.exp || claims.exp * 1000 > Date.now() + 60_000);
+}
 async function playerToken() {
-  const claims = token ? tokenClaims(token) : null;
-  if (token && (!claims?.exp || claims.exp * 1000 > Date.now() + 60_000)) return token;
-  const key = `tablecast:player:${tableId}`;
-  const user = claims?.sub ?? sessionStorage.getItem(key) ?? undefined;
-  token = await pageToken({ role: 'player', table: tableId, user });
-  const sub = tokenClaims(token)?.sub;
-  if (sub) sessionStorage.setItem(key, sub);
+  if (stillGood(token)) return token;
+  const kept = sessionStorage.getItem(tokenKey);
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  if (!fromUrl && stillGood(kept) && tokenClaims(kept)?.table === tableId) {
+    token = kept;
+    return token;
+  }
+  token = await pageToken({ role: 'player', table: tableId });
+  if (!fromUrl) sessionStorage.setItem(tokenKey, token);
   return token;
 }
 

@@ -4,7 +4,7 @@
 //! - `health`: `/healthz`, `/readyz`, `/metrics`;
 //! - `tables`: `GET /api/v1/tables/{table}` and the dealer's round actions;
 //! - `ws`: `GET /ws/{table}`, the control protocol over a WebSocket;
-//! - `demo`: `POST /api/v1/demo/token`, only with `[auth] demo = true`;
+//! - `demo`: `POST /api/v1/demo/token`, only with `[auth] demo = true`, and within its limits;
 //! - `pages`: `/`, `/play/{table}`, `/dealer/{table}`, `/ops` and `/web/*`;
 //! - `error`: the one place where errors become HTTP responses.
 
@@ -18,6 +18,7 @@ pub mod whep;
 pub mod whip;
 pub mod ws;
 
+pub use demo::{BehindProxy, DemoPolicy};
 pub use error::ApiError;
 pub use health::{Readiness, ReadyState};
 
@@ -54,8 +55,8 @@ pub struct ApiState {
 pub struct RouterOptions {
     /// Directory of the pages and `/web/*` files.
     pub web_root: PathBuf,
-    /// Serve `POST /api/v1/demo/token`.
-    pub demo: bool,
+    /// Serve `POST /api/v1/demo/token`, within these limits.
+    pub demo: Option<DemoPolicy>,
 }
 
 /// The node's whole HTTP surface.
@@ -66,8 +67,8 @@ pub fn router(state: ApiState, options: &RouterOptions) -> Router {
         .merge(health::routes())
         .merge(tables::routes())
         .merge(ws::routes());
-    if options.demo {
-        api = api.merge(demo::routes());
+    if let Some(policy) = &options.demo {
+        api = api.merge(demo::routes(policy.clone()));
     }
     api.with_state(state)
         .merge(pages::routes(&options.web_root))

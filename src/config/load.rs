@@ -16,10 +16,15 @@ pub const SHIPPED_CONFIG: &str = include_str!("../../config.toml");
 /// Prefix of the environment variables that override config keys.
 pub const ENV_PREFIX: &str = "TABLECAST_";
 
-/// Sections whose keys can be overridden from the environment.
-const SECTIONS: &[&str] = &[
-    "node", "http", "media", "auth", "data", "log", "control", "limits",
-];
+/// Sections whose keys can be overridden from the environment: every table of the serialized
+/// defaults (`[[tables]]` is a list, not a section).
+fn sections(defaults: &toml::Table) -> Vec<&str> {
+    defaults
+        .iter()
+        .filter(|(_, v)| v.is_table())
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
 
 /// Keys that exist but have no default value (so they are absent from the serialized defaults).
 const OPTIONAL_KEYS: &[(&str, &str)] = &[("http", "plain_listen")];
@@ -110,16 +115,20 @@ pub(crate) fn from_text_with_env(
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     env.sort();
+    let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+        origin: "built-in defaults".into(),
+        message: format!("internal: cannot serialize them: {e}"),
+    })?;
     let mut applied = Vec::new();
     for (var, value) in env {
         if NOT_KEYS.contains(&var.as_str()) {
             continue;
         }
-        match apply_env(&mut table, &var, &value)? {
+        match apply_env(&mut table, &defaults, &var, &value)? {
             true => applied.push(var),
             false => notes.push(format!(
                 "ignoring environment variable {var}: no such config section; use TABLECAST_<SECTION>_<KEY> with a section of {}",
-                SECTIONS.join(", ")
+                sections(&defaults).join(", ")
             )),
         }
     }
@@ -157,12 +166,17 @@ fn one_line(e: &toml::de::Error) -> String {
 }
 
 /// Applies one `TABLECAST_SECTION_KEY=value`. Returns false when the section is unknown.
-fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<bool, ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<bool, ConfigError> {
     let name = var[ENV_PREFIX.len()..].to_ascii_lowercase();
     let Some((section, key)) = name.split_once('_') else {
         return Ok(false);
     };
-    if !SECTIONS.contains(&section) {
+    if !sections(defaults).contains(&section) {
         return Ok(false);
     }
     let env_err = |message: String| ConfigError::Env {
@@ -170,8 +184,6 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<bool, Co
         message,
     };
 
-    let defaults = toml::Table::try_from(Config::default())
-        .map_err(|e| env_err(format!("internal: cannot serialize defaults: {e}")))?;
     let default_value = defaults.get(section).and_then(|s| s.get(key)).cloned();
     let current = table.get(section).and_then(|s| s.get(key)).cloned();
     let known = default_value.is_some() || OPTIONAL_KEYS.contains(&(section, key));

@@ -78,10 +78,13 @@ describe('screenshots of the pages at each layout', () => {
     await Promise.all(Object.values(players).map((p) => joined(p)));
 
     bots = await openPage(browser, `${node.baseUrl}/`, { label: 'bots', log: write, layout: { viewport: { width: 400, height: 300 } } });
-    await bots.evaluate(async ({ table, names }) => {
+    // Named players for the pictures: the demo route names its players itself, so these
+    // tokens come from `tablecast token --user`.
+    const botTokens = await Promise.all(BOTS.map((user) => node.token({ role: 'player', table: TABLE, user })));
+    await bots.evaluate(async ({ table, tokens }) => {
       const tc = await import('/web/tablecast.js');
-      window.bots = await Promise.all(names.map(async (user) => tc.openConsole({ table, token: await tc.demoToken({ role: 'player', table, user }) })));
-    }, { table: TABLE, names: BOTS });
+      window.bots = await Promise.all(tokens.map((token) => tc.openConsole({ table, token })));
+    }, { table: TABLE, tokens: botTokens });
 
     // Rounds already played: the road and the charts fill up.
     for (const [i, outcome] of HISTORY.entries()) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod control;
+pub mod netns;
 
 use std::fmt::Debug;
 use std::path::PathBuf;

@@ -53,14 +53,16 @@ export async function getJson(url, token, what = `GET ${url}`) {
 
 /**
  * Ask the node for a demo token (`POST /api/v1/demo/token`). The route only
- * exists when the node runs with `[auth] demo = true`.
+ * exists when the node runs with `[auth] demo = true`, and only for its demo
+ * tables (`[auth] demo_tables`). The node picks the user name; dealer tokens go
+ * only to clients on its own machine (`[auth] demo_dealer_networks`), operator
+ * tokens never: those get 403.
  *
- * @param {{role: 'dealer'|'player'|'operator', table: string, user?: string, baseUrl?: string}} opts
+ * @param {{role: 'dealer'|'player', table: string, baseUrl?: string}} opts
  * @returns {Promise<string>} the signed token
  */
-export async function demoToken({ role, table, user, baseUrl = '' }) {
+export async function demoToken({ role, table, baseUrl = '' }) {
   const body = { role, table };
-  if (user) body.user = user;
   const res = await request(`${baseUrl}/api/v1/demo/token`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
@@ -77,7 +79,7 @@ export async function demoToken({ role, table, user, baseUrl = '' }) {
  * The token a page should use: `?token=` from the page's URL if present,
  * otherwise a demo token from the node.
  *
- * @param {{role: 'dealer'|'player'|'operator', table: string, user?: string, baseUrl?: string}} opts
+ * @param {{role: 'dealer'|'player'|'operator', table: string, baseUrl?: string}} opts
  */
 export async function pageToken(opts) {
   const fromUrl = new URLSearchParams(globalThis.location?.search ?? '').get('token');

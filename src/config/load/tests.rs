@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -12,29 +13,121 @@ fn missing() -> PathBuf {
     PathBuf::from("/nonexistent/tablecast-test/config.toml")
 }
 
-#[test]
-fn the_shipped_config_parses_and_matches_the_code_defaults() {
-    let c = from_toml(SHIPPED_CONFIG).unwrap();
-    let d = Config::default();
-    assert_eq!(c.http.listen, d.http.listen);
-    assert_eq!(c.http.tls, d.http.tls);
-    assert_eq!(c.http.max_sdp_bytes, 64 * 1024);
-    assert_eq!(c.media.udp_port, d.media.udp_port);
-    assert_eq!(c.media.nack_buffer_packets, d.media.nack_buffer_packets);
-    assert_eq!(c.media.socket_recv_buffer, d.media.socket_recv_buffer);
-    assert!(c.auth.demo);
-    assert_eq!(c.table_ids(), vec![TableId::parse("demo").unwrap()]);
-    assert_eq!(
-        toml::to_string(&c.control).unwrap(),
-        toml::to_string(&d.control).unwrap(),
-        "[control] in config.toml documents the code's defaults"
+/// Where `shipped` and `default` differ, one line per key path: a value that differs, or a key
+/// present on one side only.
+fn differences(
+    path: &str,
+    shipped: Option<&toml::Value>,
+    default: Option<&toml::Value>,
+) -> Vec<String> {
+    use toml::Value;
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (shipped, default) {
+        (None, None) => Vec::new(),
+        (Some(s), None) => vec![format!(
+            "{path}: in config.toml ({s}) but not in Config::default()"
+        )],
+        (None, Some(d)) => vec![format!(
+            "{path}: in Config::default() ({d}) but not in config.toml"
+        )],
+        (Some(Value::Table(s)), Some(Value::Table(d))) => {
+            let keys: BTreeSet<&String> = s.keys().chain(d.keys()).collect();
+            keys.into_iter()
+                .flat_map(|k| differences(&child(k), s.get(k), d.get(k)))
+                .collect()
+        }
+        (Some(Value::Array(s)), Some(Value::Array(d))) => (0..s.len().max(d.len()))
+            .flat_map(|i| differences(&format!("{path}[{i}]"), s.get(i), d.get(i)))
+            .collect(),
+        (Some(s), Some(d)) if s == d => Vec::new(),
+        (Some(s), Some(d)) => vec![format!(
+            "{path}: config.toml has {s}, Config::default() has {d}"
+        )],
+    }
+}
+
+/// The shipped config.toml as written (not as read into `Config`, which would fill in whatever it
+/// leaves out) and the embedded defaults, serialized: every key must be on both sides, with the
+/// same value. The shipped `[[tables]]` entry is compared with the built-in demo table, which is
+/// what a node serves when no table is listed.
+fn shipped_against_defaults(shipped_text: &str) -> Vec<String> {
+    let mut shipped: toml::Table = shipped_text.parse().unwrap();
+    let mut defaults = toml::Table::try_from(Config::default()).unwrap();
+    let shipped_tables = shipped.remove("tables");
+    let default_tables = defaults.remove("tables");
+    assert!(
+        default_tables
+            .as_ref()
+            .is_none_or(|t| t.as_array().is_some_and(|a| a.is_empty())),
+        "Config::default() lists no tables: {default_tables:?}"
     );
-    let shipped: crate::protocol::TableConfig =
-        toml::Value::Table(c.tables[0].clone()).try_into().unwrap();
+    let mut out = differences(
+        "",
+        Some(&toml::Value::Table(shipped)),
+        Some(&toml::Value::Table(defaults)),
+    );
+    let demo = toml::Value::try_from(crate::protocol::TableConfig::demo_baccarat()).unwrap();
+    out.extend(differences(
+        "tables",
+        shipped_tables.as_ref(),
+        Some(&toml::Value::Array(vec![demo])),
+    ));
+    out
+}
+
+#[test]
+fn the_shipped_config_and_the_embedded_defaults_agree_on_every_key() {
+    let differ = shipped_against_defaults(SHIPPED_CONFIG);
+    assert!(
+        differ.is_empty(),
+        "config.toml and Config::default() (or the built-in demo table) disagree; \
+         change one to match the other:\n  {}",
+        differ.join("\n  ")
+    );
+    // And the shipped file is a valid config that reads back as the defaults.
+    let read = toml::Table::try_from(from_toml(SHIPPED_CONFIG).unwrap()).unwrap();
+    let mut defaults = toml::Table::try_from(Config::default()).unwrap();
+    let mut read = read;
+    read.remove("tables");
+    defaults.remove("tables");
+    assert_eq!(read, defaults);
+}
+
+#[test]
+fn a_changed_or_missing_key_is_reported_with_its_path() {
+    let changed = SHIPPED_CONFIG.replacen("demo = true", "demo = false", 1);
+    let differ = shipped_against_defaults(&changed);
+    assert_eq!(differ.len(), 1, "{differ:?}");
+    assert!(
+        differ[0].starts_with("auth.demo: config.toml has false"),
+        "{differ:?}"
+    );
+
+    let missing = SHIPPED_CONFIG.replacen("udp_port = 10000\n", "", 1);
+    let differ = shipped_against_defaults(&missing);
     assert_eq!(
-        shipped,
-        crate::protocol::TableConfig::demo_baccarat(),
-        "the shipped demo table is the built-in one"
+        differ,
+        ["media.udp_port: in Config::default() (10000) but not in config.toml"]
+    );
+
+    let extra = SHIPPED_CONFIG.replacen("[node]\n", "[node]\nextra = 1\n", 1);
+    assert_eq!(
+        shipped_against_defaults(&extra),
+        ["node.extra: in config.toml (1) but not in Config::default()"]
+    );
+
+    let spot = SHIPPED_CONFIG.replacen("max_bet = 20000", "max_bet = 30000", 1);
+    let differ = shipped_against_defaults(&spot);
+    assert_eq!(differ.len(), 1, "{differ:?}");
+    assert!(
+        differ[0].starts_with("tables[0].spots[2].max_bet:"),
+        "{differ:?}"
     );
 }
 
@@ -158,4 +251,61 @@ fn no_tables_means_the_built_in_demo_table() {
     assert_eq!(c.table_ids(), vec![TableId::parse("demo").unwrap()]);
     let c = from_toml("[[tables]]\nid = \"bac-1\"\n[[tables]]\nid = \"bac-2\"\n").unwrap();
     assert_eq!(c.table_ids().len(), 2);
+}
+
+#[test]
+fn demo_limits_come_from_the_file_or_the_environment() {
+    let d = Config::default();
+    assert!(d.auth.demo);
+    let nets: Vec<String> = d
+        .auth
+        .demo_dealer_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.0/8", "::1/128"]);
+    assert_eq!(d.auth.demo_tables, [TableId::parse("demo").unwrap()]);
+
+    let c = load(
+        &missing(),
+        env(&[
+            (
+                "TABLECAST_AUTH_DEMO_DEALER_NETWORKS",
+                "127.0.0.0/8, 192.168.1.0/24",
+            ),
+            ("TABLECAST_AUTH_DEMO_TABLES", "demo,vip"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    let nets: Vec<String> = c
+        .auth
+        .demo_dealer_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.0/8", "192.168.1.0/24"]);
+    assert_eq!(c.auth.demo_tables.len(), 2);
+    let c = load(
+        &missing(),
+        env(&[("TABLECAST_AUTH_DEMO_DEALER_NETWORKS", "")]),
+    )
+    .unwrap()
+    .config;
+    assert!(
+        c.auth.demo_dealer_networks.is_empty(),
+        "no demo dealers at all"
+    );
+
+    let e = from_toml("[auth]\ndemo_dealer_networks = [\"lan\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("demo_dealer_networks") && e.contains("127.0.0.0/8"),
+        "{e}"
+    );
+    let e = from_toml("[auth]\ndemo_tables = [\"a b\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("demo_tables"), "{e}");
 }
