@@ -196,6 +196,9 @@ function watchClosed(handle) {
 async function stop() {
   const handle = window.tablecastDealer;
   if (!handle) return;
+  // First: the DTLS close that stopping causes is ours, and watchClosed must not take it for
+  // the node ending the session.
+  window.tablecastDealer = null;
   busy = true;
   clearInterval(timer);
   timer = null;
@@ -204,7 +207,6 @@ async function stop() {
   } catch (err) {
     showError(err);
   } finally {
-    window.tablecastDealer = null;
     busy = false;
     renderStats(null);
     setStatus('idle', 'Off air');
