@@ -1,6 +1,7 @@
 //! The composition root: the one place that names concrete implementations.
 //!
-//! [`start`] brings a node up: metrics, tokens, the media workers, TLS, the HTTP listener(s);
+//! [`start`] brings a node up: metrics, tokens, the media workers, TLS, the HTTP listener(s) and
+//! the metrics listener;
 //! [`RunningNode::stop`] takes it down in reverse (not ready → drain HTTP → close media → stop
 //! the table actors, which closes their logs).
 //! [`run`] is `start`, then wait for the shutdown future (or a listener failing), then `stop`.
@@ -38,9 +39,7 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Control(#[from] crate::control::StartError),
-    #[error(
-        "cannot listen on {addr}: {source}; choose another [http] {key} or stop the process using it"
-    )]
+    #[error("cannot listen on {addr}: {source}; choose another {key} or stop the process using it")]
     Bind {
         addr: SocketAddr,
         key: &'static str,
@@ -58,6 +57,7 @@ pub enum AppError {
 pub struct RunningNode {
     http_addr: SocketAddr,
     plain_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     tls: bool,
     tokens: Arc<Tokens>,
     metrics: Arc<Metrics>,
@@ -78,6 +78,11 @@ impl RunningNode {
     /// The bound address of the extra plain-HTTP listener, if configured.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
         self.plain_addr
+    }
+
+    /// The bound address of the `[metrics] listen` listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://addr` or `https://addr` of the main listener (a wildcard address becomes loopback).
@@ -157,11 +162,16 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
     let readiness = Readiness::default();
 
     // Bind before starting anything that would need tearing down on a busy port.
-    let main = bind(config.http.listen, "listen")?;
+    let main = bind(config.http.listen, "[http] listen")?;
     let plain = config
         .http
         .plain_listen
-        .map(|addr| bind(addr, "plain_listen"))
+        .map(|addr| bind(addr, "[http] plain_listen"))
+        .transpose()?;
+    let metrics_listener = config
+        .metrics
+        .listen
+        .map(|addr| bind(addr, "[metrics] listen"))
         .transpose()?;
     let tls = if config.http.tls {
         let (tls, origin) = certs::rustls_config(&config.http, &config.media.announce_ips)?;
@@ -217,8 +227,9 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
 
     let (exit_tx, exited) = mpsc::unbounded_channel();
     let mut node = RunningNode {
-        http_addr: local_addr(&main, config.http.listen, "listen")?,
+        http_addr: local_addr(&main, config.http.listen, "[http] listen")?,
         plain_addr: None,
+        metrics_addr: None,
         tls: tls.is_some(),
         tokens,
         metrics,
@@ -229,7 +240,12 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         media,
         control,
     };
-    let serve_result = serve_all(&mut node, &config, router, main, plain, tls, exit_tx);
+    let listeners = Listeners {
+        main,
+        plain,
+        metrics: metrics_listener,
+    };
+    let serve_result = serve_all(&mut node, &config, router, listeners, tls, exit_tx);
     if let Err(e) = serve_result {
         node.stop().await;
         return Err(e);
@@ -239,10 +255,18 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         node = %config.node_id(),
         url = %node.base_url(),
         plain = ?node.plain_addr,
+        metrics = ?node.metrics_addr,
         tables = ?tables.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         "tablecast is ready"
     );
     Ok(node)
+}
+
+/// The bound sockets, before they are served.
+struct Listeners {
+    main: TcpListener,
+    plain: Option<TcpListener>,
+    metrics: Option<TcpListener>,
 }
 
 /// Serves every listener. The main and plain listeners hand each request its TCP peer address
@@ -252,16 +276,20 @@ fn serve_all(
     node: &mut RunningNode,
     config: &Config,
     router: axum::Router,
-    main: TcpListener,
-    plain: Option<TcpListener>,
+    listeners: Listeners,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     exit_tx: mpsc::UnboundedSender<(&'static str, std::io::Result<()>)>,
 ) -> Result<(), AppError> {
+    let Listeners {
+        main,
+        plain,
+        metrics,
+    } = listeners;
     let serve_err = |listener, source| AppError::Serve { listener, source };
     let handle = Handle::new();
     let app = router
         .clone()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        .into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
             let server = axum_server::from_tcp_rustls(main, tls)
@@ -280,16 +308,31 @@ fn serve_all(
     node.servers.push(task);
 
     if let (Some(listener), Some(configured)) = (plain, config.http.plain_listen) {
-        node.plain_addr = Some(local_addr(&listener, configured, "plain_listen")?);
+        node.plain_addr = Some(local_addr(&listener, configured, "[http] plain_listen")?);
         let handle = Handle::new();
         let server = axum_server::from_tcp(listener)
             .map_err(|e| serve_err("plain http", e))?
             .handle(handle.clone());
         let app = router
             .layer(axum::Extension(BehindProxy))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            .into_make_service_with_connect_info::<SocketAddr>();
+        node.servers.push(spawn_server(
+            "plain http",
+            server.serve(app),
+            exit_tx.clone(),
+        ));
+        node.handles.push(handle);
+    }
+
+    if let (Some(listener), Some(configured)) = (metrics, config.metrics.listen) {
+        node.metrics_addr = Some(local_addr(&listener, configured, "[metrics] listen")?);
+        let handle = Handle::new();
+        let server = axum_server::from_tcp(listener)
+            .map_err(|e| serve_err("metrics", e))?
+            .handle(handle.clone());
+        let app = api::metrics_only(node.metrics.clone()).into_make_service();
         node.servers
-            .push(spawn_server("plain http", server.serve(app), exit_tx));
+            .push(spawn_server("metrics", server.serve(app), exit_tx));
         node.handles.push(handle);
     }
     Ok(())

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub node: NodeConfig,
     pub http: HttpConfig,
+    pub metrics: MetricsConfig,
     pub media: MediaConfig,
     pub auth: AuthConfig,
     pub data: DataConfig,
@@ -189,6 +190,42 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[metrics]`: where Prometheus scrapes `GET /metrics` without a token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A plain-HTTP listener serving only `GET /metrics`, to anyone who reaches it. `""`: none
+    /// (the main listener still serves `/metrics`, to operator tokens only).
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `Option<SocketAddr>` written as a string, `""` meaning none, so that the key always has a
+/// value to show, to compare and to override from the environment.
+mod optional_addr {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim().parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "{text:?} is not an address: use IP:PORT such as \"127.0.0.1:9464\", or \"\" for none"
+            ))
+        })
+    }
+}
+
 /// `[control]`: limits of the control plane's connections and players.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -271,6 +308,14 @@ impl Default for MediaConfig {
             connect_timeout_secs: 15,
             idle_timeout_secs: 30,
             nack_buffer_packets: 1024,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         }
     }
 }

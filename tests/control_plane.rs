@@ -487,7 +487,7 @@ async fn an_operator_lists_the_tables_sessions_and_drops_one() {
     loop {
         let metrics = node
             .client
-            .get(node.url("/metrics"))
+            .get(node.metrics_url())
             .send()
             .await
             .unwrap()

@@ -42,6 +42,8 @@ announce_ips = ["127.0.0.1"]
 [auth]
 secret = "{secret}"
 demo = false
+[metrics]
+listen = ""
 [data]
 dir = "{data}"
 [log]

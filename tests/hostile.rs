@@ -15,7 +15,7 @@ use tablecast::client::{SubscribeOptions, Subscriber};
 async fn metric(node: &TestNode, series: &str) -> i64 {
     let text = node
         .client
-        .get(node.url("/metrics"))
+        .get(node.metrics_url())
         .send()
         .await
         .expect("GET /metrics")

@@ -1,6 +1,6 @@
 //! The rest of the HTTP surface: health, readiness, metrics, pages (and no path out of the web
 //! root), HTTPS with a generated certificate, the extra plain listener, and a clean stop. Demo
-//! tokens are in `demo_mode.rs`.
+//! tokens are in `demo_mode.rs`, who may read `/metrics` in `metrics_access.rs`.
 
 mod common;
 
@@ -30,7 +30,7 @@ async fn health_readiness_and_metrics_answer_with_the_right_types() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ready");
 
-    let r = n.client.get(n.url("/metrics")).send().await.unwrap();
+    let r = n.client.get(n.metrics_url()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         content_type(&r).starts_with("text/plain; version=0.0.4"),

@@ -2,7 +2,8 @@
 // publish over WHIP (three simulcast layers when the camera gives at least
 // 960x540), and run the rounds: open, close, result, void, sent as `dealer.*`
 // messages over a WebSocket console connection with the dealer token. Live
-// totals, the number watching (from /metrics) and the publishing stats.
+// totals, the number watching (from /metrics, with an operator ?token= only) and
+// the publishing stats.
 //
 // What tests can read: window.tablecastDealer (the WHIP session or null),
 // window.tablecastDealerPage ({table, state, error}) and window.tablecastConsole.
@@ -195,8 +196,8 @@ function watchClosed(handle) {
 async function stop() {
   const handle = window.tablecastDealer;
   if (!handle) return;
-  // Cleared before the DELETE, so that the DTLS close it causes is not taken for the node ending
-  // the session (watchClosed).
+  // First: the DTLS close that stopping causes is ours, and watchClosed must not take it for
+  // the node ending the session.
   window.tablecastDealer = null;
   busy = true;
   clearInterval(timer);
@@ -372,12 +373,16 @@ $('void-round').addEventListener('click', async () => {
 });
 
 // ---------------------------------------------------------------------------
-// Who is watching: the node's own gauge
+// Who is watching: the node's own gauge. /metrics answers only an operator token
+// for every table, so the count shows when the page was opened with one
+// (/dealer/{table}?token=…); a dealer token cannot read it.
 // ---------------------------------------------------------------------------
 
+const metricsToken = new URLSearchParams(location.search).get('token');
 async function pollViewers() {
   try {
-    const res = await fetch('/metrics', { cache: 'no-store' });
+    const res = await fetch('/metrics', { cache: 'no-store', headers: { Authorization: `Bearer ${metricsToken}` } });
+    if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
     const samples = parsePrometheus(await res.text());
     const n = sampleValue(samples, 'tablecast_subscribers', { table });
     $('viewers').textContent = n === undefined ? '' : `${n} watching`;
@@ -385,8 +390,12 @@ async function pollViewers() {
     $('viewers').textContent = '';
   }
 }
-setInterval(pollViewers, 3000);
-pollViewers();
+if (tokenClaims(metricsToken)?.role === 'operator') {
+  setInterval(pollViewers, 3000);
+  pollViewers();
+} else {
+  $('viewers').textContent = '';
+}
 
 
 connectConsole();

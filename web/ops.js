@@ -2,8 +2,8 @@
 // charts (players, bitrate, loss) from the node's own /metrics (Prometheus text,
 // parsed here) and each table's snapshot from GET /api/v1/tables/{table}.
 //
-// The snapshot and the session list need an operator token: `?token=`, or the
-// demo route when the node runs with `[auth] demo = true` and gives one. The
+// The metrics, the snapshots and the session list need an operator token for
+// every table: `?token=` (the demo route never hands out operator tokens). The
 // session list comes from GET /api/v1/tables/{table}/sessions
 // ([{session, role, user, connected_ms, addr}]); a node without it answers 404
 // and the page says "session list unavailable".
@@ -45,7 +45,7 @@ async function getToken() {
     const why = err instanceof TablecastError && err.status === 404
       ? 'this node has no demo token route'
       : `the node gave no operator token (${err.serverMessage || err.message})`;
-    note.textContent = `Round state and sessions need an operator token, and ${why}. Open this page as /ops?token=… with a token from \`tablecast token --role operator --table '*'\`. The charts below need none.`;
+    note.textContent = `The charts, round state and sessions need an operator token, and ${why}. Open this page as /ops?token=… with a token from \`tablecast token --role operator --table '*'\`.`;
   }
 }
 
@@ -103,9 +103,17 @@ function sum(map) {
 }
 
 async function pollMetrics() {
+  // /metrics answers operator tokens only; without one there is nothing to chart.
+  if (!state.token) return;
   let m;
   try {
-    const res = await fetch('/metrics', { cache: 'no-store' });
+    const res = await fetch('/metrics', { cache: 'no-store', headers: { Authorization: `Bearer ${state.token}` } });
+    if (res.status === 401 || res.status === 403) {
+      const note = $('auth-note');
+      note.hidden = false;
+      note.textContent = `GET /metrics refused this token (${res.status}): the charts need an operator token for every table, from \`tablecast token --role operator --table '*'\`.`;
+      return;
+    }
     if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
     m = read(parsePrometheus(await res.text()));
   } catch (err) {

@@ -1,9 +1,15 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (it takes sessions) and `GET /metrics`.
+//!
+//! `/metrics` names every table and its players and bets, so on the main listener it answers only
+//! an operator token for every table (`*`): `401` without a token, `403` with any other. The
+//! `[metrics] listen` listener ([`metrics_only`]) serves it without a token, and nothing else.
 
-use super::ApiState;
+use super::{ApiError, ApiState};
+use crate::auth::{self, AuthError, TableScope, TokenRole};
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
@@ -74,10 +80,37 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
-        state.metrics.render(),
-    )
-        .into_response()
+/// The router of the `[metrics] listen` listener: `GET /metrics` without a token.
+pub fn metrics_only(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(open_metrics))
+        .with_state(metrics)
+}
+
+async fn open_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
+    exposition(&metrics)
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let identity = state.tokens.verify(auth::bearer(header)?)?;
+    if identity.role != TokenRole::Operator {
+        return Err(AuthError::WrongRole {
+            have: identity.role,
+            need: "operator",
+        }
+        .into());
+    }
+    if identity.scope != TableScope::Any {
+        return Err(ApiError::Forbidden(
+            "/metrics covers every table; use an operator token for table * (`tablecast token --role operator --table '*'`), or scrape the [metrics] listen listener".into(),
+        ));
+    }
+    Ok(exposition(&state.metrics))
+}
+
+fn exposition(metrics: &Metrics) -> Response {
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], metrics.render()).into_response()
 }

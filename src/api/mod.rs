@@ -1,7 +1,8 @@
 //! The HTTP layer (axum): WHIP and WHEP resources, health and metrics, demo tokens, pages.
 //!
 //! - `resource`: the WHIP/WHEP resource rules shared by [`whip`] and [`whep`] (RFC 9725);
-//! - `health`: `/healthz`, `/readyz`, `/metrics`;
+//! - `health`: `/healthz`, `/readyz`, `/metrics` (operator token), and the `[metrics] listen`
+//!   listener's own router;
 //! - `tables`: `GET /api/v1/tables/{table}` and the dealer's round actions;
 //! - `ws`: `GET /ws/{table}`, the control protocol over a WebSocket;
 //! - `demo`: `POST /api/v1/demo/token`, only with `[auth] demo = true`, and within its limits;
@@ -20,7 +21,7 @@ pub mod ws;
 
 pub use demo::{BehindProxy, DemoPolicy};
 pub use error::ApiError;
-pub use health::{Readiness, ReadyState};
+pub use health::{Readiness, ReadyState, metrics_only};
 
 use crate::auth::Tokens;
 use crate::ids::TableId;

@@ -159,6 +159,10 @@ announce_ips = ["127.0.0.1"]
 secret = "{secret}"
 demo = false
 
+# The load tool reads no metrics; no listener on a fixed port.
+[metrics]
+listen = ""
+
 [data]
 dir = "data"
 

@@ -286,6 +286,17 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must differ from http.listen; remove it or pick another port",
         ));
     }
+    if let Some(addr) = c.metrics.listen
+        && addr.port() != 0
+        && (addr == c.http.listen || Some(addr) == c.http.plain_listen)
+    {
+        return Err(invalid(
+            "metrics.listen",
+            format!(
+                "{addr} is also an [http] listener; pick another port (the default is 127.0.0.1:9464), or \"\" for none"
+            ),
+        ));
+    }
     if c.media.workers > 1024 {
         return Err(invalid(
             "media.workers",

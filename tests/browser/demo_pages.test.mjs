@@ -1,6 +1,7 @@
 // The pages in demo mode, on the shipped config: they ask the node for demo
 // tokens without naming a user (the node names demo players), a player page
-// reloaded in its tab comes back as the same player.
+// reloaded in its tab comes back as the same player, and /ops without an
+// operator token says what it needs instead of charting nothing.
 //
 // Needs `cargo build --release` first (or TABLECAST_BIN). Run: node --test tests/browser/
 import assert from 'node:assert/strict';
@@ -84,4 +85,14 @@ test('a dealer page on this machine gets a demo dealer token without naming a us
     assert.match(s.reply.user, /^dealer-/);
   }
   await context.close();
+});
+
+test('/ops without an operator token says the charts need one', { timeout: 30_000 }, async () => {
+  const page = await openPage(browser, `${node.baseUrl}/ops`, { label: 'ops', log: (l) => log.write(l) });
+  const note = page.locator('#auth-note');
+  await note.waitFor({ state: 'visible', timeout: 15_000 });
+  const text = await note.textContent();
+  assert.match(text, /charts/);
+  assert.match(text, /tablecast token --role operator/);
+  await page.context().close();
 });

@@ -221,7 +221,7 @@ test('a player watches the top layer, and keeps watching the next one down when 
   const back = await stats();
   t.diagnostic(`'f' on: ${up.count} frames since, sizes ${up.sizes.join(' then ')}, longest gap ${up.gap} ms; freezes ${back.freezeCount}, frames decoded ${back.framesDecoded}`);
 
-  const metrics = await node.api('GET', '/metrics');
+  const metrics = await node.api('GET', '/metrics', { token: await node.token({ role: 'operator', table: '*' }) });
   const switches = Number(/tablecast_simulcast_layer_switches_total\{table="studio"\} (\d+)/.exec(metrics.text)?.[1]);
   assert.ok(switches >= 2, `layer switches counted: ${switches}`);
   await player.screenshot({ path: artifact('simulcast-player.png') });

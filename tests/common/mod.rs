@@ -15,7 +15,8 @@ use tablecast::config::Config;
 /// The fixed secret of test nodes, so tests can also sign tokens on their own.
 pub const TEST_SECRET: &str = "tablecast-test-secret-0123456789abcdef";
 
-/// A node on 127.0.0.1:0 with plain HTTP, ephemeral media ports, a temp data dir and demo on.
+/// A node on 127.0.0.1:0 with plain HTTP, ephemeral media ports, a metrics listener on
+/// 127.0.0.1:0, a temp data dir and demo on.
 pub struct TestNode {
     pub node: RunningNode,
     pub client: reqwest::Client,
@@ -44,6 +45,15 @@ impl TestNode {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.node.base_url(), path)
+    }
+
+    /// `GET /metrics` on the node's metrics listener (no token needed there).
+    pub fn metrics_url(&self) -> String {
+        let addr = self
+            .node
+            .metrics_addr()
+            .expect("test nodes have a metrics listener");
+        format!("http://{addr}/metrics")
     }
 
     pub fn token(&self, role: TokenRole, table: &str) -> String {
@@ -81,6 +91,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.limits.setups_burst = 10_000;
     config.limits.websockets_per_address = 10_000;
     config.limits.pending_websockets_per_address = 10_000;
+    config.metrics.listen = Some("127.0.0.1:0".parse().expect("addr"));
     config.log.filter = "warn".to_owned();
     config
 }

@@ -254,6 +254,38 @@ fn no_tables_means_the_built_in_demo_table() {
 }
 
 #[test]
+fn the_metrics_listener_can_be_moved_or_turned_off() {
+    let d = Config::default();
+    assert_eq!(d.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    let c = load(
+        &missing(),
+        env(&[("TABLECAST_METRICS_LISTEN", "127.0.0.1:9999")]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9999".parse().unwrap()));
+    let c = load(&missing(), env(&[("TABLECAST_METRICS_LISTEN", "")]))
+        .unwrap()
+        .config;
+    assert_eq!(c.metrics.listen, None);
+    assert_eq!(
+        from_toml("[metrics]\nlisten = \"\"\n")
+            .unwrap()
+            .metrics
+            .listen,
+        None
+    );
+    let e = from_toml("[metrics]\nlisten = \"nowhere\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("listen") && e.contains("IP:PORT"), "{e}");
+    let e = from_toml("[http]\nlisten = \"127.0.0.1:9464\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.listen"), "{e}");
+}
+
+#[test]
 fn demo_limits_come_from_the_file_or_the_environment() {
     let d = Config::default();
     assert!(d.auth.demo);

@@ -87,6 +87,9 @@ async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attem
     TABLECAST_MEDIA_ANNOUNCE_IPS: '127.0.0.1',
     TABLECAST_DATA_DIR: dataDir,
     TABLECAST_AUTH_SECRET: randomBytes(32).toString('hex'),
+    // No metrics listener on its fixed default port (several nodes run at once); the tests
+    // read /metrics on the main listener with an operator token.
+    TABLECAST_METRICS_LISTEN: '',
     ...env,
   };
   const args = ['serve', '--config', config];
