@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
             Step::Command { speaker, msg } => {
                 table.handle_command(ServerTime(server_ms), &speaker.user, msg);
             }
-            Step::Close(_) => {}
+            Step::Close { .. } => {}
         }
         table.handle_timeout(ServerTime(server_ms));
         drain(&mut table, &mut records);
