@@ -20,6 +20,7 @@ pub struct Config {
     pub data: DataConfig,
     pub log: LogConfig,
     pub control: ControlConfig,
+    pub cluster: ClusterConfig,
     /// Caps and rates on what one client may open (sessions, WebSockets).
     pub limits: LimitsConfig,
     /// Tables this node serves (`[[tables]]`). Kept as raw TOML here; the control plane parses it.
@@ -31,8 +32,42 @@ pub struct Config {
 pub struct NodeConfig {
     /// This node's id in the cluster. Empty: the host name.
     pub id: String,
-    /// Region label, for routing players to a nearby node.
+    /// Region label, for routing players to a nearby node, and for choosing a table's owner
+    /// (`[[tables]] region`).
     pub region: String,
+    /// The base URL other nodes and clients reach this node at (`https://node-a.example:8443`),
+    /// used in redirects, in the cluster's node list and by the links between nodes. Empty: the
+    /// main listener's address (right on one machine only).
+    pub public_url: String,
+}
+
+/// `[cluster]`: several nodes as one system, coordinated through Redis (docs/cluster.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:6379/0` (or `rediss://`, `redis+unix:///path`). Empty: this node is alone
+    /// and needs no Redis: every table is its own, logged under `[data] dir`.
+    pub redis_url: String,
+    /// A node whose heartbeat is older than this is dead for routing and ownership, and its
+    /// entry is removed by the live nodes.
+    pub node_timeout_secs: u64,
+    /// How long a table's ownership lease lasts without renewal (renewed four times per lease).
+    /// A dead owner's tables move after at most this long.
+    pub lease_ms: u64,
+    /// A draining node (SIGTERM, or `POST /api/v1/cluster/nodes/{id}/drain`) exits after at
+    /// most this long, whether or not its tables and players have moved.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            node_timeout_secs: 5,
+            lease_ms: 2000,
+            drain_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -277,6 +312,7 @@ impl Default for NodeConfig {
         Self {
             id: String::new(),
             region: "local".into(),
+            public_url: String::new(),
         }
     }
 }

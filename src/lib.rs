@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bench;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod control;
 #[doc(hidden)]

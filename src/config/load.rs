@@ -268,6 +268,7 @@ fn parse_array(value: &str) -> Result<toml::Value, String> {
 
 /// Checks what types alone cannot. Each error names the key and the fix.
 fn validate(c: &Config) -> Result<(), ConfigError> {
+    validate_cluster(c)?;
     if c.http.max_sdp_bytes < 1024 {
         return Err(invalid(
             "http.max_sdp_bytes",
@@ -369,6 +370,50 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     validate_tables(&c.tables)
+}
+
+fn validate_cluster(c: &Config) -> Result<(), ConfigError> {
+    let k = &c.cluster;
+    if !k.redis_url.is_empty() {
+        let scheme = k.redis_url.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(invalid(
+                "cluster.redis_url",
+                format!(
+                    "{:?} is not a Redis URL: use redis://HOST:PORT/DB (rediss:// for TLS), or \"\" for a node alone",
+                    k.redis_url
+                ),
+            ));
+        }
+    }
+    if !(1..=300).contains(&k.node_timeout_secs) {
+        return Err(invalid(
+            "cluster.node_timeout_secs",
+            "must be between 1 and 300; the default is 5",
+        ));
+    }
+    if !(200..=60_000).contains(&k.lease_ms) {
+        return Err(invalid(
+            "cluster.lease_ms",
+            "must be between 200 and 60000; the default is 2000",
+        ));
+    }
+    if !(1..=3600).contains(&k.drain_timeout_secs) {
+        return Err(invalid(
+            "cluster.drain_timeout_secs",
+            "must be between 1 and 3600; the default is 30",
+        ));
+    }
+    let url = c.node.public_url.trim_end_matches('/');
+    if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(invalid(
+            "node.public_url",
+            format!(
+                "{url:?} must start with http:// or https://, such as \"https://node-a.example:8443\", or be \"\""
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_tables(tables: &[toml::Table]) -> Result<(), ConfigError> {

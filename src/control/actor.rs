@@ -18,7 +18,7 @@ use crate::protocol::{
     self, ErrorCode, Outcome, PROTOCOL_VERSION, PublicEvent, Reply, SequencedEvent, ServerMessage,
     ServerTime, SessionMessage, TableConfig,
 };
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, Fence, StoreError};
 use crate::table::{DealerError, Output, Record, Table};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -95,6 +95,8 @@ struct TableActor {
     records: Vec<Record>,
     deliveries: Vec<Delivery>,
     deadline: Option<ServerTime>,
+    /// The ownership lease every append carries.
+    fence: Fence,
 }
 
 /// Rebuilds a table from its log, finishes a round the node died in, and starts its actor.
@@ -147,6 +149,7 @@ pub(super) async fn spawn(
         records: Vec::new(),
         deliveries: Vec::new(),
         deadline: None,
+        fence: Fence::LOCAL,
     };
     actor.drain();
     let finished = actor.records.len();
@@ -287,7 +290,7 @@ impl TableActor {
             let records = std::mem::take(&mut self.records);
             let count = records.len();
             let started = Instant::now();
-            self.store.append(&self.id, records).await?;
+            self.store.append(&self.id, self.fence, records).await?;
             self.metrics.log_appends.fetch_add(1, Relaxed);
             self.metrics.log_records.fetch_add(count as u64, Relaxed);
             let took = started.elapsed();

@@ -74,6 +74,10 @@ pub struct TableConfig {
     /// At most one `totals` event per this many milliseconds (plus a final one at close).
     #[serde(default = "default_totals_interval_ms")]
     pub totals_interval_ms: u64,
+    /// In a cluster, the region whose nodes should own the table (the studio's region). Empty:
+    /// any node may own it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
 }
 
 /// One bet spot and its limits. Amounts are minor units.
@@ -178,6 +182,7 @@ impl TableConfig {
             ],
             auto_open_pause_secs: Some(5),
             totals_interval_ms: DEFAULT_TOTALS_INTERVAL_MS,
+            region: String::new(),
         }
     }
 

@@ -103,14 +103,14 @@ pub fn verify(path: &Path) -> Result<AuditReport, AuditError> {
 mod tests {
     use super::*;
     use crate::store::test_support::{TempDir, event, mute, table};
-    use crate::store::{EventStore, FileStore, GENESIS_HASH};
+    use crate::store::{EventStore, Fence, FileStore, GENESIS_HASH};
 
     /// A log written by a real `FileStore`, and its path.
     async fn written(dir: &TempDir, records: Vec<Record>) -> PathBuf {
         let store = FileStore::open(&dir.0).unwrap();
         let t = table("audited");
         for r in records {
-            store.append(&t, vec![r]).await.unwrap();
+            store.append(&t, Fence::LOCAL, vec![r]).await.unwrap();
         }
         store.log_path(&t)
     }

@@ -22,7 +22,7 @@
 //! `FileStore` on the same dir, from forking the chains.
 
 use super::chain::{self, Head, ScanError};
-use super::{EventStore, StoreError, StoreFuture};
+use super::{EventStore, Fence, StoreError, StoreFuture};
 use crate::ids::TableId;
 use crate::table::Record;
 use std::collections::HashMap;
@@ -170,7 +170,12 @@ impl EventStore for FileStore {
         })
     }
 
-    fn append<'a>(&'a self, table: &'a TableId, records: Vec<Record>) -> StoreFuture<'a, ()> {
+    fn append<'a>(
+        &'a self,
+        table: &'a TableId,
+        _fence: Fence,
+        records: Vec<Record>,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             if records.is_empty() {
                 return Ok(());

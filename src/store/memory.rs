@@ -1,7 +1,7 @@
 //! `MemoryStore`: an [`EventStore`] that keeps records in memory only, for tests of other
 //! modules (a table actor, a restart by replay). Nothing survives the process.
 
-use super::{EventStore, StoreError, StoreFuture};
+use super::{EventStore, Fence, StoreError, StoreFuture};
 use crate::ids::TableId;
 use crate::table::Record;
 use std::collections::HashMap;
@@ -41,7 +41,12 @@ impl EventStore for MemoryStore {
         Box::pin(async move { Ok(self.records(table)) })
     }
 
-    fn append<'a>(&'a self, table: &'a TableId, records: Vec<Record>) -> StoreFuture<'a, ()> {
+    fn append<'a>(
+        &'a self,
+        table: &'a TableId,
+        _fence: Fence,
+        records: Vec<Record>,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(StoreError::Write {
@@ -77,9 +82,9 @@ mod tests {
         let store = MemoryStore::new();
         let t = table("demo");
         store.fail_appends(true);
-        assert!(store.append(&t, vec![mute(0, 1)]).await.is_err());
+        assert!(store.append(&t, Fence::LOCAL, vec![mute(0, 1)]).await.is_err());
         store.fail_appends(false);
-        store.append(&t, vec![mute(0, 2)]).await.unwrap();
+        store.append(&t, Fence::LOCAL, vec![mute(0, 2)]).await.unwrap();
         assert_eq!(store.load(&t).await.unwrap(), vec![mute(0, 2)]);
     }
 }

@@ -26,6 +26,7 @@ pub use chain::{GENESIS_HASH, LineProblem};
 pub use file::{FileStore, FileStoreStats};
 pub use memory::MemoryStore;
 
+pub use crate::cluster::Fence;
 use crate::ids::TableId;
 use crate::table::Record;
 use std::future::Future;
@@ -43,7 +44,15 @@ pub trait EventStore: Send + Sync + 'static {
     fn load<'a>(&'a self, table: &'a TableId) -> StoreFuture<'a, Vec<Record>>;
     /// Appends `records` in order; resolves only once they are durable (fsynced for FileStore).
     /// The caller batches: one call per batch of table outputs (group commit), so one fsync per call.
-    fn append<'a>(&'a self, table: &'a TableId, records: Vec<Record>) -> StoreFuture<'a, ()>;
+    /// `fence` is the caller's ownership lease (see [`crate::cluster`]): a store shared by a
+    /// cluster refuses it with [`StoreError::Fenced`] once a newer owner exists, and appends
+    /// nothing. A node's own store takes [`Fence::LOCAL`].
+    fn append<'a>(
+        &'a self,
+        table: &'a TableId,
+        fence: Fence,
+        records: Vec<Record>,
+    ) -> StoreFuture<'a, ()>;
     /// A short name for logs ("file", "redis").
     fn kind(&self) -> &'static str;
 }
@@ -83,6 +92,14 @@ pub enum StoreError {
     Spawn(io::Error),
     #[error("the store's writer thread has stopped (the log above says why): restart tablecast")]
     Stopped,
+    /// Another node holds a newer lease on the table: this node must stop writing it.
+    #[error(
+        "table {table}: another node now owns it (this node's fence {fence} is stale); this node stopped writing it and its players follow the new owner"
+    )]
+    Fenced { table: TableId, fence: Fence },
+    /// The shared log cannot be reached (Redis is away).
+    #[error("table {table}: the cluster's log is unreachable: {detail}; check the Redis server and [cluster] redis_url")]
+    Unreachable { table: TableId, detail: String },
 }
 
 /// The operator's fix for an I/O error, by kind.
@@ -103,7 +120,7 @@ fn fix(e: &io::Error) -> &'static str {
 pub(crate) mod test_support {
     //! Records and scenarios shared by the tests of every store.
 
-    use super::EventStore;
+    use super::{EventStore, Fence};
     use crate::ids::{BetId, TableId, UserId};
     use crate::protocol::{PublicEvent, SequencedEvent, ServerTime};
     use crate::table::Record;
@@ -161,10 +178,10 @@ pub(crate) mod test_support {
     pub async fn appends_load_back_in_order_per_table(store: &dyn EventStore) {
         let (a, b) = (table("contract-a"), table("contract-b"));
         assert_eq!(store.load(&a).await.unwrap(), vec![]);
-        store.append(&a, vec![event(1), mute(0, 1)]).await.unwrap();
-        store.append(&b, vec![mute(1, 1)]).await.unwrap();
-        store.append(&a, vec![]).await.unwrap();
-        store.append(&a, vec![event(2)]).await.unwrap();
+        store.append(&a, Fence::LOCAL, vec![event(1), mute(0, 1)]).await.unwrap();
+        store.append(&b, Fence::LOCAL, vec![mute(1, 1)]).await.unwrap();
+        store.append(&a, Fence::LOCAL, vec![]).await.unwrap();
+        store.append(&a, Fence::LOCAL, vec![event(2)]).await.unwrap();
         assert_eq!(
             store.load(&a).await.unwrap(),
             vec![event(1), mute(0, 1), event(2)]

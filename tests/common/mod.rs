@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod netns;
+pub mod redis;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -200,5 +201,19 @@ pub fn wait_until<T: Debug>(
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// [`wait_until`] for code outside a runtime: polls `done` every 20 ms until it holds, or
+/// panics after `within`.
+#[track_caller]
+pub fn wait_until_blocking(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
