@@ -1,10 +1,10 @@
 //! `GET /ws/{table}`: the control protocol over a WebSocket, for players whose data channel
 //! cannot be had and for consoles. The socket's first message must be `hello` with a token
 //! (browsers cannot set headers on a WebSocket); everything after is exactly as on a `control`
-//! data channel, read by the same `control::edge` code.
+//! data channel, read by the same `control::conn_state` code.
 
 use super::{ApiError, ApiState};
-use crate::control::edge::{Edge, Step};
+use crate::control::session::{ControlSession, Step};
 use crate::control::{self, ConnId, ControlPlane, Outlet, TableHandle, TableMsg};
 use crate::ids::TableId;
 use crate::limits::Permit;
@@ -96,7 +96,7 @@ async fn serve(
     mut permits: Permits,
 ) {
     let table: Option<TableHandle> = id.as_ref().and_then(|id| plane.table(id).cloned());
-    let edge_table = match &id {
+    let conn_table = match &id {
         Some(id) => id.clone(),
         // NO_SUCH_TABLE is a valid id by construction, and `table` is None for it.
         None => match TableId::parse(NO_SUCH_TABLE) {
@@ -105,7 +105,7 @@ async fn serve(
         },
     };
     let limits = plane.limits().clone();
-    let mut edge = Edge::new(conn, edge_table.clone(), None, &limits, Instant::now());
+    let mut conn_state = ControlSession::new(conn, conn_table.clone(), None, &limits, Instant::now());
     let (tx, mut rx) = mpsc::channel::<Arc<str>>(control::SOCKET_QUEUE);
     // Handed to the table on the first `hello`; from then on the table holds the only sender,
     // so `rx` ends when the table drops this member.
@@ -123,7 +123,7 @@ async fn serve(
                     Some(Ok(Message::Close(_))) | None => break Closing::quietly(),
                     Some(Err(e)) => { debug!(error = %e, "WebSocket read failed"); break Closing::quietly() }
                 };
-                match edge.on_message(&data, plane.tokens(), Instant::now(), control::server_ms()) {
+                match conn_state.on_message(&data, plane.tokens(), Instant::now(), control::server_ms()) {
                     Step::Reply(text) => {
                         if socket.send(Message::Text(text.into())).await.is_err() {
                             break Closing::quietly();
@@ -134,7 +134,7 @@ async fn serve(
                         let Some(table) = &table else {
                             break Closing::because(
                                 ErrorCode::UnknownTable,
-                                format!("no table {edge_table} on this node; check the table id in the URL"),
+                                format!("no table {conn_table} on this node; check the table id in the URL"),
                             );
                         };
                         permits.pending = None;
@@ -146,13 +146,13 @@ async fn serve(
                             resume_after_seq,
                         });
                         if !sent {
-                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(edge_table.clone()).to_string());
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
                         }
                     }
                     Step::Command { speaker, msg } => {
                         let Some(table) = &table else { break Closing::quietly() };
                         if !table.send(TableMsg::Command { conn, user: speaker.user, msg }) {
-                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(edge_table.clone()).to_string());
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
                         }
                     }
                     Step::Close { code, reason } => break Closing::because(code, reason),
@@ -166,13 +166,13 @@ async fn serve(
                 }
                 None => break Closing::because(ErrorCode::RateLimited, "this connection fell too far behind the table; reconnect and resume from your last seq"),
             },
-            () = tokio::time::sleep_until(hello_deadline), if !edge.attached() => {
+            () = tokio::time::sleep_until(hello_deadline), if !conn_state.attached() => {
                 break Closing::because(ErrorCode::Unauthorized, format!("no hello within {} s; send {{\"type\":\"hello\",\"token\":\"…\"}} first", limits.hello_timeout_secs));
             }
         }
     };
     if let Some(table) = &table {
-        detach(table, &edge);
+        detach(table, &conn_state);
     }
     let Closing { code, reason } = closing;
     if !reason.is_empty() {
@@ -206,8 +206,8 @@ async fn serve(
     debug!("WebSocket closed");
 }
 
-fn detach(table: &TableHandle, edge: &Edge) {
-    if edge.attached() {
-        table.send(TableMsg::Detach { conn: edge.conn });
+fn detach(table: &TableHandle, conn_state: &ControlSession) {
+    if conn_state.attached() {
+        table.send(TableMsg::Detach { conn: conn_state.conn });
     }
 }

@@ -9,7 +9,7 @@
 //! durable, so what it is replayed (or the snapshot it is shown) and the live events that follow
 //! meet exactly: no gap, no duplicate.
 
-use super::edge::Bucket;
+use super::session::Bucket;
 use super::{ConnId, Limits, Outlet, StartError, TableHandle, TableMsg, server_ms};
 use crate::ids::{RoundId, SessionId, TableId, UserId};
 use crate::media::MediaHandle;

@@ -1,8 +1,8 @@
 //! `control` data channels: the media workers call this [`ControlHook`] on their own threads.
-//! Each message is read at the edge right there (parse, `ping`, limits) and only table commands
+//! Each message is read by its `ControlSession` right there (parse, `ping`, limits) and only table commands
 //! travel on to the table's actor, so a flooding player costs its own worker, not the table.
 
-use super::edge::{Edge, Speaker, Step};
+use super::session::{ControlSession, Speaker, Step};
 use super::{ControlPlane, Outlet, TableMsg, server_ms};
 use crate::media::{ControlChannel, ControlHook};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ impl ControlHook for ControlPlane {
             user: ch.user.clone(),
             role: ch.token_role,
         };
-        let edge = Edge::new(
+        let conn_state = ControlSession::new(
             self.next_conn(),
             ch.table.clone(),
             Some(speaker),
@@ -32,7 +32,7 @@ impl ControlHook for ControlPlane {
         self.channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ch.session.clone(), edge);
+            .insert(ch.session.clone(), conn_state);
     }
 
     fn message(&self, ch: ControlChannel<'_>, data: &[u8]) {
@@ -41,11 +41,11 @@ impl ControlHook for ControlPlane {
         };
         let (conn, step) = {
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(edge) = channels.get_mut(ch.session) else {
+            let Some(conn_state) = channels.get_mut(ch.session) else {
                 return;
             };
-            let step = edge.on_message(data, &self.tokens, Instant::now(), server_ms());
-            (edge.conn, step)
+            let step = conn_state.on_message(data, &self.tokens, Instant::now(), server_ms());
+            (conn_state.conn, step)
         };
         let media = self.media.get();
         match step {
@@ -92,16 +92,16 @@ impl ControlHook for ControlPlane {
     }
 
     fn closed(&self, ch: ControlChannel<'_>) {
-        let edge = self
+        let conn_state = self
             .channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(ch.session);
-        if let (Some(edge), Some(table)) = (edge, self.table(ch.table))
-            && edge.attached()
+        if let (Some(conn_state), Some(table)) = (conn_state, self.table(ch.table))
+            && conn_state.attached()
         {
             info!(session = %ch.session, table_id = %ch.table, "control channel left the table");
-            table.send(TableMsg::Detach { conn: edge.conn });
+            table.send(TableMsg::Detach { conn: conn_state.conn });
         }
     }
 }

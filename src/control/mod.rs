@@ -1,13 +1,13 @@
 //! The control plane: one single-writer actor per table, and the connections that watch it.
 //!
 //! ```text
-//!  data channel (media worker thread) ─┐                      ┌─▶ EventStore (append, fsync)
-//!                                      ├─ Edge ─▶ TableActor ─┤
-//!  WebSocket (its own task) ───────────┘  parse,   one task,  └─▶ members: data channels (one
-//!                                         ping,    owns the       message per media worker) and
-//!                                         limits   Table          WebSockets (a queue each)
+//!  data channel (media worker thread) ─┐                         ┌─▶ EventStore (append, fsync)
+//!                                      ├─ session ─▶ TableActor ─┤
+//!  WebSocket (its own task) ───────────┘  parse,      one task,  └─▶ members: data channels (one
+//!                                         ping,       owns the       message per media worker) and
+//!                                         limits      Table          WebSockets (a queue each)
 //! ```
-//! - `edge`: per-connection parsing, `ping`, who is speaking, and limits on what one connection
+//! - `session`: per-connection parsing, `ping`, who is speaking, and limits on what one connection
 //!   may send, shared by both transports.
 //! - `actor`: the table's single writer. It feeds commands to the sans-IO [`crate::table::Table`],
 //!   appends what it produces to the log in one batch (group commit), and only then answers and
@@ -18,7 +18,7 @@
 
 mod actor;
 mod channel;
-pub mod edge;
+pub mod session;
 
 pub use crate::config::ControlConfig as Limits;
 pub use actor::{DealerAction, DealerOutcome, SOCKET_QUEUE, TableUnavailable};
@@ -138,7 +138,7 @@ pub struct ControlPlane {
     /// Set once the media plane has started (it needs this plane as its hook first).
     media: Arc<OnceLock<MediaHandle>>,
     /// Data-channel connections, by session (see `channel`).
-    channels: Mutex<HashMap<SessionId, edge::Edge>>,
+    channels: Mutex<HashMap<SessionId, session::ControlSession>>,
     /// Set to true by [`ControlPlane::stop`]; every table actor watches it.
     stopping: watch::Sender<bool>,
     actors: Mutex<Vec<JoinHandle<()>>>,

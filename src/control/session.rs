@@ -43,7 +43,7 @@ pub enum Step {
 
 /// Per-connection state.
 #[derive(Debug)]
-pub struct Edge {
+pub struct ControlSession {
     pub conn: ConnId,
     table: TableId,
     /// Known from the start on a data channel (the WHEP session's token); from `hello` on a
@@ -55,7 +55,7 @@ pub struct Edge {
     garbage_seen: u64,
 }
 
-impl Edge {
+impl ControlSession {
     pub fn new(
         conn: ConnId,
         table: TableId,
@@ -246,8 +246,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn edge(speaker: Option<Speaker>, now: Instant) -> Edge {
-        Edge::new(
+    fn conn_state(speaker: Option<Speaker>, now: Instant) -> ControlSession {
+        ControlSession::new(
             ConnId(1),
             TableId::parse("demo").unwrap(),
             speaker,
@@ -257,7 +257,7 @@ mod tests {
     }
 
     fn tokens() -> Tokens {
-        Tokens::from_secret(b"edge-test-secret-edge-test-secret")
+        Tokens::from_secret(b"conn_state-test-secret-conn_state-test-secret")
     }
 
     fn token(t: &Tokens, role: TokenRole, table: &str, user: &str) -> String {
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn ping_is_answered_with_the_clients_time_and_the_servers() {
         let now = Instant::now();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let step = e.on_message(br#"{"type":"ping","client_ms":42}"#, &tokens(), now, 1000);
         let v = reply_type(&step);
         assert_eq!(v["type"], "pong");
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn commands_before_hello_are_refused_and_the_connection_stays() {
         let now = Instant::now();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let step = e.on_message(
             br#"{"type":"bet.place","id":"b1","round":1,"spot":"player","amount":100}"#,
             &tokens(),
@@ -307,14 +307,14 @@ mod tests {
     fn a_websocket_hello_needs_a_token_for_this_table() {
         let now = Instant::now();
         let t = tokens();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let other = token(&t, TokenRole::Player, "other", "p1");
         let hello = format!(r#"{{"type":"hello","token":"{other}"}}"#);
         assert!(matches!(
             e.on_message(hello.as_bytes(), &t, now, 0),
             Step::Close { code: ErrorCode::Unauthorized, reason: m } if m.contains("other")
         ));
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let good = token(&t, TokenRole::Player, "demo", "p1");
         let hello = format!(r#"{{"type":"hello","token":"{good}","resume_after_seq":7}}"#);
         match e.on_message(hello.as_bytes(), &t, now, 0) {
@@ -337,7 +337,7 @@ mod tests {
             user: UserId::parse("p1").unwrap(),
             role: TokenRole::Player,
         };
-        let mut e = edge(Some(me.clone()), now);
+        let mut e = conn_state(Some(me.clone()), now);
         assert!(matches!(
             e.on_message(br#"{"type":"hello","token":""}"#, &t, now, 0),
             Step::Attach { speaker, .. } if speaker == me
@@ -378,7 +378,7 @@ mod tests {
                 user: UserId::parse("u").unwrap(),
                 role,
             };
-            let mut e = edge(Some(speaker), now);
+            let mut e = conn_state(Some(speaker), now);
             assert!(matches!(
                 e.on_message(br#"{"type":"hello","token":""}"#, &t, now, 0),
                 Step::Attach { .. }
@@ -392,7 +392,7 @@ mod tests {
     fn garbage_gets_errors_until_the_rate_is_passed_then_the_connection_closes() {
         let now = Instant::now();
         let limits = Limits::default();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let mut errors = 0;
         let closed = loop {
             match e.on_message(b"{not json", &tokens(), now, 0) {
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn garbage_spread_out_in_time_is_forgiven() {
         let mut now = Instant::now();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         for _ in 0..200 {
             now += Duration::from_secs(2);
             assert!(matches!(
@@ -425,7 +425,7 @@ mod tests {
     #[test]
     fn oversized_messages_get_an_error_naming_the_limit() {
         let now = Instant::now();
-        let mut e = edge(None, now);
+        let mut e = conn_state(None, now);
         let big = vec![b' '; protocol::MAX_MESSAGE_BYTES + 1];
         let v = reply_type(&e.on_message(&big, &tokens(), now, 0));
         assert_eq!(v["code"], "too_large");
