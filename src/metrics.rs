@@ -38,7 +38,7 @@ impl NodeMetrics {
 }
 
 /// Per-table counters and gauges.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct TableMetrics {
     pub publishers: AtomicI64,
     pub subscribers: AtomicI64,
@@ -66,6 +66,10 @@ pub struct TableMetrics {
     pub control_events: AtomicU64,
     /// Bets and chat messages refused by the per-player rate limits.
     pub control_rate_limited: AtomicU64,
+    /// Feeds dropped by the table's writer because their queue was full (they resubscribe).
+    pub control_feed_drops: AtomicU64,
+    /// Control messages refused because the table's writer queue was full.
+    pub control_writer_full: AtomicU64,
     /// Batches appended to the table's log (each one fsync with the file store).
     pub log_appends: AtomicU64,
     /// Records appended to the table's log.
@@ -182,6 +186,18 @@ const TABLE_FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Bets and chat messages refused by the per-player rate limits.",
         series: &[(None, |m| m.control_rate_limited.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_control_feed_drops_total",
+        kind: "counter",
+        help: "Feeds (one per node serving the table's players) dropped by the table's writer because they fell behind; each resubscribes from its last seq.",
+        series: &[(None, |m| m.control_feed_drops.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_control_writer_full_total",
+        kind: "counter",
+        help: "Control messages refused because the table's writer queue was full.",
+        series: &[(None, |m| m.control_writer_full.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_log_appends_total",

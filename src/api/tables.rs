@@ -42,13 +42,13 @@ const ANYONE: &[TokenRole] = &[TokenRole::Player, TokenRole::Dealer, TokenRole::
 
 /// The token first (`401`), then its role and table (`403`), and only then whether the table
 /// exists here (`404`): a caller without a token for the table learns nothing about it.
-fn entitled<'a>(
-    state: &'a ApiState,
+fn entitled(
+    state: &ApiState,
     headers: &HeaderMap,
     raw: &str,
     roles: &[TokenRole],
     need: &'static str,
-) -> Result<(&'a TableHandle, Identity), ApiError> {
+) -> Result<(TableHandle, Identity), ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
@@ -57,7 +57,7 @@ fn entitled<'a>(
     let id = TableId::parse(raw).map_err(|_| unknown())?;
     identity.require(&id, roles, need)?;
     let table = state.control.table(&id).ok_or_else(unknown)?;
-    Ok((table, identity))
+    Ok((table.writer, identity))
 }
 
 async fn snapshot(

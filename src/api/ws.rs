@@ -1,11 +1,11 @@
 //! `GET /ws/{table}`: the control protocol over a WebSocket, for players whose data channel
 //! cannot be had and for consoles. The socket's first message must be `hello` with a token
 //! (browsers cannot set headers on a WebSocket); everything after is exactly as on a `control`
-//! data channel, read by the same `control::conn_state` code.
+//! data channel, read by the same `control::session` code.
 
 use super::{ApiError, ApiState};
 use crate::control::session::{ControlSession, Step};
-use crate::control::{self, ConnId, ControlPlane, Outlet, TableHandle, TableMsg};
+use crate::control::{self, ConnId, ControlPlane, Outlet, TableRef};
 use crate::ids::TableId;
 use crate::limits::Permit;
 use crate::protocol::{self, ErrorCode, Reply};
@@ -95,7 +95,7 @@ async fn serve(
     mut socket: WebSocket,
     mut permits: Permits,
 ) {
-    let table: Option<TableHandle> = id.as_ref().and_then(|id| plane.table(id).cloned());
+    let table: Option<TableRef> = id.as_ref().and_then(|id| plane.table(id));
     let conn_table = match &id {
         Some(id) => id.clone(),
         // NO_SUCH_TABLE is a valid id by construction, and `table` is None for it.
@@ -105,7 +105,8 @@ async fn serve(
         },
     };
     let limits = plane.limits().clone();
-    let mut conn_state = ControlSession::new(conn, conn_table.clone(), None, &limits, Instant::now());
+    let mut conn_state =
+        ControlSession::new(conn, conn_table.clone(), None, &limits, Instant::now());
     let (tx, mut rx) = mpsc::channel::<Arc<str>>(control::SOCKET_QUEUE);
     // Handed to the table on the first `hello`; from then on the table holds the only sender,
     // so `rx` ends when the table drops this member.
@@ -139,19 +140,19 @@ async fn serve(
                         };
                         permits.pending = None;
                         tracing::Span::current().record("user", speaker.user.as_str());
-                        let sent = table.send(TableMsg::Attach {
+                        let sent = table.attach(
                             conn,
-                            user: speaker.user,
-                            outlet: outlet.take().map(Outlet::Socket),
+                            speaker.user,
+                            outlet.take().map(Outlet::Socket),
                             resume_after_seq,
-                        });
+                        );
                         if !sent {
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
                         }
                     }
                     Step::Command { speaker, msg } => {
                         let Some(table) = &table else { break Closing::quietly() };
-                        if !table.send(TableMsg::Command { conn, user: speaker.user, msg }) {
+                        if !table.writer.command(conn, speaker.user, msg) {
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
                         }
                     }
@@ -206,8 +207,8 @@ async fn serve(
     debug!("WebSocket closed");
 }
 
-fn detach(table: &TableHandle, conn_state: &ControlSession) {
+fn detach(table: &TableRef, conn_state: &ControlSession) {
     if conn_state.attached() {
-        table.send(TableMsg::Detach { conn: conn_state.conn });
+        table.detach(conn_state.conn);
     }
 }

@@ -405,7 +405,7 @@ fn validate_cluster(c: &Config) -> Result<(), ConfigError> {
         ));
     }
     let url = c.node.public_url.trim_end_matches('/');
-    if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
         return Err(invalid(
             "node.public_url",
             format!(

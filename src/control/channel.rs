@@ -3,7 +3,7 @@
 //! travel on to the table's actor, so a flooding player costs its own worker, not the table.
 
 use super::session::{ControlSession, Speaker, Step};
-use super::{ControlPlane, Outlet, TableMsg, server_ms};
+use super::{ChannelEntry, ControlPlane, Outlet, server_ms};
 use crate::media::{ControlChannel, ControlHook};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,37 +15,40 @@ impl ControlHook for ControlPlane {
     }
 
     fn opened(&self, ch: ControlChannel<'_>) {
-        if self.table(ch.table).is_none() {
+        let Some(table) = self.table(ch.table) else {
             return;
-        }
+        };
         let speaker = Speaker {
             user: ch.user.clone(),
             role: ch.token_role,
         };
-        let conn_state = ControlSession::new(
+        let session = ControlSession::new(
             self.next_conn(),
             ch.table.clone(),
             Some(speaker),
             &self.limits,
             Instant::now(),
         );
-        self.channels
+        self.channel_shard(ch.session)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ch.session.clone(), conn_state);
+            .insert(ch.session.clone(), ChannelEntry { session, table });
     }
 
     fn message(&self, ch: ControlChannel<'_>, data: &[u8]) {
-        let Some(table) = self.table(ch.table) else {
-            return;
-        };
-        let (conn, step) = {
-            let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(conn_state) = channels.get_mut(ch.session) else {
+        // Parsed under this worker's own shard lock: no other worker waits for it.
+        let (conn, step, table) = {
+            let mut channels = self
+                .channel_shard(ch.session)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(entry) = channels.get_mut(ch.session) else {
                 return;
             };
-            let step = conn_state.on_message(data, &self.tokens, Instant::now(), server_ms());
-            (conn_state.conn, step)
+            let step = entry
+                .session
+                .on_message(data, &self.tokens, Instant::now(), server_ms());
+            (entry.session.conn, step, entry.table.clone())
         };
         let media = self.media.get();
         match step {
@@ -58,22 +61,21 @@ impl ControlHook for ControlPlane {
                 speaker,
                 resume_after_seq,
             } => {
-                table.send(TableMsg::Attach {
+                if !table.attach(
                     conn,
-                    user: speaker.user,
-                    outlet: Some(Outlet::Channel(ch.session.clone())),
+                    speaker.user,
+                    Some(Outlet::Channel(ch.session.clone())),
                     resume_after_seq,
-                });
+                ) && let Some(media) = media
+                {
+                    media.control_send(ch.session, Arc::from(unavailable(table.id())));
+                }
             }
             Step::Command { speaker, msg } => {
-                if !table.send(TableMsg::Command {
-                    conn,
-                    user: speaker.user,
-                    msg,
-                }) && let Some(media) = media
+                if !table.writer.command(conn, speaker.user, msg)
+                    && let Some(media) = media
                 {
-                    let text = unavailable(&table.id);
-                    media.control_send(ch.session, Arc::from(text));
+                    media.control_send(ch.session, Arc::from(unavailable(table.id())));
                 }
             }
             Step::Close { code, reason } => {
@@ -92,21 +94,21 @@ impl ControlHook for ControlPlane {
     }
 
     fn closed(&self, ch: ControlChannel<'_>) {
-        let conn_state = self
-            .channels
+        let entry = self
+            .channel_shard(ch.session)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(ch.session);
-        if let (Some(conn_state), Some(table)) = (conn_state, self.table(ch.table))
-            && conn_state.attached()
+        if let Some(entry) = entry
+            && entry.session.attached()
         {
             info!(session = %ch.session, table_id = %ch.table, "control channel left the table");
-            table.send(TableMsg::Detach { conn: conn_state.conn });
+            entry.table.detach(entry.session.conn);
         }
     }
 }
 
-/// The `error` a client gets when its table has stopped.
+/// The `error` a client gets when its table has stopped, or cannot take more right now.
 pub(crate) fn unavailable(table: &crate::ids::TableId) -> String {
     crate::protocol::encode(&crate::protocol::Reply::Error {
         id: None,

@@ -1,40 +1,51 @@
-//! The control plane: one single-writer actor per table, and the connections that watch it.
+//! The control plane: one single writer per table, on its owner, and one feed per node that
+//! serves the table's players.
 //!
 //! ```text
-//!  data channel (media worker thread) ─┐                         ┌─▶ EventStore (append, fsync)
-//!                                      ├─ session ─▶ TableActor ─┤
-//!  WebSocket (its own task) ───────────┘  parse,      one task,  └─▶ members: data channels (one
-//!                                         ping,       owns the       message per media worker) and
-//!                                         limits      Table          WebSockets (a queue each)
+//!  data channel (media worker) ─┐  attach/detach   ┌──────┐  Public, Private,   ┌────────┐
+//!                               ├─ session ───────▶│ feed │◀── Welcome (one ────│ writer │─▶ EventStore
+//!  WebSocket (its own task) ────┘  parse, ping,    └──┬───┘   message per       └────────┘   (append,
+//!                                  limits    commands─┼──────── feed) ─────────────▲          fenced)
+//!                                                     └─▶ members: data channels (one message
+//!                                                         per media worker), WebSockets (a queue each)
 //! ```
-//! - `session`: per-connection parsing, `ping`, who is speaking, and limits on what one connection
-//!   may send, shared by both transports.
-//! - `actor`: the table's single writer. It feeds commands to the sans-IO [`crate::table::Table`],
-//!   appends what it produces to the log in one batch (group commit), and only then answers and
-//!   fans out; it also replays missed events to a player that resumes.
-//! - `channel`: the [`ControlHook`] the media workers call for `control` data channels.
+//! - `session`: per-connection parsing, `ping`, who is speaking, and limits on what one
+//!   connection may send, shared by both transports.
+//! - `writer`: the table's single writer. It feeds commands to the sans-IO
+//!   [`crate::table::Table`], appends what it produces to the log in one fenced batch (group
+//!   commit), and only then answers and sends each feed one message per event.
+//! - `feed`: a node's members of a table and its replay ring; it answers a player that resumes,
+//!   and delivers each event to every member.
+//! - `channel`: the [`crate::media::ControlHook`] the media workers call for `control` data
+//!   channels, with one map of connections per worker.
 //!
-//! The WebSocket side lives in `api/ws.rs`; the HTTP round routes in `api/tables.rs`.
+//! Every queue is bounded: a full writer queue refuses the message (the client is told), a
+//! feed that falls behind is dropped and resubscribes from its last seq, a WebSocket that falls
+//! behind is closed and resumes. The WebSocket side lives in `api/ws.rs`; the HTTP round routes
+//! in `api/tables.rs`.
 
-mod actor;
 mod channel;
+mod feed;
 pub mod session;
+mod writer;
 
 pub use crate::config::ControlConfig as Limits;
-pub use actor::{DealerAction, DealerOutcome, SOCKET_QUEUE, TableUnavailable};
+pub use feed::{FeedId, FeedMsg, MemberMsg, SOCKET_QUEUE};
+pub use writer::{DealerAction, DealerOutcome, Origin, StartMode, TableUnavailable, WriterMsg};
 
 use crate::auth::Tokens;
 use crate::ids::{SessionId, TableId, UserId};
 use crate::media::MediaHandle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TableMetrics};
 use crate::protocol::{ClientMessage, Snapshot, TableConfig};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, Fence, StoreError};
 use crate::table::ReplayError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// One control connection, on either transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,52 +66,46 @@ pub enum Outlet {
     Socket(mpsc::Sender<Arc<str>>),
 }
 
-/// What a table actor takes.
-#[derive(Debug)]
-pub enum TableMsg {
-    /// A connection said `hello`. `outlet` is `None` for a repeated `hello` on a connection
-    /// that is already a member.
-    Attach {
-        conn: ConnId,
-        user: UserId,
-        outlet: Option<Outlet>,
-        resume_after_seq: Option<u64>,
-    },
-    Detach {
-        conn: ConnId,
-    },
-    Command {
-        conn: ConnId,
-        user: UserId,
-        msg: ClientMessage,
-    },
-    /// A dealer or operator action over HTTP.
-    Dealer {
-        action: DealerAction,
-        reply: oneshot::Sender<DealerOutcome>,
-    },
-    Snapshot {
-        reply: oneshot::Sender<Snapshot>,
-    },
-}
-
-/// A running table's mailbox.
+/// A table's writer, wherever it runs: the one seam behind which the owner's writer sits.
 #[derive(Clone, Debug)]
 pub struct TableHandle {
     pub id: TableId,
-    tx: mpsc::UnboundedSender<TableMsg>,
+    tx: mpsc::Sender<WriterMsg>,
+    metrics: Arc<TableMetrics>,
 }
 
 impl TableHandle {
-    /// Posts a message; false when the table has stopped.
-    pub fn send(&self, msg: TableMsg) -> bool {
-        self.tx.send(msg).is_ok()
+    /// Posts a message; false when the table has stopped or its queue is full (counted).
+    pub fn post(&self, msg: WriterMsg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .control_writer_full
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(table_id = %self.id, "the table's writer queue is full: a message was refused and its sender told");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// A player's table command, from a connection of this node's feed.
+    pub fn command(&self, conn: ConnId, user: UserId, msg: ClientMessage) -> bool {
+        self.post(WriterMsg::Command {
+            origin: Origin {
+                feed: FeedId::LOCAL,
+                conn,
+            },
+            user,
+            msg,
+        })
     }
 
     /// The table as of its last durable event.
     pub async fn snapshot(&self) -> Result<Snapshot, TableUnavailable> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(TableMsg::Snapshot { reply }) {
+        if self.tx.send(WriterMsg::Snapshot { reply }).await.is_err() {
             return Err(TableUnavailable(self.id.clone()));
         }
         rx.await.map_err(|_| TableUnavailable(self.id.clone()))
@@ -109,10 +114,59 @@ impl TableHandle {
     /// Runs a dealer action; the answer comes once its effects are durable.
     pub async fn dealer(&self, action: DealerAction) -> Result<DealerOutcome, TableUnavailable> {
         let (reply, rx) = oneshot::channel();
-        if !self.send(TableMsg::Dealer { action, reply }) {
+        if self
+            .tx
+            .send(WriterMsg::Dealer { action, reply })
+            .await
+            .is_err()
+        {
             return Err(TableUnavailable(self.id.clone()));
         }
         rx.await.map_err(|_| TableUnavailable(self.id.clone()))
+    }
+}
+
+/// A table as this node serves it: its writer, and this node's feed of it.
+#[derive(Clone, Debug)]
+pub struct TableRef {
+    pub writer: TableHandle,
+    members: mpsc::Sender<MemberMsg>,
+}
+
+impl TableRef {
+    pub fn id(&self) -> &TableId {
+        &self.writer.id
+    }
+
+    /// Tells the feed a connection joined (or said `hello` again); false when it has stopped
+    /// or is overloaded.
+    pub fn attach(
+        &self,
+        conn: ConnId,
+        user: UserId,
+        outlet: Option<Outlet>,
+        resume_after_seq: Option<u64>,
+    ) -> bool {
+        self.members
+            .try_send(MemberMsg::Attach {
+                conn,
+                user,
+                outlet,
+                resume_after_seq,
+            })
+            .is_ok()
+    }
+
+    /// Tells the feed a connection left. A full queue cannot lose it: it waits its turn.
+    pub fn detach(&self, conn: ConnId) {
+        if let Err(mpsc::error::TrySendError::Full(msg)) =
+            self.members.try_send(MemberMsg::Detach { conn })
+        {
+            let members = self.members.clone();
+            tokio::spawn(async move {
+                let _ = members.send(msg).await;
+            });
+        }
     }
 }
 
@@ -129,24 +183,37 @@ pub enum StartError {
     Append { table: TableId, source: StoreError },
 }
 
-/// Every table of the node and the connections watching them.
+/// Data-channel connections are kept in this many maps, by the media worker in their session
+/// id, so that workers never wait for each other's lock.
+const CHANNEL_SHARDS: usize = 64;
+
+/// A data channel's connection and the table it joined (see `channel`).
+pub(crate) struct ChannelEntry {
+    session: session::ControlSession,
+    table: TableRef,
+}
+
+/// Every table this node serves and the connections watching them.
 pub struct ControlPlane {
-    tables: BTreeMap<TableId, TableHandle>,
+    /// The tables this node serves now, by id: one registry, changed at runtime as tables
+    /// start and stop here.
+    tables: RwLock<BTreeMap<TableId, TableRef>>,
     tokens: Arc<Tokens>,
     limits: Limits,
+    metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     /// Set once the media plane has started (it needs this plane as its hook first).
     media: Arc<OnceLock<MediaHandle>>,
-    /// Data-channel connections, by session (see `channel`).
-    channels: Mutex<HashMap<SessionId, session::ControlSession>>,
-    /// Set to true by [`ControlPlane::stop`]; every table actor watches it.
+    /// Data-channel connections, by session, sharded by media worker (see `channel`).
+    channels: Box<[Mutex<HashMap<SessionId, ChannelEntry>>]>,
+    /// Set to true by [`ControlPlane::stop`]; every writer and feed watches it.
     stopping: watch::Sender<bool>,
-    actors: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ControlPlane {
     /// Parses the `[[tables]]` entries (the built-in demo table when there are none), rebuilds
-    /// every table from its log and starts its actor.
+    /// every table from its log and starts its writer and this node's feed.
     pub async fn start(
         tables: &[toml::Table],
         store: Arc<dyn EventStore>,
@@ -154,44 +221,96 @@ impl ControlPlane {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<ControlPlane>, StartError> {
-        let media = Arc::new(OnceLock::new());
-        let (stopping, stop_rx) = watch::channel(false);
-        let mut handles = BTreeMap::new();
-        let mut actors = Vec::new();
-        for config in table_configs(tables, limits.max_message_bytes)? {
-            let (handle, task) = actor::spawn(
-                config,
-                store.clone(),
-                limits.clone(),
-                metrics.clone(),
-                media.clone(),
-                stop_rx.clone(),
-            )
-            .await?;
-            handles.insert(handle.id.clone(), handle);
-            actors.push(task);
-        }
-        Ok(Arc::new(ControlPlane {
-            tables: handles,
+        let (stopping, _) = watch::channel(false);
+        let plane = Arc::new(ControlPlane {
+            tables: RwLock::new(BTreeMap::new()),
             tokens,
             limits,
+            metrics,
             next_conn: AtomicU64::new(1),
-            media,
-            channels: Mutex::new(HashMap::new()),
+            media: Arc::new(OnceLock::new()),
+            channels: (0..CHANNEL_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             stopping,
-            actors: Mutex::new(actors),
-        }))
+            tasks: Mutex::new(Vec::new()),
+        });
+        for config in table_configs(tables, plane.limits.max_message_bytes)? {
+            plane
+                .start_table(config, store.clone(), Fence::LOCAL, StartMode::Restart)
+                .await?;
+        }
+        Ok(plane)
     }
 
-    /// Stops every table actor once its current turn is durable, and waits for them, so the
-    /// store they share is closed (and its `LOCK` released) when this returns. Messages sent
-    /// afterwards get [`TableUnavailable`].
+    /// Starts a table's writer here and this node's feed of it, and serves it.
+    pub async fn start_table(
+        &self,
+        config: TableConfig,
+        store: Arc<dyn EventStore>,
+        fence: Fence,
+        mode: StartMode,
+    ) -> Result<TableRef, StartError> {
+        let id = config.id.clone();
+        let metrics = self.metrics.table(&id);
+        let started = writer::spawn(
+            config,
+            store,
+            fence,
+            mode,
+            self.limits.clone(),
+            metrics.clone(),
+            self.stopping.subscribe(),
+        )
+        .await?;
+        let (feed_tx, from_writer) = mpsc::channel(feed::FEED_QUEUE);
+        let (members, from_members) = mpsc::channel(feed::MEMBER_QUEUE);
+        let writer = started.handle.clone();
+        writer.post(WriterMsg::Subscribe {
+            feed: FeedId::LOCAL,
+            tx: feed_tx,
+            after_seq: started.last_seq,
+        });
+        let feed = feed::Feed::new(
+            id.clone(),
+            FeedId::LOCAL,
+            writer.clone(),
+            self.media.clone(),
+            metrics,
+            self.limits.replay_window,
+            (started.ring, started.last_seq),
+        );
+        let span = tracing::info_span!("feed", table_id = %id);
+        let feed_task = tokio::spawn(
+            feed.run(
+                feed::FeedInbox {
+                    from_writer,
+                    from_members,
+                },
+                self.stopping.subscribe(),
+            )
+            .instrument(span),
+        );
+        let table = TableRef { writer, members };
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, table.clone());
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(started.task);
+        tasks.push(feed_task);
+        Ok(table)
+    }
+
+    /// Stops every table's writer once its current turn is durable, and waits for them and the
+    /// feeds, so the store they share is closed (and its `LOCK` released) when this returns.
+    /// Messages sent afterwards get [`TableUnavailable`].
     pub async fn stop(&self) {
         self.stopping.send_replace(true);
-        let actors = std::mem::take(&mut *self.actors.lock().unwrap_or_else(|e| e.into_inner()));
-        for actor in actors {
-            if let Err(e) = actor.await {
-                tracing::error!(error = %e, "a table actor panicked");
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a table task panicked");
             }
         }
     }
@@ -201,12 +320,36 @@ impl ControlPlane {
         let _ = self.media.set(media);
     }
 
-    pub fn table(&self, id: &TableId) -> Option<&TableHandle> {
-        self.tables.get(id)
+    /// The table, if this node serves it now.
+    pub fn table(&self, id: &TableId) -> Option<TableRef> {
+        self.tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
-    pub fn table_ids(&self) -> impl Iterator<Item = &TableId> {
-        self.tables.keys()
+    /// The tables this node serves now.
+    pub fn table_ids(&self) -> Vec<TableId> {
+        self.tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The shard of the data-channel map that holds `session`'s connection.
+    pub(crate) fn channel_shard(
+        &self,
+        session: &SessionId,
+    ) -> &Mutex<HashMap<SessionId, ChannelEntry>> {
+        let worker = session
+            .as_str()
+            .get(..2)
+            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+            .unwrap_or(0);
+        &self.channels[worker % CHANNEL_SHARDS]
     }
 
     pub fn tokens(&self) -> &Tokens {

@@ -98,7 +98,9 @@ pub enum StoreError {
     )]
     Fenced { table: TableId, fence: Fence },
     /// The shared log cannot be reached (Redis is away).
-    #[error("table {table}: the cluster's log is unreachable: {detail}; check the Redis server and [cluster] redis_url")]
+    #[error(
+        "table {table}: the cluster's log is unreachable: {detail}; check the Redis server and [cluster] redis_url"
+    )]
     Unreachable { table: TableId, detail: String },
 }
 
@@ -178,10 +180,19 @@ pub(crate) mod test_support {
     pub async fn appends_load_back_in_order_per_table(store: &dyn EventStore) {
         let (a, b) = (table("contract-a"), table("contract-b"));
         assert_eq!(store.load(&a).await.unwrap(), vec![]);
-        store.append(&a, Fence::LOCAL, vec![event(1), mute(0, 1)]).await.unwrap();
-        store.append(&b, Fence::LOCAL, vec![mute(1, 1)]).await.unwrap();
+        store
+            .append(&a, Fence::LOCAL, vec![event(1), mute(0, 1)])
+            .await
+            .unwrap();
+        store
+            .append(&b, Fence::LOCAL, vec![mute(1, 1)])
+            .await
+            .unwrap();
         store.append(&a, Fence::LOCAL, vec![]).await.unwrap();
-        store.append(&a, Fence::LOCAL, vec![event(2)]).await.unwrap();
+        store
+            .append(&a, Fence::LOCAL, vec![event(2)])
+            .await
+            .unwrap();
         assert_eq!(
             store.load(&a).await.unwrap(),
             vec![event(1), mute(0, 1), event(2)]

@@ -1,28 +1,30 @@
-//! A table's single writer: one tokio task that owns the [`Table`], its log and its members.
+//! A table's single writer: one tokio task, on the table's owner, that owns the [`Table`] and
+//! its log.
 //!
 //! Each turn: take every waiting message (up to a batch), feed them to the sans-IO table,
 //! append everything it produced to the log in **one** `EventStore::append` (one fsync: group
-//! commit), and only then send: replies, public events to every member, HTTP answers. So no
-//! player ever sees an event or an acknowledgement that a crash could take back.
+//! commit), and only then send: public events and private replies to every feed (one message
+//! per feed, whatever its number of players; see `feed.rs`), HTTP answers. So no player ever
+//! sees an event or an acknowledgement that a crash could take back.
 //!
-//! A member that says `hello` is attached between turns, when nothing is waiting to be made
-//! durable, so what it is replayed (or the snapshot it is shown) and the live events that follow
-//! meet exactly: no gap, no duplicate.
+//! A welcome is made between turns, when nothing is waiting to be made durable, and sent on the
+//! feed's ordered queue, so the snapshot a player is shown and the live events that follow meet
+//! exactly: no gap, no duplicate.
 
+use super::feed::{FeedId, FeedMsg};
 use super::session::Bucket;
-use super::{ConnId, Limits, Outlet, StartError, TableHandle, TableMsg, server_ms};
-use crate::ids::{RoundId, SessionId, TableId, UserId};
-use crate::media::MediaHandle;
-use crate::metrics::{Metrics, TableMetrics};
+use super::{ConnId, Limits, StartError, TableHandle, server_ms};
+use crate::ids::{RoundId, TableId, UserId};
+use crate::metrics::TableMetrics;
 use crate::protocol::{
-    self, ErrorCode, Outcome, PROTOCOL_VERSION, PublicEvent, Reply, SequencedEvent, ServerMessage,
-    ServerTime, SessionMessage, TableConfig,
+    self, ClientMessage, ErrorCode, Outcome, PROTOCOL_VERSION, PublicEvent, Reply, SequencedEvent,
+    ServerMessage, ServerTime, SessionMessage, TableConfig,
 };
 use crate::store::{EventStore, Fence, StoreError};
 use crate::table::{DealerError, Output, Record, Table};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -54,12 +56,48 @@ pub struct TableUnavailable(pub TableId);
 
 /// Most messages taken in one turn (one append, one fsync).
 const MAX_BATCH: usize = 1024;
-/// A WebSocket member's queue; a member this far behind is dropped and resumes on reconnect.
-pub const SOCKET_QUEUE: usize = 4096;
+/// The writer's inbox. A full inbox refuses the message (the sender says so to its client).
+pub(super) const WRITER_QUEUE: usize = 65_536;
 
-struct Member {
-    user: UserId,
-    outlet: Outlet,
+/// Where a command came from: a connection of one of the table's feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub feed: FeedId,
+    pub conn: ConnId,
+}
+
+/// What a table's writer takes.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// A table command from a player, a dealer console or an operator.
+    Command {
+        origin: Origin,
+        user: UserId,
+        msg: ClientMessage,
+    },
+    /// A member joined a feed: it needs the table as it is now (`welcome`), or only the
+    /// user's private replies (it resumed from the feed's ring). `ahead_of` is a resume point
+    /// the feed had not reached.
+    Join {
+        origin: Origin,
+        user: UserId,
+        welcome: bool,
+        ahead_of: Option<u64>,
+    },
+    /// A dealer or operator action over HTTP.
+    Dealer {
+        action: DealerAction,
+        reply: oneshot::Sender<DealerOutcome>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<protocol::Snapshot>,
+    },
+    /// A feed (re)connects and wants every public event after `after_seq`.
+    Subscribe {
+        feed: FeedId,
+        tx: mpsc::Sender<FeedMsg>,
+        after_seq: u64,
+    },
 }
 
 struct UserLimits {
@@ -71,26 +109,23 @@ struct UserLimits {
 enum Delivery {
     Public(SequencedEvent),
     Private(UserId, Reply),
+    ToConn(Origin, Reply),
     Http(oneshot::Sender<DealerOutcome>, DealerOutcome),
     Snapshot(oneshot::Sender<protocol::Snapshot>),
 }
 
-struct TableActor {
+struct TableWriter {
     id: TableId,
     table: Table,
     store: Arc<dyn EventStore>,
     limits: Limits,
     metrics: Arc<TableMetrics>,
-    media: Arc<OnceLock<MediaHandle>>,
-    members: HashMap<ConnId, Member>,
-    by_user: HashMap<UserId, Vec<ConnId>>,
-    /// Data-channel members grouped by media worker, rebuilt when membership changes.
-    channel_groups: Vec<Arc<[SessionId]>>,
-    groups_dirty: bool,
+    /// The table's feeds: this node's, and one per other node with players.
+    feeds: HashMap<FeedId, mpsc::Sender<FeedMsg>>,
     user_limits: HashMap<UserId, UserLimits>,
-    /// The last public events, encoded, for players that resume.
+    /// The last public events, encoded, for feeds that resubscribe.
     ring: VecDeque<(u64, Arc<str>)>,
-    /// The last seq sent to members (every event up to it is durable).
+    /// The last seq sent to feeds (every event up to it is durable).
     delivered_seq: u64,
     records: Vec<Record>,
     deliveries: Vec<Delivery>,
@@ -99,15 +134,36 @@ struct TableActor {
     fence: Fence,
 }
 
-/// Rebuilds a table from its log, finishes a round the node died in, and starts its actor.
+/// A started writer: its handle, its task, and what a new feed starts from.
+pub(super) struct Started {
+    pub handle: TableHandle,
+    pub task: JoinHandle<()>,
+    pub ring: VecDeque<(u64, Arc<str>)>,
+    pub last_seq: u64,
+}
+
+/// How a writer comes to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// The node (re)starts: a round it died in is finished (voided, or settled when resulted),
+    /// since its players have gone.
+    Restart,
+    /// A node takes a table over from another (failover, drain): the round goes on where the
+    /// log left it, closing at the same server-time deadline (at once if it has passed).
+    Takeover,
+}
+
+/// Rebuilds a table from its log, finishes or resumes the round in progress (see
+/// [`StartMode`]), and starts its writer. The writer's first feed is `local_feed`.
 pub(super) async fn spawn(
     config: TableConfig,
     store: Arc<dyn EventStore>,
+    fence: Fence,
+    mode: StartMode,
     limits: Limits,
-    metrics: Arc<Metrics>,
-    media: Arc<OnceLock<MediaHandle>>,
+    metrics: Arc<TableMetrics>,
     stopping: watch::Receiver<bool>,
-) -> Result<(TableHandle, JoinHandle<()>), StartError> {
+) -> Result<Started, StartError> {
     let id = config.id.clone();
     let span = info_span!("table", table_id = %id);
     let records = store.load(&id).await.map_err(|source| StartError::Load {
@@ -125,35 +181,37 @@ pub(super) async fn spawn(
             ring.push_front((ev.seq, Arc::from(protocol::encode(ev))));
         }
     }
-    let table = Table::restore(config, records, ServerTime(server_ms())).map_err(|source| {
-        StartError::Replay {
-            table: id.clone(),
-            source,
-        }
+    let now = ServerTime(server_ms());
+    let table = match mode {
+        StartMode::Restart => Table::restore(config, records, now),
+        StartMode::Takeover => Table::replay(config, records),
+    }
+    .map_err(|source| StartError::Replay {
+        table: id.clone(),
+        source,
     })?;
     let delivered_seq = ring.back().map(|(seq, _)| *seq).unwrap_or(0);
-    let mut actor = TableActor {
-        metrics: metrics.table(&id),
+    let mut writer = TableWriter {
+        metrics,
         id: id.clone(),
         table,
         store,
         limits,
-        media,
-        members: HashMap::new(),
-        by_user: HashMap::new(),
-        channel_groups: Vec::new(),
-        groups_dirty: true,
+        feeds: HashMap::new(),
         user_limits: HashMap::new(),
         ring,
         delivered_seq,
         records: Vec::new(),
         deliveries: Vec::new(),
         deadline: None,
-        fence: Fence::LOCAL,
+        fence,
     };
-    actor.drain();
-    let finished = actor.records.len();
-    actor
+    if mode == StartMode::Takeover {
+        writer.table.handle_timeout(now);
+    }
+    writer.drain();
+    let finished = writer.records.len();
+    writer
         .flush()
         .instrument(span.clone())
         .await
@@ -163,25 +221,35 @@ pub(super) async fn spawn(
         })?;
     span.in_scope(|| {
         info!(
-            store = actor.store.kind(),
+            store = writer.store.kind(),
             records = logged,
-            last_seq = actor.table.last_seq(),
-            state = %actor.table.state(),
+            last_seq = writer.table.last_seq(),
+            state = %writer.table.state(),
+            ?mode,
+            %fence,
             finished_interrupted_round = finished > 0,
             "table ready"
         )
     });
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(actor.run(rx, stopping).instrument(span));
-    Ok((TableHandle { id, tx }, task))
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let ring = writer.ring.clone();
+    let last_seq = writer.delivered_seq;
+    let handle = TableHandle {
+        id,
+        tx,
+        metrics: writer.metrics.clone(),
+    };
+    let task = tokio::spawn(writer.run(rx, stopping).instrument(span));
+    Ok(Started {
+        handle,
+        task,
+        ring,
+        last_seq,
+    })
 }
 
-impl TableActor {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<TableMsg>,
-        mut stopping: watch::Receiver<bool>,
-    ) {
+impl TableWriter {
+    async fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, mut stopping: watch::Receiver<bool>) {
         loop {
             if *stopping.borrow_and_update() {
                 break;
@@ -216,36 +284,42 @@ impl TableActor {
                 }
             };
             if let Err(e) = turn.and(self.flush().await) {
-                error!(error = %e, "table stopped: its log could not be written; nothing unlogged was acknowledged; fix the disk and restart the node to resume the table from its log");
+                match e {
+                    StoreError::Fenced { .. } => {
+                        warn!(error = %e, "table writer steps down: nothing unlogged was acknowledged")
+                    }
+                    e => {
+                        error!(error = %e, "table stopped: its log could not be written; nothing unlogged was acknowledged; fix the disk and restart the node to resume the table from its log")
+                    }
+                }
                 break;
             }
         }
-        debug!("table actor ends");
+        debug!("table writer ends");
     }
 
-    async fn handle(&mut self, msg: TableMsg) -> Result<(), StoreError> {
+    async fn handle(&mut self, msg: WriterMsg) -> Result<(), StoreError> {
         match msg {
-            TableMsg::Attach {
-                conn,
+            WriterMsg::Join {
+                origin,
                 user,
-                outlet,
-                resume_after_seq,
+                welcome,
+                ahead_of,
             } => {
                 // What the member is shown must meet the live events exactly: settle first.
                 self.flush().await?;
-                self.attach(conn, user, outlet, resume_after_seq);
+                self.join(origin, &user, welcome, ahead_of);
             }
-            TableMsg::Detach { conn } => self.detach(conn),
-            TableMsg::Command { conn, user, msg } => {
+            WriterMsg::Command { origin, user, msg } => {
                 if let Some(refusal) = self.rate_limit(&user, &msg) {
-                    self.send_to(conn, Arc::from(protocol::encode(&refusal)));
+                    self.deliveries.push(Delivery::ToConn(origin, refusal));
                 } else {
                     self.table
                         .handle_command(ServerTime(server_ms()), &user, msg);
                     self.drain();
                 }
             }
-            TableMsg::Dealer { action, reply } => {
+            WriterMsg::Dealer { action, reply } => {
                 let now = ServerTime(server_ms());
                 let outcome = match action {
                     DealerAction::Open => self.table.handle_open(now),
@@ -258,9 +332,125 @@ impl TableActor {
                 self.drain();
                 self.deliveries.push(Delivery::Http(reply, outcome));
             }
-            TableMsg::Snapshot { reply } => self.deliveries.push(Delivery::Snapshot(reply)),
+            WriterMsg::Snapshot { reply } => self.deliveries.push(Delivery::Snapshot(reply)),
+            WriterMsg::Subscribe {
+                feed,
+                tx,
+                after_seq,
+            } => {
+                self.flush().await?;
+                self.subscribe(feed, tx, after_seq);
+            }
         }
         Ok(())
+    }
+
+    /// Sends a member's welcome (or its replies) to its feed, between turns.
+    fn join(&mut self, origin: Origin, user: &UserId, welcome: bool, ahead_of: Option<u64>) {
+        let last = self.delivered_seq;
+        let mut replies: Vec<Arc<str>> = Vec::new();
+        if welcome && let Some(after) = ahead_of.filter(|&a| a > last) {
+            let refusal = Reply::Error {
+                id: None,
+                code: ErrorCode::InvalidMessage,
+                message: format!(
+                    "resume_after_seq {after} is ahead of this table's last seq {last}; here is the table as it is now"
+                ),
+            };
+            self.send_feed(
+                origin.feed,
+                FeedMsg::ToConn {
+                    conn: origin.conn,
+                    text: Arc::from(protocol::encode(&refusal)),
+                },
+            );
+        }
+        for reply in self.table.replies_for(user) {
+            replies.push(Arc::from(protocol::encode(&reply)));
+        }
+        let msg = if welcome {
+            let welcome = ServerMessage::Session(SessionMessage::Welcome {
+                v: PROTOCOL_VERSION,
+                snapshot: Box::new(self.table.snapshot()),
+                seq: last,
+            });
+            FeedMsg::Welcome {
+                conn: origin.conn,
+                seq: last,
+                text: Arc::from(protocol::encode(&welcome)),
+                replies,
+            }
+        } else {
+            FeedMsg::Replies {
+                conn: origin.conn,
+                replies,
+            }
+        };
+        self.send_feed(origin.feed, msg);
+    }
+
+    /// A feed (re)connects: it is sent every public event after `after_seq` from the ring, or
+    /// told to start afresh when the ring no longer holds them.
+    fn subscribe(&mut self, feed: FeedId, tx: mpsc::Sender<FeedMsg>, after_seq: u64) {
+        let oldest = self
+            .ring
+            .front()
+            .map(|(seq, _)| *seq)
+            .unwrap_or(self.delivered_seq + 1);
+        let mut backlog: Vec<FeedMsg> = Vec::new();
+        if after_seq + 1 >= oldest && after_seq <= self.delivered_seq {
+            backlog.extend(self.ring.iter().filter(|(seq, _)| *seq > after_seq).map(
+                |(seq, text)| FeedMsg::Public {
+                    seq: *seq,
+                    text: text.clone(),
+                },
+            ));
+        } else {
+            backlog.push(FeedMsg::Reset);
+        }
+        debug!(
+            feed = feed.0,
+            after_seq,
+            replayed = backlog.len(),
+            "feed subscribed"
+        );
+        self.feeds.insert(feed, tx);
+        for msg in backlog {
+            self.send_feed(feed, msg);
+        }
+    }
+
+    /// Sends to one feed. A feed whose queue is full is dropped (counted and logged); it
+    /// subscribes again from its last seq.
+    fn send_feed(&mut self, feed: FeedId, msg: FeedMsg) {
+        let Some(tx) = self.feeds.get(&feed) else {
+            return;
+        };
+        if tx.try_send(msg).is_err() {
+            warn!(
+                feed = feed.0,
+                "a feed fell behind or closed: dropped; it resubscribes from its last seq"
+            );
+            self.metrics.control_feed_drops.fetch_add(1, Relaxed);
+            self.feeds.remove(&feed);
+        }
+    }
+
+    fn send_all(&mut self, msg: FeedMsg) {
+        let mut gone = Vec::new();
+        for (id, tx) in &self.feeds {
+            if tx.try_send(msg.clone()).is_err() {
+                gone.push(*id);
+            }
+        }
+        for feed in gone {
+            warn!(
+                feed = feed.0,
+                "a feed fell behind or closed: dropped; it resubscribes from its last seq"
+            );
+            self.metrics.control_feed_drops.fetch_add(1, Relaxed);
+            self.feeds.remove(&feed);
+        }
     }
 
     /// Moves the table's output into the log batch and the deliveries.
@@ -307,9 +497,17 @@ impl TableActor {
                 Delivery::Public(ev) => self.publish(ev),
                 Delivery::Private(user, reply) => {
                     let text: Arc<str> = Arc::from(protocol::encode(&reply));
-                    for conn in self.by_user.get(&user).cloned().unwrap_or_default() {
-                        self.send_to(conn, text.clone());
-                    }
+                    self.send_all(FeedMsg::Private { user, text });
+                }
+                Delivery::ToConn(origin, reply) => {
+                    let text: Arc<str> = Arc::from(protocol::encode(&reply));
+                    self.send_feed(
+                        origin.feed,
+                        FeedMsg::ToConn {
+                            conn: origin.conn,
+                            text,
+                        },
+                    );
                 }
                 Delivery::Http(reply, outcome) => {
                     let _ = reply.send(outcome);
@@ -322,7 +520,7 @@ impl TableActor {
         Ok(())
     }
 
-    /// Sends one durable public event to every member.
+    /// Sends one durable public event to every feed, once.
     fn publish(&mut self, ev: SequencedEvent) {
         log_event(&ev);
         let text: Arc<str> = Arc::from(protocol::encode(&ev));
@@ -332,158 +530,14 @@ impl TableActor {
             self.ring.pop_front();
         }
         self.metrics.control_events.fetch_add(1, Relaxed);
-        if let Some(media) = self.media.clone().get() {
-            if self.groups_dirty {
-                self.rebuild_groups(media);
-            }
-            media.control_fanout(&self.channel_groups, &text);
-        }
-        let mut gone = Vec::new();
-        for (conn, member) in &self.members {
-            if let Outlet::Socket(tx) = &member.outlet
-                && tx.try_send(text.clone()).is_err()
-            {
-                gone.push(*conn);
-            }
-        }
-        for conn in gone {
-            warn!(%conn, "WebSocket member dropped: its queue is full or closed; it resumes from its last seq when it reconnects");
-            self.detach(conn);
-        }
+        self.send_all(FeedMsg::Public { seq: ev.seq, text });
     }
 
-    fn rebuild_groups(&mut self, media: &MediaHandle) {
-        let mut groups: Vec<Vec<SessionId>> = vec![Vec::new(); media.worker_count()];
-        for member in self.members.values() {
-            if let Outlet::Channel(session) = &member.outlet
-                && let Some(w) = media.worker_index(session)
-            {
-                groups[w].push(session.clone());
-            }
-        }
-        self.channel_groups = groups.into_iter().map(Arc::from).collect();
-        self.groups_dirty = false;
-    }
-
-    fn send_to(&mut self, conn: ConnId, text: Arc<str>) {
-        let Some(member) = self.members.get(&conn) else {
-            return;
-        };
-        match &member.outlet {
-            Outlet::Channel(session) => {
-                if let Some(media) = self.media.get() {
-                    media.control_send(session, text);
-                }
-            }
-            Outlet::Socket(tx) => {
-                if tx.try_send(text).is_err() {
-                    warn!(%conn, "WebSocket member dropped: its queue is full or closed; it resumes from its last seq when it reconnects");
-                    self.detach(conn);
-                }
-            }
-        }
-    }
-
-    fn attach(
-        &mut self,
-        conn: ConnId,
-        user: UserId,
-        outlet: Option<Outlet>,
-        resume_after_seq: Option<u64>,
-    ) {
-        match outlet {
-            Some(outlet) => {
-                if let Some(old) = self.members.insert(
-                    conn,
-                    Member {
-                        user: user.clone(),
-                        outlet,
-                    },
-                ) {
-                    self.forget_user_conn(&old.user, conn);
-                }
-                self.by_user.entry(user.clone()).or_default().push(conn);
-                self.groups_dirty = true;
-                self.metrics
-                    .control_members
-                    .store(self.members.len() as u64, Relaxed);
-            }
-            None if !self.members.contains_key(&conn) => return,
-            None => {}
-        }
-        let last = self.delivered_seq;
-        let oldest = self.ring.front().map(|(seq, _)| *seq).unwrap_or(last + 1);
-        match resume_after_seq {
-            Some(after) if after <= last && after + 1 >= oldest => {
-                let resumed = ServerMessage::Session(SessionMessage::Resumed {
-                    after_seq: after,
-                    last_seq: last,
-                });
-                self.send_to(conn, Arc::from(protocol::encode(&resumed)));
-                let missed: Vec<Arc<str>> = self
-                    .ring
-                    .iter()
-                    .filter(|(seq, _)| *seq > after)
-                    .map(|(_, text)| text.clone())
-                    .collect();
-                debug!(%conn, %user, after, last, replayed = missed.len(), "member resumed");
-                for text in missed {
-                    self.send_to(conn, text);
-                }
-            }
-            resume => {
-                if let Some(after) = resume.filter(|&a| a > last) {
-                    let refusal = Reply::Error {
-                        id: None,
-                        code: ErrorCode::InvalidMessage,
-                        message: format!(
-                            "resume_after_seq {after} is ahead of this table's last seq {last}; here is the table as it is now"
-                        ),
-                    };
-                    self.send_to(conn, Arc::from(protocol::encode(&refusal)));
-                }
-                let welcome = ServerMessage::Session(SessionMessage::Welcome {
-                    v: PROTOCOL_VERSION,
-                    snapshot: Box::new(self.table.snapshot()),
-                    seq: last,
-                });
-                debug!(%conn, %user, ?resume, last, "member welcomed with a snapshot");
-                self.send_to(conn, Arc::from(protocol::encode(&welcome)));
-            }
-        }
-        for reply in self.table.replies_for(&user) {
-            self.send_to(conn, Arc::from(protocol::encode(&reply)));
-        }
-    }
-
-    fn detach(&mut self, conn: ConnId) {
-        if let Some(member) = self.members.remove(&conn) {
-            self.forget_user_conn(&member.user, conn);
-            self.groups_dirty = true;
-            self.metrics
-                .control_members
-                .store(self.members.len() as u64, Relaxed);
-        }
-    }
-
-    fn forget_user_conn(&mut self, user: &UserId, conn: ConnId) {
-        if let Some(conns) = self.by_user.get_mut(user) {
-            conns.retain(|c| *c != conn);
-            if conns.is_empty() {
-                // The user's rate limits stay: a reconnect must not refill them. They are
-                // forgotten once full again (see `prune_user_limits`).
-                self.by_user.remove(user);
-            }
-        }
-    }
-
-    /// Forgets the rate limits of users with no connection whose buckets have refilled: they
-    /// remember nothing a fresh bucket would not.
+    /// Forgets the rate limits of users whose buckets have refilled: they remember nothing a
+    /// fresh bucket would not (so a reconnect never refills a bucket early).
     fn prune_user_limits(&mut self, now: Instant) {
-        let by_user = &self.by_user;
-        self.user_limits.retain(|user, l| {
-            by_user.contains_key(user) || !(l.bets.is_full(now) && l.chat.is_full(now))
-        });
+        self.user_limits
+            .retain(|_, l| !(l.bets.is_full(now) && l.chat.is_full(now)));
     }
 
     /// Per-player limits on bets and chat; the refusal to send, if over.
