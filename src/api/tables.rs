@@ -57,7 +57,7 @@ fn entitled(
     let id = TableId::parse(raw).map_err(|_| unknown())?;
     identity.require(&id, roles, need)?;
     let table = state.control.table(&id).ok_or_else(unknown)?;
-    Ok((table.writer, identity))
+    Ok((table.writer(), identity))
 }
 
 async fn snapshot(

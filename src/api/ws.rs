@@ -152,7 +152,7 @@ async fn serve(
                     }
                     Step::Command { speaker, msg } => {
                         let Some(table) = &table else { break Closing::quietly() };
-                        if !table.writer.command(conn, speaker.user, msg) {
+                        if !table.writer().command(conn, speaker.user, msg) {
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
                         }
                     }

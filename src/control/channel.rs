@@ -72,7 +72,7 @@ impl ControlHook for ControlPlane {
                 }
             }
             Step::Command { speaker, msg } => {
-                if !table.writer.command(conn, speaker.user, msg)
+                if !table.writer().command(conn, speaker.user, msg)
                     && let Some(media) = media
                 {
                     media.control_send(ch.session, Arc::from(unavailable(table.id())));

@@ -24,15 +24,17 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 /// Which feed of a table a message is for. The owner's own feed is [`FeedId::LOCAL`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FeedId(pub u64);
 
 impl FeedId {
     pub const LOCAL: FeedId = FeedId(0);
 }
 
-/// What the writer sends a feed, in order, once durable.
-#[derive(Debug, Clone)]
+/// What the writer sends a feed, in order, once durable. It crosses between nodes as JSON
+/// (`link.rs`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
 pub enum FeedMsg {
     /// A public event, for every member.
     Public { seq: u64, text: Arc<str> },
@@ -53,7 +55,8 @@ pub enum FeedMsg {
         conn: ConnId,
         replies: Vec<Arc<str>>,
     },
-    /// The writer could not replay what this feed missed: every member is welcomed afresh.
+    /// The writer could not replay what this feed missed: its ring is emptied, every member is
+    /// welcomed afresh, and the writer's ring follows.
     Reset,
 }
 
@@ -73,12 +76,6 @@ pub enum MemberMsg {
     },
 }
 
-/// The feed's two inboxes.
-pub(super) struct FeedInbox {
-    pub from_writer: mpsc::Receiver<FeedMsg>,
-    pub from_members: mpsc::Receiver<MemberMsg>,
-}
-
 /// A WebSocket member's queue; a member this far behind is dropped and resumes on reconnect.
 pub const SOCKET_QUEUE: usize = 4096;
 /// The writer's queue to one feed: events for every member pass here once.
@@ -96,7 +93,8 @@ struct Member {
 pub(super) struct Feed {
     pub table: TableId,
     pub id: FeedId,
-    pub writer: TableHandle,
+    /// Where the table's writer is now (see `TableRef`).
+    route: watch::Receiver<TableHandle>,
     pub media: Arc<OnceLock<MediaHandle>>,
     pub metrics: Arc<TableMetrics>,
     pub replay_window: usize,
@@ -115,16 +113,15 @@ impl Feed {
     pub fn new(
         table: TableId,
         id: FeedId,
-        writer: TableHandle,
+        route: watch::Receiver<TableHandle>,
         media: Arc<OnceLock<MediaHandle>>,
         metrics: Arc<TableMetrics>,
         replay_window: usize,
-        (ring, delivered_seq): (VecDeque<(u64, Arc<str>)>, u64),
     ) -> Self {
         Self {
             table,
             id,
-            writer,
+            route,
             media,
             metrics,
             replay_window: replay_window.max(1),
@@ -132,25 +129,33 @@ impl Feed {
             by_user: HashMap::new(),
             channel_groups: Vec::new(),
             groups_dirty: true,
-            ring,
-            delivered_seq,
+            ring: VecDeque::new(),
+            delivered_seq: 0,
         }
     }
 
-    pub async fn run(mut self, mut inbox: FeedInbox, mut stopping: watch::Receiver<bool>) {
+    /// Subscribes to the table's writer, then delivers until the node stops. When the writer
+    /// drops this feed (it fell behind, stepped down, or the table moved), the feed subscribes
+    /// again, wherever the writer now is, from the last seq it delivered.
+    pub async fn run(
+        mut self,
+        mut from_members: mpsc::Receiver<MemberMsg>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let Some(mut from_writer) = self.subscribe(&mut stopping).await else {
+            return;
+        };
         loop {
             tokio::select! {
                 biased;
-                msg = inbox.from_writer.recv() => match msg {
+                msg = from_writer.recv() => match msg {
                     Some(msg) => self.on_writer(msg),
-                    // The writer dropped this feed (it fell behind): subscribe again from the
-                    // last seq delivered. When the writer itself has stopped, end.
-                    None => match self.resubscribe() {
-                        Some(rx) => inbox.from_writer = rx,
+                    None => match self.subscribe(&mut stopping).await {
+                        Some(rx) => from_writer = rx,
                         None => break,
                     },
                 },
-                msg = inbox.from_members.recv() => match msg {
+                msg = from_members.recv() => match msg {
                     Some(msg) => self.on_member(msg),
                     None => break,
                 },
@@ -164,21 +169,32 @@ impl Feed {
         debug!(feed = self.id.0, "table feed ends");
     }
 
-    fn resubscribe(&mut self) -> Option<mpsc::Receiver<FeedMsg>> {
-        let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        let posted = self.writer.post(WriterMsg::Subscribe {
-            feed: self.id,
-            tx,
-            after_seq: self.delivered_seq,
-        });
-        if posted {
-            warn!(
-                feed = self.id.0,
-                after_seq = self.delivered_seq,
-                "table feed fell behind and subscribes again"
-            );
+    /// Subscribes to the writer the route leads to now; while it leads nowhere that takes
+    /// the subscription (a writer stopping, a table moving), waits for the route to change.
+    /// `None` once the node stops.
+    async fn subscribe(
+        &mut self,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Option<mpsc::Receiver<FeedMsg>> {
+        loop {
+            if *stopping.borrow() {
+                return None;
+            }
+            let writer = self.route.borrow_and_update().clone();
+            let (tx, rx) = mpsc::channel(FEED_QUEUE);
+            if writer.post(WriterMsg::Subscribe {
+                feed: self.id,
+                tx,
+                after_seq: self.delivered_seq,
+            }) {
+                debug!(after_seq = self.delivered_seq, "table feed subscribed");
+                return Some(rx);
+            }
+            tokio::select! {
+                changed = self.route.changed() => if changed.is_err() { return None },
+                changed = stopping.changed() => if changed.is_err() { return None },
+            }
         }
-        posted.then_some(rx)
     }
 
     fn on_writer(&mut self, msg: FeedMsg) {
@@ -221,6 +237,7 @@ impl Feed {
                     "this feed missed events the table could not replay; every member is sent the table afresh"
                 );
                 self.ring.clear();
+                self.delivered_seq = 0;
                 let joins: Vec<(ConnId, UserId)> = self
                     .members
                     .iter_mut()
@@ -255,7 +272,8 @@ impl Feed {
             feed: self.id,
             conn,
         };
-        if !self.writer.post(WriterMsg::Join {
+        let writer = self.route.borrow().clone();
+        if !writer.post(WriterMsg::Join {
             origin,
             user,
             welcome,

@@ -48,7 +48,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// One control connection, on either transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ConnId(pub u64);
 
 impl std::fmt::Display for ConnId {
@@ -129,13 +131,21 @@ impl TableHandle {
 /// A table as this node serves it: its writer, and this node's feed of it.
 #[derive(Clone, Debug)]
 pub struct TableRef {
-    pub writer: TableHandle,
+    id: TableId,
+    /// Where the table's writer is now: here, or the link to its owner. Changes when the
+    /// table moves; the feed and the sessions follow it.
+    route: watch::Receiver<TableHandle>,
     members: mpsc::Sender<MemberMsg>,
 }
 
 impl TableRef {
     pub fn id(&self) -> &TableId {
-        &self.writer.id
+        &self.id
+    }
+
+    /// The table's writer as of now.
+    pub fn writer(&self) -> TableHandle {
+        self.route.borrow().clone()
     }
 
     /// Tells the feed a connection joined (or said `hello` again); false when it has stopped
@@ -193,11 +203,27 @@ pub(crate) struct ChannelEntry {
     table: TableRef,
 }
 
+/// A table this node serves: its feed's handle, where its writer is, and the writer when it
+/// runs here.
+struct Slot {
+    config: TableConfig,
+    table: TableRef,
+    route: watch::Sender<TableHandle>,
+    writer: Option<LocalWriter>,
+}
+
+/// A writer running on this node.
+struct LocalWriter {
+    fence: Fence,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
 /// Every table this node serves and the connections watching them.
 pub struct ControlPlane {
     /// The tables this node serves now, by id: one registry, changed at runtime as tables
-    /// start and stop here.
-    tables: RwLock<BTreeMap<TableId, TableRef>>,
+    /// move between nodes.
+    tables: RwLock<BTreeMap<TableId, Slot>>,
     tokens: Arc<Tokens>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -206,23 +232,16 @@ pub struct ControlPlane {
     media: Arc<OnceLock<MediaHandle>>,
     /// Data-channel connections, by session, sharded by media worker (see `channel`).
     channels: Box<[Mutex<HashMap<SessionId, ChannelEntry>>]>,
-    /// Set to true by [`ControlPlane::stop`]; every writer and feed watches it.
+    /// Set to true by [`ControlPlane::stop`]; every feed watches it.
     stopping: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    feeds: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ControlPlane {
-    /// Parses the `[[tables]]` entries (the built-in demo table when there are none), rebuilds
-    /// every table from its log and starts its writer and this node's feed.
-    pub async fn start(
-        tables: &[toml::Table],
-        store: Arc<dyn EventStore>,
-        tokens: Arc<Tokens>,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<ControlPlane>, StartError> {
+    /// A control plane with no table yet.
+    pub fn new(tokens: Arc<Tokens>, limits: Limits, metrics: Arc<Metrics>) -> Arc<ControlPlane> {
         let (stopping, _) = watch::channel(false);
-        let plane = Arc::new(ControlPlane {
+        Arc::new(ControlPlane {
             tables: RwLock::new(BTreeMap::new()),
             tokens,
             limits,
@@ -233,73 +252,158 @@ impl ControlPlane {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             stopping,
-            tasks: Mutex::new(Vec::new()),
-        });
+            feeds: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A node alone: parses the `[[tables]]` entries (the built-in demo table when there are
+    /// none), rebuilds every table from its log and starts its writer and feed here.
+    pub async fn start(
+        tables: &[toml::Table],
+        store: Arc<dyn EventStore>,
+        tokens: Arc<Tokens>,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<ControlPlane>, StartError> {
+        let plane = ControlPlane::new(tokens, limits, metrics);
         for config in table_configs(tables, plane.limits.max_message_bytes)? {
             plane
-                .start_table(config, store.clone(), Fence::LOCAL, StartMode::Restart)
+                .start_writer(&config, store.clone(), Fence::LOCAL, StartMode::Restart)
                 .await?;
         }
         Ok(plane)
     }
 
-    /// Starts a table's writer here and this node's feed of it, and serves it.
-    pub async fn start_table(
+    /// Serves a table's players here: starts this node's feed of it, with its writer at
+    /// `route` (a local writer, or the link to the owner). Does nothing if it is served.
+    pub fn serve_table(&self, config: TableConfig, route: TableHandle) -> TableRef {
+        self.serve(config, route, None)
+    }
+
+    fn serve(
         &self,
         config: TableConfig,
+        route: TableHandle,
+        writer: Option<LocalWriter>,
+    ) -> TableRef {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = tables.get(&config.id) {
+            return slot.table.clone();
+        }
+        let id = config.id.clone();
+        let (route_tx, route_rx) = watch::channel(route);
+        let (members, from_members) = mpsc::channel(feed::MEMBER_QUEUE);
+        let feed = feed::Feed::new(
+            id.clone(),
+            FeedId::LOCAL,
+            route_rx.clone(),
+            self.media.clone(),
+            self.metrics.table(&id),
+            self.limits.replay_window,
+        );
+        let span = tracing::info_span!("feed", table_id = %id);
+        let task = tokio::spawn(
+            feed.run(from_members, self.stopping.subscribe())
+                .instrument(span),
+        );
+        self.feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        let table = TableRef {
+            id: id.clone(),
+            route: route_rx,
+            members,
+        };
+        tables.insert(
+            id,
+            Slot {
+                config,
+                table: table.clone(),
+                route: route_tx,
+                writer,
+            },
+        );
+        table
+    }
+
+    /// Rebuilds a table from `store` and starts its writer here, holding `fence`; the table's
+    /// route (and feed) then lead to it. A table not yet served here is served from now on.
+    pub async fn start_writer(
+        &self,
+        config: &TableConfig,
         store: Arc<dyn EventStore>,
         fence: Fence,
         mode: StartMode,
-    ) -> Result<TableRef, StartError> {
-        let id = config.id.clone();
-        let metrics = self.metrics.table(&id);
+    ) -> Result<TableHandle, StartError> {
+        let (stop, stop_rx) = watch::channel(false);
         let started = writer::spawn(
-            config,
+            config.clone(),
             store,
             fence,
             mode,
             self.limits.clone(),
-            metrics.clone(),
-            self.stopping.subscribe(),
+            self.metrics.table(&config.id),
+            stop_rx,
         )
         .await?;
-        let (feed_tx, from_writer) = mpsc::channel(feed::FEED_QUEUE);
-        let (members, from_members) = mpsc::channel(feed::MEMBER_QUEUE);
-        let writer = started.handle.clone();
-        writer.post(WriterMsg::Subscribe {
-            feed: FeedId::LOCAL,
-            tx: feed_tx,
-            after_seq: started.last_seq,
-        });
-        let feed = feed::Feed::new(
-            id.clone(),
-            FeedId::LOCAL,
-            writer.clone(),
-            self.media.clone(),
-            metrics,
-            self.limits.replay_window,
-            (started.ring, started.last_seq),
-        );
-        let span = tracing::info_span!("feed", table_id = %id);
-        let feed_task = tokio::spawn(
-            feed.run(
-                feed::FeedInbox {
-                    from_writer,
-                    from_members,
-                },
-                self.stopping.subscribe(),
-            )
-            .instrument(span),
-        );
-        let table = TableRef { writer, members };
-        self.tables
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, table.clone());
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.push(started.task);
-        tasks.push(feed_task);
-        Ok(table)
+        let handle = started.handle.clone();
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        let local = LocalWriter {
+            fence,
+            stop,
+            task: started.task,
+        };
+        match tables.get_mut(&config.id) {
+            Some(slot) => {
+                if let Some(old) = slot.writer.replace(local) {
+                    old.stop.send_replace(true);
+                }
+                slot.route.send_replace(handle.clone());
+            }
+            None => {
+                drop(tables);
+                self.serve(config.clone(), handle.clone(), Some(local));
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Points the table at another writer (the link to its new owner), and stops the writer
+    /// that ran here, if any, once its current turn is durable.
+    pub fn route(&self, table: &TableId, route: TableHandle) {
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = tables.get_mut(table) {
+            slot.route.send_replace(route);
+            if let Some(old) = slot.writer.take() {
+                old.stop.send_replace(true);
+            }
+        }
+    }
+
+    /// The fence of the table's writer here, if it runs here and has not stopped.
+    pub fn local_writer(&self, table: &TableId) -> Option<Fence> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables
+            .get(table)
+            .and_then(|slot| slot.writer.as_ref())
+            .filter(|w| !w.task.is_finished())
+            .map(|w| w.fence)
+    }
+
+    /// The tables whose writer runs here, with their fences.
+    pub fn local_writers(&self) -> Vec<(TableId, Fence)> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables
+            .iter()
+            .filter_map(|(id, slot)| slot.writer.as_ref().map(|w| (id.clone(), w.fence)))
+            .collect()
+    }
+
+    /// The configuration of a table served here.
+    pub fn table_config(&self, table: &TableId) -> Option<TableConfig> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.get(table).map(|slot| slot.config.clone())
     }
 
     /// Stops every table's writer once its current turn is durable, and waits for them and the
@@ -307,8 +411,18 @@ impl ControlPlane {
     /// Messages sent afterwards get [`TableUnavailable`].
     pub async fn stop(&self) {
         self.stopping.send_replace(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
+        let writers: Vec<LocalWriter> = {
+            let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+            tables
+                .values_mut()
+                .filter_map(|slot| slot.writer.take())
+                .collect()
+        };
+        for writer in &writers {
+            writer.stop.send_replace(true);
+        }
+        let feeds = std::mem::take(&mut *self.feeds.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in writers.into_iter().map(|w| w.task).chain(feeds) {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a table task panicked");
             }
@@ -326,7 +440,7 @@ impl ControlPlane {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-            .cloned()
+            .map(|slot| slot.table.clone())
     }
 
     /// The tables this node serves now.

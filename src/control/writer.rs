@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// A dealer or operator action from HTTP.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum DealerAction {
     Open,
     Close,
@@ -134,12 +134,10 @@ struct TableWriter {
     fence: Fence,
 }
 
-/// A started writer: its handle, its task, and what a new feed starts from.
+/// A started writer: its handle and its task.
 pub(super) struct Started {
     pub handle: TableHandle,
     pub task: JoinHandle<()>,
-    pub ring: VecDeque<(u64, Arc<str>)>,
-    pub last_seq: u64,
 }
 
 /// How a writer comes to a table.
@@ -232,20 +230,13 @@ pub(super) async fn spawn(
         )
     });
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-    let ring = writer.ring.clone();
-    let last_seq = writer.delivered_seq;
     let handle = TableHandle {
         id,
         tx,
         metrics: writer.metrics.clone(),
     };
     let task = tokio::spawn(writer.run(rx, stopping).instrument(span));
-    Ok(Started {
-        handle,
-        task,
-        ring,
-        last_seq,
-    })
+    Ok(Started { handle, task })
 }
 
 impl TableWriter {
@@ -389,8 +380,8 @@ impl TableWriter {
         self.send_feed(origin.feed, msg);
     }
 
-    /// A feed (re)connects: it is sent every public event after `after_seq` from the ring, or
-    /// told to start afresh when the ring no longer holds them.
+    /// A feed (re)connects: it is sent every public event after `after_seq` from the ring; when
+    /// the ring no longer holds them all, it is told to start afresh, then sent the whole ring.
     fn subscribe(&mut self, feed: FeedId, tx: mpsc::Sender<FeedMsg>, after_seq: u64) {
         let oldest = self
             .ring

@@ -29,7 +29,8 @@ pub(crate) enum Phase {
 }
 
 /// A dealer or operator command that cannot be done now, or not with these arguments.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// (Serializable: a dealer action on another node than the table's owner travels to it.)
+#[derive(Debug, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DealerError {
     #[error("round {round} is still {state}: submit its result or void it before opening another")]
     RoundInProgress { round: RoundId, state: RoundState },
