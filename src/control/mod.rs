@@ -26,6 +26,7 @@
 
 mod channel;
 mod feed;
+pub mod link;
 pub mod session;
 mod writer;
 
@@ -77,6 +78,14 @@ pub struct TableHandle {
 }
 
 impl TableHandle {
+    pub(crate) fn new(
+        id: TableId,
+        tx: mpsc::Sender<WriterMsg>,
+        metrics: Arc<TableMetrics>,
+    ) -> TableHandle {
+        TableHandle { id, tx, metrics }
+    }
+
     /// Posts a message; false when the table has stopped or its queue is full (counted).
     pub fn post(&self, msg: WriterMsg) -> bool {
         match self.tx.try_send(msg) {
