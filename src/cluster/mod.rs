@@ -100,7 +100,9 @@ pub enum Renewal {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// Redis cannot be reached; the node goes on with what it knows (docs/cluster.md).
-    #[error("Redis is unreachable: {0}; the node keeps serving what it has; check the Redis server and [cluster] redis_url")]
+    #[error(
+        "Redis is unreachable: {0}; the node keeps serving what it has; check the Redis server and [cluster] redis_url"
+    )]
     Unreachable(String),
     #[error(
         "this node's token keys (fingerprint {ours}) differ from the cluster's ({theirs}): every node of a cluster must use the same [auth] secret and [[auth.keys]]"
@@ -108,7 +110,9 @@ pub enum ClusterError {
     KeysDiffer { ours: String, theirs: String },
     #[error("another live node already uses the id {0}: give each node its own [node] id")]
     DuplicateNode(NodeId),
-    #[error("Redis answered something tablecast did not write at {key}: {detail}; is another program using the same keys?")]
+    #[error(
+        "Redis answered something tablecast did not write at {key}: {detail}; is another program using the same keys?"
+    )]
     Corrupt { key: String, detail: String },
 }
 

@@ -81,6 +81,12 @@ enum Request {
         records: Vec<String>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// See [`FileStore::replace`] (`file/replace.rs`).
+    Replace {
+        table: TableId,
+        records: Vec<String>,
+        reply: oneshot::Sender<Result<Option<PathBuf>, StoreError>>,
+    },
 }
 
 impl FileStore {
@@ -313,6 +319,17 @@ impl Writer {
                 });
                 let _ = reply.send(loaded);
             }
+            Request::Replace {
+                table,
+                records,
+                reply,
+            } => {
+                if let Some(at) = round.iter().position(|p| p.table == table) {
+                    let pending = round.swap_remove(at);
+                    self.commit(vec![pending]);
+                }
+                let _ = reply.send(self.replace(&table, &records));
+            }
         }
     }
 
@@ -479,5 +496,6 @@ impl Writer {
     }
 }
 
+mod replace;
 #[cfg(test)]
 mod tests;

@@ -82,9 +82,17 @@ mod tests {
         let store = MemoryStore::new();
         let t = table("demo");
         store.fail_appends(true);
-        assert!(store.append(&t, Fence::LOCAL, vec![mute(0, 1)]).await.is_err());
+        assert!(
+            store
+                .append(&t, Fence::LOCAL, vec![mute(0, 1)])
+                .await
+                .is_err()
+        );
         store.fail_appends(false);
-        store.append(&t, Fence::LOCAL, vec![mute(0, 2)]).await.unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![mute(0, 2)])
+            .await
+            .unwrap();
         assert_eq!(store.load(&t).await.unwrap(), vec![mute(0, 2)]);
     }
 }

@@ -15,8 +15,14 @@ async fn records_survive_a_reopen_and_the_chain_goes_on() {
     {
         let store = FileStore::open(&dir.0).unwrap();
         assert!(store.load(&t).await.unwrap().is_empty());
-        store.append(&t, Fence::LOCAL, vec![event(1), mute(0, 1)]).await.unwrap();
-        store.append(&t, Fence::LOCAL, vec![event(2)]).await.unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![event(1), mute(0, 1)])
+            .await
+            .unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![event(2)])
+            .await
+            .unwrap();
         assert_eq!(store.stats().fsyncs, 2);
     }
     let store = FileStore::open(&dir.0).unwrap();
@@ -24,7 +30,10 @@ async fn records_survive_a_reopen_and_the_chain_goes_on() {
         store.load(&t).await.unwrap(),
         vec![event(1), mute(0, 1), event(2)]
     );
-    store.append(&t, Fence::LOCAL, vec![event(3)]).await.unwrap();
+    store
+        .append(&t, Fence::LOCAL, vec![event(3)])
+        .await
+        .unwrap();
     let report = audit::verify(&store.log_path(&t)).unwrap();
     assert_eq!((report.records, report.last_seq), (4, 3));
     assert_eq!(store.log_path(&t), dir.0.join("tables/demo.log"));
@@ -36,10 +45,16 @@ async fn appends_to_a_table_never_loaded_continue_its_file() {
     let t = table("demo");
     {
         let store = FileStore::open(&dir.0).unwrap();
-        store.append(&t, Fence::LOCAL, vec![event(1)]).await.unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![event(1)])
+            .await
+            .unwrap();
     }
     let store = FileStore::open(&dir.0).unwrap();
-    store.append(&t, Fence::LOCAL, vec![event(2)]).await.unwrap();
+    store
+        .append(&t, Fence::LOCAL, vec![event(2)])
+        .await
+        .unwrap();
     assert_eq!(store.load(&t).await.unwrap(), vec![event(1), event(2)]);
     audit::verify(&store.log_path(&t)).unwrap();
 }
@@ -50,7 +65,10 @@ async fn a_load_sees_every_append_sent_before_it() {
     let store = FileStore::open(&dir.0).unwrap();
     let t = table("demo");
     for n in 1..=20 {
-        let (appended, loaded) = tokio::join!(store.append(&t, Fence::LOCAL, vec![mute(0, n)]), store.load(&t));
+        let (appended, loaded) = tokio::join!(
+            store.append(&t, Fence::LOCAL, vec![mute(0, n)]),
+            store.load(&t)
+        );
         appended.unwrap();
         assert_eq!(loaded.unwrap().len() as u64, n);
     }
@@ -71,7 +89,10 @@ async fn concurrent_appends_all_land_in_order_with_fewer_fsyncs() {
             for n in 1..=EACH {
                 // Each caller writes to both tables, in its own order.
                 let t = &tables[(caller + n as usize) % 2];
-                store.append(t, Fence::LOCAL, vec![mute(caller, n)]).await.unwrap();
+                store
+                    .append(t, Fence::LOCAL, vec![mute(caller, n)])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -115,8 +136,14 @@ async fn a_torn_last_line_is_cut_off_and_the_chain_goes_on() {
     let t = table("demo");
     let path = {
         let store = FileStore::open(&dir.0).unwrap();
-        store.append(&t, Fence::LOCAL, vec![event(1), event(2)]).await.unwrap();
-        store.append(&t, Fence::LOCAL, vec![event(3)]).await.unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![event(1), event(2)])
+            .await
+            .unwrap();
+        store
+            .append(&t, Fence::LOCAL, vec![event(3)])
+            .await
+            .unwrap();
         store.log_path(&t)
     };
     // A crash in the middle of writing the third line: half of it reached the disk.
@@ -133,7 +160,10 @@ async fn a_torn_last_line_is_cut_off_and_the_chain_goes_on() {
     let store = FileStore::open(&dir.0).unwrap();
     assert_eq!(store.load(&t).await.unwrap(), vec![event(1), event(2)]);
     assert_eq!(fs::metadata(&path).unwrap().len(), third as u64);
-    store.append(&t, Fence::LOCAL, vec![event(3), event(4)]).await.unwrap();
+    store
+        .append(&t, Fence::LOCAL, vec![event(3), event(4)])
+        .await
+        .unwrap();
     let report = audit::verify(&path).unwrap();
     assert_eq!((report.records, report.last_seq), (4, 4));
 }
