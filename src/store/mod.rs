@@ -139,7 +139,8 @@ pub enum StoreError {
         /// The `i` the entry should have had.
         entry: u64,
         id: String,
-        reason: LineProblem,
+        /// Boxed: it keeps every `Result<_, StoreError>` small.
+        reason: Box<LineProblem>,
     },
     /// Redis answered, but refused a command (a key of the wrong type, a script error).
     #[error(

@@ -143,7 +143,7 @@ impl RedisStore {
             url: self.url.clone(),
             entry,
             id: id.to_owned(),
-            reason,
+            reason: Box::new(reason),
         }
     }
 
