@@ -308,10 +308,7 @@ impl Writer {
                 pending.waiters.push(reply);
             }
             Request::Load { table, reply } => {
-                if let Some(at) = round.iter().position(|p| p.table == table) {
-                    let pending = round.swap_remove(at);
-                    self.commit(vec![pending]);
-                }
+                self.commit_table(&table, round);
                 self.logs.remove(&table);
                 let loaded = self.open(&table, true).map(|(log, records)| {
                     self.logs.insert(table, log);
@@ -324,10 +321,7 @@ impl Writer {
                 records,
                 reply,
             } => {
-                if let Some(at) = round.iter().position(|p| p.table == table) {
-                    let pending = round.swap_remove(at);
-                    self.commit(vec![pending]);
-                }
+                self.commit_table(&table, round);
                 let _ = reply.send(self.replace(&table, &records));
             }
         }

@@ -6,7 +6,7 @@
 //! then the temp file is renamed over the log and the directory fsynced. A crash at any point
 //! leaves either the old log or the new one in place, never a mix.
 
-use super::{FileStore, Request, Writer, log_path, sync_dir};
+use super::{FileStore, Pending, Request, Writer, log_path, sync_dir};
 use crate::ids::TableId;
 use crate::store::StoreError;
 use crate::store::chain::{self, Head};
@@ -45,6 +45,15 @@ impl FileStore {
 }
 
 impl Writer {
+    /// Commits `table`'s appends of the round in progress now, ahead of the round (for a
+    /// request that reads or rewrites the file).
+    pub(super) fn commit_table(&mut self, table: &TableId, round: &mut Vec<Pending>) {
+        if let Some(at) = round.iter().position(|p| &p.table == table) {
+            let pending = round.swap_remove(at);
+            self.commit(vec![pending]);
+        }
+    }
+
     /// See the module doc. Forgets the table's open log: the next request reads the new one.
     pub(super) fn replace(
         &mut self,
