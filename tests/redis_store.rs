@@ -1,77 +1,15 @@
-//! The cluster's log in Redis: fenced, chained appends that load back on any node, an audit
-//! that names a changed entry, and a node that spools through a Redis outage and backfills.
+//! The cluster's log in Redis: fenced, chained appends that load back on any node, and an
+//! audit that names a changed entry.
 
 mod common;
 
+use common::log::{connect, event, mute, own, raw, stream_len, table};
 use common::redis::RedisServer;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tablecast::cluster::{Fence, keys};
-use tablecast::ids::{BetId, TableId, UserId};
-use tablecast::protocol::{PublicEvent, SequencedEvent, ServerTime};
-use tablecast::store::{EventStore, FileStore, RedisStore, SpooledStore, StoreError};
+use tablecast::ids::TableId;
+use tablecast::store::{EventStore, RedisStore, StoreError};
 use tablecast::table::Record;
-
-fn table(name: &str) -> TableId {
-    TableId::parse(name).expect("table id")
-}
-
-/// A public chat event with this seq, with text JSON must escape.
-fn event(seq: u64) -> Record {
-    Record::Event(SequencedEvent {
-        seq,
-        server_ms: ServerTime(1_700_000_000_000 + seq),
-        event: PublicEvent::Chat {
-            id: BetId::parse(&format!("c{seq}")).expect("id"),
-            user: UserId::parse("alice").expect("user"),
-            text: format!("hi \"{seq}\"\n\u{e9}"),
-        },
-    })
-}
-
-/// A record naming its writer and number.
-fn mute(writer: usize, n: u64) -> Record {
-    Record::ChatMute {
-        at: ServerTime(n),
-        user: UserId::parse(&format!("u{writer}")).expect("user"),
-        muted: n.is_multiple_of(2),
-    }
-}
-
-async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(server.url())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
-}
-
-/// Gives `table`'s lease to `node` with `fence` (no expiry: tests control it).
-async fn own(server: &RedisServer, t: &TableId, fence: u64, node: &str) {
-    let mut con = raw(server).await;
-    redis::cmd("SET")
-        .arg(keys::owner(t))
-        .arg(format!("{fence}:{node}"))
-        .query_async::<()>(&mut con)
-        .await
-        .expect("SET owner");
-}
-
-async fn stream_len(server: &RedisServer, t: &TableId) -> u64 {
-    let mut con = raw(server).await;
-    redis::cmd("XLEN")
-        .arg(keys::log(t))
-        .query_async(&mut con)
-        .await
-        .expect("XLEN")
-}
-
-async fn connect(server: &RedisServer) -> RedisStore {
-    match RedisStore::connect(&server.url()).await {
-        Ok(store) => store,
-        Err(e) => panic!("connect: {e}"),
-    }
-}
 
 #[tokio::test]
 async fn appends_load_back_in_order_per_table_on_another_node() {
@@ -265,159 +203,6 @@ async fn the_audit_passes_a_good_log_and_names_a_changed_entry() {
 }
 
 #[tokio::test]
-async fn a_redis_outage_spools_locally_and_backfill_catches_up() {
-    let mut server = RedisServer::start();
-    let t = table("outage");
-    own(&server, &t, 5, "n").await;
-    let dir = common::temp_dir("spool-outage");
-    let spooled = SpooledStore::new(FileStore::open(&dir).unwrap(), connect(&server).await);
-    let plain = connect(&server).await;
-    assert_eq!(spooled.load(&t).await.unwrap(), vec![]);
-    let mut appended = vec![event(1), mute(0, 1)];
-    spooled
-        .append(&t, Fence(5), appended.clone())
-        .await
-        .unwrap();
-    assert!(!spooled.is_spooling(&t).await);
-    assert_eq!(plain.load(&t).await.unwrap(), appended);
-
-    server.kill();
-    let started = Instant::now();
-    let e = plain
-        .append(&t, Fence(5), vec![mute(9, 9)])
-        .await
-        .unwrap_err();
-    assert!(matches!(e, StoreError::Unreachable { .. }), "{e}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    for batch in [vec![event(2)], vec![mute(0, 2), event(3)], vec![event(4)]] {
-        let started = Instant::now();
-        spooled.append(&t, Fence(5), batch.clone()).await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-        appended.extend(batch);
-    }
-    assert!(spooled.is_spooling(&t).await);
-    let e = spooled.backfill(&t, Fence(5)).await.unwrap_err();
-    assert!(matches!(e, StoreError::Unreachable { .. }), "{e}");
-
-    server.restart();
-    let copied = common::wait_until(
-        Duration::from_secs(10),
-        "the backfill succeeds",
-        async || {
-            spooled
-                .backfill(&t, Fence(5))
-                .await
-                .map_err(|e| e.to_string())
-        },
-        Result::is_ok,
-    )
-    .await;
-    assert_eq!(copied, Ok(4));
-    assert!(!spooled.is_spooling(&t).await);
-    let fresh = connect(&server).await;
-    assert_eq!(fresh.load(&t).await.unwrap(), appended);
-    // Shared again: the next batch goes to both.
-    spooled.append(&t, Fence(5), vec![event(5)]).await.unwrap();
-    appended.push(event(5));
-    assert_eq!(fresh.load(&t).await.unwrap(), appended);
-    assert_eq!(spooled.local().load(&t).await.unwrap(), appended);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn diverged_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir.join("tables"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".diverged-"))
-        .collect()
-}
-
-#[tokio::test]
-async fn load_mirrors_redis_and_moves_a_diverged_local_copy_aside() {
-    let server = RedisServer::start();
-    let (forked, behind) = (table("forked"), table("behind"));
-    own(&server, &forked, 2, "new").await;
-    own(&server, &behind, 2, "new").await;
-    let dir = common::temp_dir("spool-diverged");
-    {
-        // This node's copy: one shared record, then one written after it was fenced off.
-        let local = FileStore::open(&dir).unwrap();
-        local
-            .append(&forked, Fence::LOCAL, vec![event(1), mute(0, 1)])
-            .await
-            .unwrap();
-        local
-            .append(&behind, Fence::LOCAL, vec![event(1)])
-            .await
-            .unwrap();
-    }
-    let redis = connect(&server).await;
-    let truth = vec![event(1), mute(1, 1), event(2)];
-    redis
-        .append(&forked, Fence(2), truth.clone())
-        .await
-        .unwrap();
-    redis
-        .append(&behind, Fence(2), truth.clone())
-        .await
-        .unwrap();
-
-    let spooled = SpooledStore::new(FileStore::open(&dir).unwrap(), connect(&server).await);
-    assert_eq!(spooled.load(&forked).await.unwrap(), truth);
-    assert_eq!(spooled.load(&behind).await.unwrap(), truth);
-    let aside = diverged_files(&dir);
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    assert!(aside[0].starts_with("forked.log.diverged-"), "{aside:?}");
-    // Both local copies now mirror Redis, and appends go on to both.
-    spooled
-        .append(&forked, Fence(2), vec![event(3)])
-        .await
-        .unwrap();
-    drop(spooled);
-    let local = FileStore::open(&dir).unwrap();
-    let mut expected = truth.clone();
-    expected.push(event(3));
-    assert_eq!(local.load(&forked).await.unwrap(), expected);
-    assert_eq!(local.load(&behind).await.unwrap(), truth);
-    assert_eq!(redis.load(&forked).await.unwrap(), expected);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn a_fenced_append_through_the_spool_leaves_no_trace_locally() {
-    let server = RedisServer::start();
-    let t = table("spool-fenced");
-    own(&server, &t, 1, "me").await;
-    let dir = common::temp_dir("spool-fenced");
-    let spooled = SpooledStore::new(FileStore::open(&dir).unwrap(), connect(&server).await);
-    spooled.load(&t).await.unwrap();
-    spooled.append(&t, Fence(1), vec![event(1)]).await.unwrap();
-    own(&server, &t, 2, "newer").await;
-    let e = spooled
-        .append(&t, Fence(1), vec![event(2)])
-        .await
-        .unwrap_err();
-    assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
-    // Refused until loaded again; the local copy holds only what Redis holds.
-    let e = spooled
-        .append(&t, Fence(1), vec![event(2)])
-        .await
-        .unwrap_err();
-    assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
-    assert_eq!(spooled.local().load(&t).await.unwrap(), vec![event(1)]);
-    assert_eq!(spooled.load(&t).await.unwrap(), vec![event(1)]);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
 async fn wait_for_replicas_that_do_not_exist_is_an_outage() {
     let server = RedisServer::start();
     let t = table("waited");
@@ -446,4 +231,20 @@ async fn connecting_to_a_closed_port_says_what_to_check() {
     assert!(matches!(e, StoreError::Connect { .. }), "{e}");
     assert!(e.to_string().contains("[cluster] redis_url"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_log_longer_than_a_page_loads_whole() {
+    let server = RedisServer::start();
+    let t = table("long");
+    own(&server, &t, 1, "n").await;
+    let store = connect(&server).await;
+    let records: Vec<Record> = (1..=2500).map(event).collect();
+    for batch in records.chunks(900) {
+        store.append(&t, Fence(1), batch.to_vec()).await.unwrap();
+    }
+    let other = connect(&server).await;
+    assert_eq!(other.load(&t).await.unwrap(), records);
+    let report = other.audit(&t).await.unwrap();
+    assert_eq!((report.records, report.last_seq), (2500, 2500));
 }
