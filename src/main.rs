@@ -59,10 +59,18 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check a table log's SHA-256 chain, record numbering and event seq; name the first bad
-    /// record. Exit status 0 when the whole log is good, 1 when not.
+    /// record. Exit status 0 when the whole log is good, 1 when not. Give a file, or
+    /// --redis-url and --table for a cluster's log in Redis.
     Verify {
         /// A table log, such as data/tables/demo.log.
-        path: PathBuf,
+        #[arg(required_unless_present = "redis_url", conflicts_with = "redis_url")]
+        path: Option<PathBuf>,
+        /// A cluster's Redis, such as redis://127.0.0.1:6379/0 (with --table).
+        #[arg(long, requires = "table")]
+        redis_url: Option<String>,
+        /// The table whose Redis log to check (with --redis-url).
+        #[arg(long, requires = "redis_url")]
+        table: Option<String>,
     },
 }
 
@@ -70,10 +78,19 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The audit reads one file and needs neither the config nor logging.
     if let Some(Command::Audit {
-        command: AuditCommand::Verify { path },
+        command:
+            AuditCommand::Verify {
+                path,
+                redis_url,
+                table,
+            },
     }) = &cli.command
     {
-        return audit_verify(path);
+        return match (path, redis_url, table) {
+            (Some(path), _, _) => audit_verify(path),
+            (None, Some(url), Some(table)) => audit_verify_redis(url, table),
+            _ => anyhow::bail!("give a log file, or --redis-url and --table"),
+        };
     }
     // The load tool starts its own node with a generated config; it reads no config file.
     if let Some(Command::Bench(args)) = &cli.command {
@@ -110,6 +127,44 @@ fn audit_verify(path: &std::path::Path) -> anyhow::Result<()> {
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `audit verify --redis-url URL --table T`: the file audit's checks on a Redis log.
+fn audit_verify_redis(url: &str, table: &str) -> anyhow::Result<()> {
+    use tablecast::store::{RedisStore, StoreError};
+    let table =
+        tablecast::ids::TableId::parse(table).with_context(|| format!("--table {table:?}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(async {
+        let store = RedisStore::connect(url).await?;
+        store.audit(&table).await
+    });
+    match result {
+        Ok(report) => {
+            println!(
+                "ok: {} records, {} events, last seq {}, chain head {}",
+                report.records, report.events, report.last_seq, report.last_hash
+            );
+            Ok(())
+        }
+        Err(StoreError::RedisCorrupt {
+            url,
+            entry,
+            id,
+            reason,
+            ..
+        }) => {
+            eprintln!("{url} table {table}: entry {entry} (stream id {id}): {reason}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("{e}");
             std::process::exit(1);
         }
     }

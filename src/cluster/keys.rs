@@ -37,8 +37,9 @@ pub fn fence(table: &TableId) -> String {
     format!("{PREFIX}:table:{{{table}}}:fence")
 }
 
-/// STREAM: the table's hash-chained log. Entry `i` has the id `i-1` and the fields `prev`,
-/// `sha256`, `record` and `fence` (docs/cluster.md).
+/// STREAM: the table's hash-chained log. Entry `i` (from 1) has the stream id `<i>-0` (so an
+/// `XADD` with an explicit id keeps the order and refuses a duplicate) and the fields `prev`,
+/// `sha256`, `record` and `fence` (see [`crate::store`]'s Redis format, and docs/cluster.md).
 pub fn log(table: &TableId) -> String {
     format!("{PREFIX}:table:{{{table}}}:log")
 }

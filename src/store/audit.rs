@@ -2,11 +2,10 @@
 //!
 //! Every line must be exactly what the store writes, chained to the line before (`i` from 1
 //! with no gap, `prev` equal to the previous `sha256`, `sha256` recomputing), and hold a
-//! tablecast [`Record`]; public events must have `seq` 1, 2, 3 … A torn last line is an error
+//! tablecast [`Record`](crate::table::Record); public events must have `seq` 1, 2, 3 … A torn last line is an error
 //! here, although loading the log into a store repairs it.
 
-use super::chain::{self, LineProblem, ScanError};
-use crate::table::Record;
+use super::chain::{self, LineProblem, ScanError, SeqCheck};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -58,30 +57,17 @@ pub fn verify(path: &Path) -> Result<AuditReport, AuditError> {
         source,
     };
     let file = File::open(path).map_err(read_error)?;
-    let (mut events, mut last_seq) = (0u64, 0u64);
-    let scanned = chain::scan(BufReader::new(file), |record| {
-        if let Record::Event(event) = record {
-            let expected = last_seq + 1;
-            if event.seq != expected {
-                return Err(LineProblem::Seq {
-                    expected,
-                    found: event.seq,
-                });
-            }
-            events += 1;
-            last_seq = event.seq;
-        }
-        Ok(())
-    })
-    .map_err(|e| match e {
-        ScanError::Io(source) => read_error(source),
-        ScanError::Line(bad) => AuditError::Line {
-            path: path.to_owned(),
-            line: bad.line,
-            i: bad.i,
-            problem: bad.problem,
-        },
-    })?;
+    let mut seqs = SeqCheck::default();
+    let scanned =
+        chain::scan(BufReader::new(file), |record| seqs.check(&record)).map_err(|e| match e {
+            ScanError::Io(source) => read_error(source),
+            ScanError::Line(bad) => AuditError::Line {
+                path: path.to_owned(),
+                line: bad.line,
+                i: bad.i,
+                problem: bad.problem,
+            },
+        })?;
     if scanned.torn {
         let next = scanned.head.i + 1;
         return Err(AuditError::Line {
@@ -93,8 +79,8 @@ pub fn verify(path: &Path) -> Result<AuditReport, AuditError> {
     }
     Ok(AuditReport {
         records: scanned.head.i,
-        events,
-        last_seq,
+        events: seqs.events,
+        last_seq: seqs.last_seq,
         last_hash: scanned.head.hash,
     })
 }
@@ -104,6 +90,7 @@ mod tests {
     use super::*;
     use crate::store::test_support::{TempDir, event, mute, table};
     use crate::store::{EventStore, Fence, FileStore, GENESIS_HASH};
+    use crate::table::Record;
 
     /// A log written by a real `FileStore`, and its path.
     async fn written(dir: &TempDir, records: Vec<Record>) -> PathBuf {

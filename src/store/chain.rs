@@ -4,6 +4,9 @@
 //! `sha256 = SHA-256(prev || "\n" || record)` over the bytes as written. [`check_line`] accepts
 //! only the bytes [`encode_line`] writes, so any change to a line is found: in the record by the
 //! hash, in `prev` or `sha256` by the chain, elsewhere by the byte-for-byte comparison.
+//!
+//! The Redis log stores the same links as stream entry fields: [`next_link`] and [`check_entry`]
+//! are the line-free halves of the same rules, and [`SeqCheck`] the event seq rule of both.
 
 use crate::table::Record;
 use serde::Deserialize;
@@ -42,6 +45,9 @@ pub enum LineProblem {
     Record(String),
     #[error("event seq {found}, expected {expected}: an event is missing or repeated")]
     Seq { expected: u64, found: u64 },
+    /// A Redis stream entry that is not shaped as tablecast writes it (its id, its fields).
+    #[error("not a tablecast log entry: {0}")]
+    Entry(String),
 }
 
 /// Where a chain stands: the `i` and `sha256` of its last line.
@@ -72,11 +78,9 @@ fn line_hash(prev: &str, record_json: &str) -> String {
 /// Appends to `out` the line of `record_json` (a `Record` as `serde_json::to_string` writes
 /// it: one line, no newline inside) after `head`, and moves `head` to it.
 pub fn encode_line(head: &mut Head, record_json: &str, out: &mut Vec<u8>) {
-    let i = head.i + 1;
-    let hash = line_hash(&head.hash, record_json);
-    write_line(out, i, &head.hash, &hash, record_json);
+    let link = next_link(head, record_json);
+    write_line(out, link.i, &link.prev, &link.sha256, record_json);
     out.push(b'\n');
-    *head = Head { i, hash };
 }
 
 fn write_line(out: &mut Vec<u8>, i: u64, prev: &str, sha256: &str, record_json: &str) {
@@ -103,36 +107,113 @@ struct RawLine<'a> {
 pub fn check_line(head: &mut Head, line: &[u8]) -> Result<Record, LineProblem> {
     let raw: RawLine =
         serde_json::from_slice(line).map_err(|e| LineProblem::Json(e.to_string()))?;
-    let expected = head.i + 1;
-    if raw.i != expected {
-        return Err(LineProblem::Index {
-            expected,
-            found: raw.i,
-        });
-    }
-    if raw.prev != head.hash {
-        return Err(LineProblem::Prev {
-            expected: head.hash.clone(),
-            found: raw.prev.to_owned(),
-        });
-    }
     let record_json = raw.record.get();
-    let hash = line_hash(raw.prev, record_json);
-    if raw.sha256 != hash {
-        return Err(LineProblem::Hash {
-            expected: hash,
-            found: raw.sha256.to_owned(),
-        });
-    }
+    let hash = check_link(head, raw.i, raw.prev, raw.sha256, record_json)?;
     let mut canonical = Vec::with_capacity(line.len());
     write_line(&mut canonical, raw.i, raw.prev, raw.sha256, record_json);
     if canonical != line {
         return Err(LineProblem::NotCanonical);
     }
-    let record =
-        serde_json::from_str(record_json).map_err(|e| LineProblem::Record(e.to_string()))?;
-    *head = Head { i: expected, hash };
+    let record = parse_record(record_json)?;
+    *head = Head { i: raw.i, hash };
     Ok(record)
+}
+
+/// One link of a chain as stored elsewhere than in a line (a Redis stream entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub i: u64,
+    pub prev: String,
+    pub sha256: String,
+}
+
+/// The link of `record_json` after `head`, and moves `head` to it (the writer's side of
+/// [`check_entry`]).
+pub fn next_link(head: &mut Head, record_json: &str) -> Link {
+    let i = head.i + 1;
+    let sha256 = line_hash(&head.hash, record_json);
+    let link = Link {
+        i,
+        prev: std::mem::replace(&mut head.hash, sha256.clone()),
+        sha256,
+    };
+    head.i = i;
+    link
+}
+
+/// Checks an entry stored as separate fields (`i`, `prev`, `sha256`, record JSON) as the one
+/// after `head`, with the rules of [`check_line`] but for the byte layout of a line; on success
+/// returns its record and moves `head` to it.
+pub fn check_entry(
+    head: &mut Head,
+    i: u64,
+    prev: &str,
+    sha256: &str,
+    record_json: &str,
+) -> Result<Record, LineProblem> {
+    let hash = check_link(head, i, prev, sha256, record_json)?;
+    let record = parse_record(record_json)?;
+    *head = Head { i, hash };
+    Ok(record)
+}
+
+/// Checks `i`, `prev` and `sha256` against `head`; returns the hash.
+fn check_link(
+    head: &Head,
+    i: u64,
+    prev: &str,
+    sha256: &str,
+    record_json: &str,
+) -> Result<String, LineProblem> {
+    let expected = head.i + 1;
+    if i != expected {
+        return Err(LineProblem::Index { expected, found: i });
+    }
+    if prev != head.hash {
+        return Err(LineProblem::Prev {
+            expected: head.hash.clone(),
+            found: prev.to_owned(),
+        });
+    }
+    let hash = line_hash(prev, record_json);
+    if sha256 != hash {
+        return Err(LineProblem::Hash {
+            expected: hash,
+            found: sha256.to_owned(),
+        });
+    }
+    Ok(hash)
+}
+
+fn parse_record(record_json: &str) -> Result<Record, LineProblem> {
+    serde_json::from_str(record_json).map_err(|e| LineProblem::Record(e.to_string()))
+}
+
+/// The event seq rule: public events carry seq 1, 2, 3 … in log order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqCheck {
+    /// `Record::Event`s seen.
+    pub events: u64,
+    /// The seq of the last one (0: none).
+    pub last_seq: u64,
+}
+
+impl SeqCheck {
+    /// Checks the next record of the log.
+    pub fn check(&mut self, record: &Record) -> Result<(), LineProblem> {
+        if let Record::Event(event) = record {
+            let expected = self.last_seq + 1;
+            if event.seq != expected {
+                return Err(LineProblem::Seq {
+                    expected,
+                    found: event.seq,
+                });
+            }
+            self.events += 1;
+            self.last_seq = event.seq;
+        }
+        Ok(())
+    }
 }
 
 /// The first bad line of a log: its line number, the `i` it should have had, and the problem.

@@ -81,6 +81,12 @@ enum Request {
         records: Vec<String>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// See [`FileStore::replace`] (`file/replace.rs`).
+    Replace {
+        table: TableId,
+        records: Vec<String>,
+        reply: oneshot::Sender<Result<Option<PathBuf>, StoreError>>,
+    },
 }
 
 impl FileStore {
@@ -302,16 +308,21 @@ impl Writer {
                 pending.waiters.push(reply);
             }
             Request::Load { table, reply } => {
-                if let Some(at) = round.iter().position(|p| p.table == table) {
-                    let pending = round.swap_remove(at);
-                    self.commit(vec![pending]);
-                }
+                self.commit_table(&table, round);
                 self.logs.remove(&table);
                 let loaded = self.open(&table, true).map(|(log, records)| {
                     self.logs.insert(table, log);
                     records
                 });
                 let _ = reply.send(loaded);
+            }
+            Request::Replace {
+                table,
+                records,
+                reply,
+            } => {
+                self.commit_table(&table, round);
+                let _ = reply.send(self.replace(&table, &records));
             }
         }
     }
@@ -479,5 +490,6 @@ impl Writer {
     }
 }
 
+mod replace;
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,16 @@
 //! - [`EventStore`]: the trait the table actor uses. Only `app.rs` names an implementation.
 //! - [`FileStore`] (`file.rs`): the embedded default, one hash-chained JSON-lines file per table
 //!   under `[data] dir`, written by one thread that group-commits every pending append.
+//! - [`RedisStore`] (`redis.rs`, `redis/entries.rs`): the cluster's shared log, one Redis stream
+//!   per table; every append is fenced and chained in one Lua script.
+//! - [`SpooledStore`] (`spool.rs`): a cluster node's store. Each batch goes to a local
+//!   `FileStore` first (fsynced), then to Redis with the caller's fence. While Redis is
+//!   unreachable a table "spools": its appends succeed once on local disk only (durable on
+//!   this node, not yet shared), and [`SpooledStore::backfill`] copies them to Redis later.
 //! - [`MemoryStore`] (`memory.rs`): nothing durable, for tests of other modules.
-//! - `chain.rs`: the line format and its checks, shared by `FileStore` and [`audit`].
-//! - [`audit`]: `tablecast audit verify PATH`, a strict check of one log file.
+//! - `chain.rs`: the line format and its checks, shared by `FileStore`, `RedisStore` and [`audit`].
+//! - [`audit`]: `tablecast audit verify PATH`, a strict check of one log file
+//!   (`--redis-url URL --table T` checks a Redis log with [`RedisStore::audit`]).
 //!
 //! # File format
 //! One line per record, exactly
@@ -15,16 +22,26 @@
 //! counts from 1, `prev` is the `sha256` of the line before (64 zeros on line 1) and
 //! `sha256 = SHA-256(prev || "\n" || record)` over the bytes as written. Changing, removing or
 //! reordering any byte of any line breaks the chain from that line on.
+//!
+//! # Redis format
+//! Stream `tablecast:table:{T}:log` ([`crate::cluster::keys::log`]). Entry `i` (from 1) has the
+//! stream id `<i>-0`, so that `XADD` itself refuses a gap's reordering or a duplicate, and
+//! exactly the fields `prev`, `sha256`, `record` (the record JSON, as `serde_json::to_string`
+//! writes it) and `fence` (the writer's [`Fence`]), with the chain rule of the file format.
 
 pub mod audit;
 mod chain;
 mod file;
 mod memory;
+mod redis;
+mod spool;
 
 pub use audit::{AuditError, AuditReport};
 pub use chain::{GENESIS_HASH, LineProblem};
 pub use file::{FileStore, FileStoreStats};
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
+pub use spool::SpooledStore;
 
 pub use crate::cluster::Fence;
 use crate::ids::TableId;
@@ -38,7 +55,8 @@ use std::pin::Pin;
 /// (`Arc<dyn EventStore>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// A per-table append-only log of `Record`s. Implementations: FileStore (here), a Redis Streams store later.
+/// A per-table append-only log of `Record`s. Implementations: [`FileStore`], [`RedisStore`],
+/// [`SpooledStore`] (both, for a cluster node) and [`MemoryStore`].
 pub trait EventStore: Send + Sync + 'static {
     /// Every record of the table, in append order (empty for a new table). Called once per table at start.
     fn load<'a>(&'a self, table: &'a TableId) -> StoreFuture<'a, Vec<Record>>;
@@ -102,6 +120,34 @@ pub enum StoreError {
         "table {table}: the cluster's log is unreachable: {detail}; check the Redis server and [cluster] redis_url"
     )]
     Unreachable { table: TableId, detail: String },
+    /// The Redis URL is malformed, or the first connection to it failed.
+    #[error(
+        "cannot connect to Redis at {url}: {detail}: check [cluster] redis_url \
+         (redis://[:password@]host:port/db) and that redis-server runs and is reachable from this host"
+    )]
+    Connect { url: String, detail: String },
+    /// An entry of a table's Redis stream breaks the chain (see [`RedisStore`]).
+    #[error(
+        "table {table}: entry {entry} (stream id {id}) of its Redis log is damaged: {reason}: run \
+         `tablecast audit verify --redis-url {url} --table {table}` for a report, then restore the \
+         stream from a Redis backup (AOF or RDB) or delete it (the table then starts with no history)"
+    )]
+    RedisCorrupt {
+        table: TableId,
+        /// The Redis URL, without its password.
+        url: String,
+        /// The `i` the entry should have had.
+        entry: u64,
+        id: String,
+        /// Boxed: it keeps every `Result<_, StoreError>` small.
+        reason: Box<LineProblem>,
+    },
+    /// Redis answered, but refused a command (a key of the wrong type, a script error).
+    #[error(
+        "table {table}: Redis refused the log command: {detail}: check that no other program writes \
+         tablecast's keys (tablecast:table:{{{table}}}:*) and that Redis is 7.0 or newer"
+    )]
+    Refused { table: TableId, detail: String },
 }
 
 /// The operator's fix for an I/O error, by kind.
