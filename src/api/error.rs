@@ -35,6 +35,14 @@ pub enum ApiError {
     /// Over a `[limits]` cap or rate: `429` with `Retry-After`.
     #[error(transparent)]
     Limited(#[from] crate::limits::Refused),
+    /// The table's writer is not on this node (a link must go to the owner): `409`.
+    #[error("table {0} is not owned by this node; ask GET /api/v1/tables/{0} for its owner")]
+    NotOwner(String),
+    #[error("no live node {0} in the cluster; GET /api/v1/cluster/nodes lists them")]
+    UnknownNode(String),
+    /// This node is draining or its cluster is out of reach: `503` with `Retry-After`.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -62,6 +70,9 @@ impl ApiError {
             },
             ApiError::TableStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NotOwner(_) => StatusCode::CONFLICT,
+            ApiError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -119,6 +130,11 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from(refused.retry_after_secs),
             );
+        }
+        if let ApiError::Unavailable(_) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
         }
         if let Some(value) = self
             .challenge()

@@ -76,7 +76,15 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({ "status": ready.as_str(), "tables": state.tables.len() });
+    // Ready whatever Redis does: the node serves what it has. `degraded` says why it cannot
+    // coordinate with the cluster right now.
+    let mut body = serde_json::json!({ "status": ready.as_str(), "tables": state.tables.len() });
+    if ready == ReadyState::Ready
+        && let Some(reason) = state.cluster.degraded()
+    {
+        body["status"] = "degraded".into();
+        body["reason"] = reason.into();
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -9,6 +9,7 @@
 //! - `pages`: `/`, `/play/{table}`, `/dealer/{table}`, `/ops` and `/web/*`;
 //! - `error`: the one place where errors become HTTP responses.
 
+pub mod cluster;
 mod demo;
 pub mod error;
 mod health;
@@ -49,6 +50,10 @@ pub struct ApiState {
     pub control: Arc<crate::control::ControlPlane>,
     /// Caps and rates on what one user or address may open (`[limits]`).
     pub admission: crate::limits::Admission,
+    /// What this node knows of the cluster (itself alone, without Redis).
+    pub cluster: Arc<crate::control::placement::ClusterView>,
+    /// Set to true to drain this node (`POST /api/v1/cluster/nodes/{id}/drain`).
+    pub drain: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Options that change which routes exist.
@@ -63,6 +68,7 @@ pub struct RouterOptions {
 /// The node's whole HTTP surface.
 pub fn router(state: ApiState, options: &RouterOptions) -> Router {
     let mut api = Router::new()
+        .merge(cluster::routes())
         .merge(whip::routes(state.max_sdp_bytes))
         .merge(whep::routes(state.max_sdp_bytes))
         .merge(health::routes())

@@ -77,6 +77,9 @@ async fn create<E: Endpoint>(
     let span = tracing::Span::current();
     span.record("table", table.as_str())
         .record("role", E::ROLE.as_str());
+    if let Some(response) = to_owner::<E>(&state, &table, req.uri().query())? {
+        return Ok(response);
+    }
     let admitted =
         state
             .admission
@@ -217,6 +220,35 @@ async fn cors(mut response: Response) -> Response {
         HeaderValue::from_static("86400"),
     );
     response
+}
+
+/// In a cluster, media is served by the table's owner (until the cascade): `307` to it, with
+/// `Location` on its `[node] public_url`. `503` while the table has no owner (it is moving).
+fn to_owner<E: Endpoint>(
+    state: &ApiState,
+    table: &TableId,
+    query: Option<&str>,
+) -> Result<Option<Response>, ApiError> {
+    let view = &state.cluster;
+    if !view.clustered || state.control.local_handle(table).is_some() {
+        return Ok(None);
+    }
+    let Some(base) = view.owner_elsewhere(table) else {
+        return Err(ApiError::Unavailable(format!(
+            "table {table} has no owner right now (it is moving to another node); try again in a second"
+        )));
+    };
+    let mut location = format!("{}/{}/{}", base.trim_end_matches('/'), E::KIND, table);
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        location.push('?');
+        location.push_str(q);
+    }
+    tracing::debug!(%location, "media is served by the table's owner: redirecting");
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, header_value(&location)?);
+    Ok(Some(response))
 }
 
 /// The table of the URL, for a caller already authenticated: the token's role and table are

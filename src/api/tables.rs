@@ -66,7 +66,11 @@ async fn snapshot(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (table, _) = entitled(&state, &headers, &raw, ANYONE, "player, dealer or operator")?;
-    Ok(Json(table.snapshot().await?).into_response())
+    let owner = state.cluster.owner(&table.id);
+    let mut body = serde_json::to_value(table.snapshot().await?)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["owner"] = serde_json::json!(owner);
+    Ok(Json(body).into_response())
 }
 
 async fn act(

@@ -27,6 +27,7 @@
 mod channel;
 mod feed;
 pub mod link;
+pub mod placement;
 pub mod session;
 mod writer;
 
@@ -379,15 +380,39 @@ impl ControlPlane {
     }
 
     /// Points the table at another writer (the link to its new owner), and stops the writer
-    /// that ran here, if any, once its current turn is durable.
-    pub fn route(&self, table: &TableId, route: TableHandle) {
+    /// that ran here, if any, once its current turn is durable: its task is returned, to wait
+    /// for.
+    pub fn route(&self, table: &TableId, route: TableHandle) -> Option<JoinHandle<()>> {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = tables.get_mut(table) {
-            slot.route.send_replace(route);
-            if let Some(old) = slot.writer.take() {
-                old.stop.send_replace(true);
-            }
-        }
+        let slot = tables.get_mut(table)?;
+        slot.route.send_replace(route);
+        let old = slot.writer.take()?;
+        old.stop.send_replace(true);
+        Some(old.task)
+    }
+
+    /// True when the table's writer ran here and has stopped by itself (its log refused it).
+    pub fn has_stopped_writer(&self, table: &TableId) -> bool {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables
+            .get(table)
+            .and_then(|slot| slot.writer.as_ref())
+            .is_some_and(|w| w.task.is_finished())
+    }
+
+    /// The table's writer handle, when its writer runs here.
+    pub fn local_handle(&self, table: &TableId) -> Option<TableHandle> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let slot = tables.get(table)?;
+        slot.writer
+            .as_ref()
+            .filter(|w| !w.task.is_finished())
+            .map(|_| slot.table.writer())
+    }
+
+    /// The table's counters.
+    pub fn table_metrics(&self, table: &TableId) -> Arc<TableMetrics> {
+        self.metrics.table(table)
     }
 
     /// The fence of the table's writer here, if it runs here and has not stopped.

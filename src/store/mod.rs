@@ -73,6 +73,12 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, ()>;
     /// A short name for logs ("file", "redis").
     fn kind(&self) -> &'static str;
+    /// Copies to the shared log what a store kept only locally while the shared log was away
+    /// (see `SpooledStore`); the number of records copied. Stores without a shared log copy
+    /// nothing.
+    fn backfill<'a>(&'a self, _table: &'a TableId, _fence: Fence) -> StoreFuture<'a, usize> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Why the store could not load or append. Each message ends with what to do about it.

@@ -247,4 +247,8 @@ impl EventStore for SpooledStore {
     fn kind(&self) -> &'static str {
         "spooled"
     }
+
+    fn backfill<'a>(&'a self, table: &'a TableId, fence: Fence) -> StoreFuture<'a, usize> {
+        Box::pin(SpooledStore::backfill(self, table, fence))
+    }
 }

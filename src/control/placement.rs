@@ -1,0 +1,327 @@
+//! Where each table's writer runs: this node's share of the cluster's work.
+//!
+//! One task per node. Every quarter lease (`[cluster] lease_ms / 4`) it:
+//! 1. heartbeats this node's state and load into the [`NodeRegistry`], and reads the live nodes;
+//! 2. renews the lease of every table whose writer runs here (a lapsed lease that nobody
+//!    claimed is reasserted; a lost one makes the writer step down, and the table's feed here
+//!    follows the new owner over a link), then copies to the shared log what was spooled here
+//!    while Redis was away;
+//! 3. claims every table that has no owner, when this node may own it (serving, and of the
+//!    table's `region` when a serving node of that region is alive), and starts its writer
+//!    from the shared log: the round in progress goes on.
+//!
+//! While Redis is away nothing changes hands: owners keep writing (their store spools to
+//! disk), edges keep their links, and the last known owners and nodes are kept in the
+//! [`ClusterView`] that the API and the links read.
+
+use super::link::{OwnerDirectory, RemoteWriter};
+use super::{ControlPlane, StartMode};
+use crate::auth::{TokenRole, Tokens};
+use crate::cluster::{
+    ClusterError, Fence, NodeInfo, NodeLoad, NodeRegistry, NodeState, Renewal, TableOwnership,
+};
+use crate::ids::{NodeId, TableId, UserId};
+use crate::protocol::TableConfig;
+use crate::store::EventStore;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+/// What this node knows of the cluster, as of its last tick.
+pub struct ClusterView {
+    pub me: NodeId,
+    pub region: String,
+    pub public_url: String,
+    /// False for a node alone (no Redis): it owns every table.
+    pub clustered: bool,
+    inner: Mutex<ViewInner>,
+    tokens: Arc<Tokens>,
+}
+
+#[derive(Debug, Default)]
+struct ViewInner {
+    nodes: Vec<NodeInfo>,
+    owners: BTreeMap<TableId, NodeId>,
+    /// Why the cluster's coordination is degraded (Redis away), if it is.
+    degraded: Option<String>,
+    state: Option<NodeState>,
+}
+
+impl ClusterView {
+    pub fn new(
+        me: NodeId,
+        region: String,
+        public_url: String,
+        clustered: bool,
+        tokens: Arc<Tokens>,
+    ) -> Arc<ClusterView> {
+        Arc::new(ClusterView {
+            me,
+            region,
+            public_url,
+            clustered,
+            inner: Mutex::new(ViewInner::default()),
+            tokens,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ViewInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node that owns the table, as last seen (this node, alone).
+    pub fn owner(&self, table: &TableId) -> Option<NodeId> {
+        if !self.clustered {
+            return Some(self.me.clone());
+        }
+        self.lock().owners.get(table).cloned()
+    }
+
+    /// The base URL of the node that owns the table, if it is another node.
+    pub fn owner_elsewhere(&self, table: &TableId) -> Option<String> {
+        let inner = self.lock();
+        let owner = inner.owners.get(table)?;
+        if *owner == self.me {
+            return None;
+        }
+        inner
+            .nodes
+            .iter()
+            .find(|n| n.id == *owner)
+            .map(|n| n.public_url.clone())
+    }
+
+    /// Every live node, as last seen.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.lock().nodes.clone()
+    }
+
+    /// Why coordination is degraded, if it is (`/readyz` says so).
+    pub fn degraded(&self) -> Option<String> {
+        self.lock().degraded.clone()
+    }
+
+    pub fn state(&self) -> NodeState {
+        self.lock().state.unwrap_or(NodeState::Serving)
+    }
+
+    pub fn set_state(&self, state: NodeState) {
+        self.lock().state = Some(state);
+    }
+
+    fn set_degraded(&self, reason: Option<String>) {
+        let mut inner = self.lock();
+        match (&inner.degraded, &reason) {
+            (None, Some(r)) => warn!(reason = %r, "cluster coordination degraded: serving on with what this node knows"),
+            (Some(_), None) => info!("cluster coordination restored"),
+            _ => {}
+        }
+        inner.degraded = reason;
+    }
+}
+
+impl OwnerDirectory for ClusterView {
+    fn owner_url(&self, table: &TableId) -> Option<String> {
+        self.owner_elsewhere(table)
+    }
+
+    fn link_token(&self) -> Option<String> {
+        let user = UserId::parse(&format!("node.{}", self.me)).ok()?;
+        self.tokens
+            .issue(TokenRole::Operator, "*", &user, Duration::from_secs(600))
+            .ok()
+    }
+}
+
+/// The placement task's parts.
+pub struct Placement {
+    pub view: Arc<ClusterView>,
+    pub plane: Arc<ControlPlane>,
+    pub registry: Arc<dyn NodeRegistry>,
+    pub ownership: Arc<dyn TableOwnership>,
+    pub store: Arc<dyn EventStore>,
+    pub tables: Vec<TableConfig>,
+    pub lease: Duration,
+    /// This node's load, for its heartbeat.
+    pub load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
+}
+
+impl Placement {
+    /// Serves every table's players here (each through a link until this node owns it), then
+    /// ticks until `stopping`.
+    pub async fn run(self, mut stopping: watch::Receiver<bool>) {
+        for config in &self.tables {
+            let route = RemoteWriter::spawn(
+                config.id.clone(),
+                self.view.clone(),
+                self.plane.table_metrics(&config.id),
+            );
+            self.plane.serve_table(config.clone(), route);
+        }
+        let mut tick = tokio::time::interval(self.lease / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.tick().await,
+                changed = stopping.changed() => {
+                    if changed.is_err() || *stopping.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn me(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.view.me.clone(),
+            region: self.view.region.clone(),
+            public_url: self.view.public_url.clone(),
+            state: self.view.state(),
+            load: (self.load)(),
+            tables: self
+                .plane
+                .local_writers()
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect(),
+            heartbeat_ms: super::server_ms(),
+        }
+    }
+
+    async fn tick(&self) {
+        let me = self.me();
+        let mut outage: Option<String> = None;
+        if let Err(e) = self.registry.heartbeat(&me).await {
+            outage = Some(e.to_string());
+        }
+        match self.registry.nodes().await {
+            Ok(nodes) => self.view.lock().nodes = nodes,
+            Err(e) => outage = Some(e.to_string()),
+        }
+        for config in &self.tables {
+            if let Err(e) = self.place(config).await {
+                outage = Some(e.to_string());
+            }
+        }
+        self.view.set_degraded(outage);
+    }
+
+    /// One table's turn: renew, step down, or claim.
+    async fn place(&self, config: &TableConfig) -> Result<(), ClusterError> {
+        let table = &config.id;
+        let me = &self.view.me;
+        if let Some(fence) = self.plane.local_writer(table) {
+            match self.ownership.renew(table, me, fence).await? {
+                Renewal::Held => {}
+                Renewal::Reasserted => {
+                    info!(table_id = %table, %fence, "lease reasserted (it had lapsed, or Redis lost it); nobody had claimed the table")
+                }
+                Renewal::Lost => {
+                    warn!(table_id = %table, %fence, "lease lost to another node: this node's writer steps down; its players follow the new owner");
+                    drop(self.step_down(table));
+                    return Ok(());
+                }
+            }
+            self.view.lock().owners.insert(table.clone(), me.clone());
+            match self.store.backfill(table, fence).await {
+                Ok(0) => {}
+                Ok(n) => info!(table_id = %table, records = n, "copied to the shared log what was written while Redis was away"),
+                Err(e) => debug!(table_id = %table, error = %e, "backfill waits"),
+            }
+            return Ok(());
+        }
+        if self.plane.has_stopped_writer(table) {
+            // The writer stopped by itself (its append was fenced): follow the new owner.
+            drop(self.step_down(table));
+        }
+        let owner = self.ownership.owner(table).await?;
+        match owner {
+            Some(owner) if owner.node == *me => {
+                // A lease of this node's earlier life (a restart within the lease): adopt it.
+                self.take(config, owner.fence).await;
+            }
+            Some(owner) => {
+                self.view.lock().owners.insert(table.clone(), owner.node);
+            }
+            None => {
+                self.view.lock().owners.remove(table);
+                if self.may_own(config)
+                    && let Some(fence) = self.ownership.claim(table, me).await?
+                {
+                    self.take(config, fence).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the table's writer here with `fence`, from the shared log.
+    async fn take(&self, config: &TableConfig, fence: Fence) {
+        let table = &config.id;
+        match self
+            .plane
+            .start_writer(config, self.store.clone(), fence, StartMode::Takeover)
+            .await
+        {
+            Ok(_) => {
+                info!(table_id = %table, %fence, "this node owns the table now");
+                self.view
+                    .lock()
+                    .owners
+                    .insert(table.clone(), self.view.me.clone());
+            }
+            Err(e) => {
+                error!(table_id = %table, %fence, error = %e, "cannot take the table; giving the lease back");
+                let _ = self.ownership.release(table, &self.view.me, fence).await;
+            }
+        }
+    }
+
+    /// Points the table here at its next owner and stops the writer that ran here; returns
+    /// its task.
+    fn step_down(&self, table: &TableId) -> Option<tokio::task::JoinHandle<()>> {
+        let route = RemoteWriter::spawn(
+            table.clone(),
+            self.view.clone(),
+            self.plane.table_metrics(table),
+        );
+        self.view.lock().owners.remove(table);
+        self.plane.route(table, route)
+    }
+
+    /// Whether this node may claim the table now: it is serving, and of the table's region
+    /// when a serving node of that region is alive.
+    fn may_own(&self, config: &TableConfig) -> bool {
+        if self.view.state() != NodeState::Serving {
+            return false;
+        }
+        if config.region.is_empty() || config.region == self.view.region {
+            return true;
+        }
+        let inner = self.view.lock();
+        !inner
+            .nodes
+            .iter()
+            .any(|n| n.state == NodeState::Serving && n.region == config.region)
+    }
+
+    /// Hands every table owned here to other nodes: each writer finishes its turn and stops,
+    /// its lease is released, and the table's feed here follows the next owner.
+    pub async fn release_all(&self) {
+        for (table, fence) in self.plane.local_writers() {
+            // The last turn must be durable before anyone else may load the log.
+            if let Some(task) = self.step_down(&table)
+                && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+            {
+                warn!(table_id = %table, "the table's writer did not stop within 5 s; its lease lapses by itself");
+                continue;
+            }
+            if let Err(e) = self.ownership.release(&table, &self.view.me, fence).await {
+                warn!(table_id = %table, error = %e, "cannot release the lease; it lapses by itself");
+            }
+        }
+    }
+}
