@@ -13,12 +13,35 @@
 //! - [`TableOwnership`]: one owner per table through a lease (`[cluster] lease_ms`) that carries
 //!   a [`Fence`], a number that only increases per table. The owner runs the table's single
 //!   writer; a node that lost its lease finds its next append refused and steps down.
-//! - `local.rs`: the embedded default (one node, no Redis): this node owns every table.
-//! - `redis.rs`: the cluster, over Redis. Every key name is in [`keys`].
+//! - [`LocalCluster`] (`local.rs`): the embedded default (one node, no Redis): this node owns
+//!   every table with [`Fence::LOCAL`] and is the only node listed.
+//! - [`RedisCluster`] (`redis.rs`, its Lua in `redis/scripts.rs`): the cluster, over Redis.
+//!   Every key name is in [`keys`]. Times are the Redis server's, so node clocks do not matter.
+//!   Every connection error or timeout is [`ClusterError::Unreachable`] within about a second.
+//! - `embargo.rs`: after this node saw Redis fail or restart (its `run_id` changed), `claim`
+//!   answers `None` for two leases, so that owners reassert their leases
+//!   ([`Renewal::Reasserted`]) before anyone else may take a table. `renew` never waits.
+//! - [`cpu`]: this process's CPU use between heartbeats, for [`NodeLoad::cpu`].
+//!
+//! Lease life of one table, as the owner sees it through [`TableOwnership`]:
+//!
+//! ```text
+//!   claim ──Some(fence)──▶ Held ──renew──▶ Held ...
+//!     │ None: held by another,       │ lease lapsed / Redis lost it, nobody claimed: Reasserted
+//!     │ or the claim embargo          │ another node claimed (higher fence): Lost → step down
+//!     ▼                               ▼ release: DEL if still ours → others may claim at once
+//! ```
 //!
 //! Only `app.rs` names an implementation.
 
+pub mod cpu;
+mod embargo;
 pub mod keys;
+mod local;
+mod redis;
+
+pub use local::LocalCluster;
+pub use redis::RedisCluster;
 
 use crate::ids::{NodeId, TableId};
 use serde::{Deserialize, Serialize};
@@ -100,7 +123,9 @@ pub enum Renewal {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// Redis cannot be reached; the node goes on with what it knows (docs/cluster.md).
-    #[error("Redis is unreachable: {0}; the node keeps serving what it has; check the Redis server and [cluster] redis_url")]
+    #[error(
+        "Redis is unreachable: {0}; the node keeps serving what it has; check the Redis server and [cluster] redis_url"
+    )]
     Unreachable(String),
     #[error(
         "this node's token keys (fingerprint {ours}) differ from the cluster's ({theirs}): every node of a cluster must use the same [auth] secret and [[auth.keys]]"
@@ -108,7 +133,9 @@ pub enum ClusterError {
     KeysDiffer { ours: String, theirs: String },
     #[error("another live node already uses the id {0}: give each node its own [node] id")]
     DuplicateNode(NodeId),
-    #[error("Redis answered something tablecast did not write at {key}: {detail}; is another program using the same keys?")]
+    #[error(
+        "Redis answered something tablecast did not write at {key}: {detail}; is another program using the same keys?"
+    )]
     Corrupt { key: String, detail: String },
 }
 
