@@ -224,6 +224,13 @@ async fn one_owner_per_table_and_fences_only_increase() {
     assert_eq!((&owner.node, owner.fence), (&ids[second], second_fence));
 
     // Releasing with a stale fence does nothing; the owner's release frees the table at once.
+    assert_eq!(
+        clusters[second]
+            .renew(&t, &ids[second], second_fence)
+            .await
+            .unwrap(),
+        Renewal::Held
+    );
     clusters[first]
         .release(&t, &ids[first], first_fence)
         .await
@@ -341,4 +348,33 @@ async fn a_restart_nobody_saw_fail_still_holds_claims_back() {
     )
     .await;
     assert!(started.elapsed() < LEASE * 3, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_an_error_not_a_hang() {
+    let redis = RedisServer::start();
+    let a = connect(&redis).await;
+    let (me, t) = (id("a"), table("poker-1"));
+    let fence = a.claim(&t, &me).await.unwrap().unwrap();
+    let pid = libc::pid_t::try_from(redis.pid().unwrap()).unwrap();
+
+    // SIGSTOP: the socket stays open, nothing answers.
+    // SAFETY: signals a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    fails_fast("renew", a.renew(&t, &me, fence)).await;
+    fails_fast("heartbeat", a.heartbeat(&info("a"))).await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+
+    let renewal = wait_until(
+        FAIL_FAST,
+        "renew answers again",
+        async || a.renew(&t, &me, fence).await,
+        Result::is_ok,
+    )
+    .await;
+    assert!(
+        matches!(renewal, Ok(Renewal::Held | Renewal::Reasserted)),
+        "{renewal:?}"
+    );
 }

@@ -37,9 +37,12 @@ impl Embargo {
         }
     }
 
-    /// Redis failed (unreachable, timed out, still loading its data) at `now`.
-    pub fn failed(&mut self, now: Instant) {
+    /// Redis failed (unreachable, timed out, still loading its data) at `now`. Returns whether
+    /// this starts a new embargo (claims were open until now), for logging once per outage.
+    pub fn failed(&mut self, now: Instant) -> bool {
+        let new = !self.blocks_claims(now);
         self.until = Some(now + self.length);
+        new
     }
 
     /// Redis answered with this `run_id` at `now`. A different id from the last one seen means
@@ -73,7 +76,7 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Embargo::new(LEASE);
         assert!(!e.blocks_claims(t0));
-        e.failed(t0);
+        assert!(e.failed(t0));
         assert!(e.blocks_claims(t0 + Duration::from_millis(999)));
         assert!(!e.blocks_claims(t0 + Duration::from_millis(1000)));
     }
@@ -82,8 +85,11 @@ mod tests {
     fn each_failure_starts_the_embargo_again() {
         let t0 = Instant::now();
         let mut e = Embargo::new(LEASE);
-        e.failed(t0);
-        e.failed(t0 + Duration::from_millis(800));
+        assert!(e.failed(t0));
+        assert!(
+            !e.failed(t0 + Duration::from_millis(800)),
+            "the same outage"
+        );
         assert!(e.blocks_claims(t0 + Duration::from_millis(1500)));
         assert!(!e.blocks_claims(t0 + Duration::from_millis(1800)));
     }

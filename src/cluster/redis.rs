@@ -32,7 +32,8 @@ use tracing::{debug, warn};
 
 /// How long one connection attempt or one reply may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// The most one call may take, reconnection included, before it is `Unreachable`.
+/// The most one call may take, reconnection and second try included, before it is
+/// `Unreachable`.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Whether a call may be sent again when its connection turned out to be broken.
@@ -123,9 +124,11 @@ impl RedisCluster {
     where
         Fut: Future<Output = RedisResult<T>>,
     {
+        // One deadline for the call, the second try included.
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
         let mut retried = false;
         loop {
-            let error = match tokio::time::timeout(CALL_TIMEOUT, op(self.conn.clone())).await {
+            let error = match tokio::time::timeout_at(deadline, op(self.conn.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
                 Err(_) => {
@@ -134,7 +137,8 @@ impl RedisCluster {
                     );
                 }
             };
-            if retry == Retry::Once && !retried && error.is_io_error() {
+            // A broken connection is replaced at once; a silent server is not asked twice.
+            if retry == Retry::Once && !retried && error.is_io_error() && !error.is_timeout() {
                 debug!(%key, %error, "the Redis connection was broken; trying once more");
                 retried = true;
                 continue;
@@ -163,8 +167,11 @@ impl RedisCluster {
     }
 
     fn unreachable(&self, detail: String) -> ClusterError {
-        self.embargo().failed(Instant::now());
-        warn!(%detail, embargo = ?self.lease * 2, "Redis is unreachable; claims wait until it has been back for two leases");
+        if self.embargo().failed(Instant::now()) {
+            warn!(%detail, embargo = ?self.lease * 2, "Redis is unreachable; claims wait until it has been back for two leases");
+        } else {
+            debug!(%detail, "Redis is still unreachable");
+        }
         ClusterError::Unreachable(detail)
     }
 
