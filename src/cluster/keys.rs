@@ -17,7 +17,13 @@ pub fn nodes() -> String {
 
 /// STRING (JSON of `NodeInfo`), expiring after `node_timeout_secs`: what a node says of itself.
 pub fn node(id: &NodeId) -> String {
-    format!("{PREFIX}:node:{id}")
+    format!("{}{id}", node_prefix())
+}
+
+/// What every [`node`] key starts with: the heartbeat script removes a stale member's entry
+/// as `node_prefix() .. member`, since a script cannot call this function.
+pub fn node_prefix() -> String {
+    format!("{PREFIX}:node:")
 }
 
 /// STRING: the fingerprint of the token keys every node of the cluster must share (never the

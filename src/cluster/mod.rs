@@ -13,12 +13,35 @@
 //! - [`TableOwnership`]: one owner per table through a lease (`[cluster] lease_ms`) that carries
 //!   a [`Fence`], a number that only increases per table. The owner runs the table's single
 //!   writer; a node that lost its lease finds its next append refused and steps down.
-//! - `local.rs`: the embedded default (one node, no Redis): this node owns every table.
-//! - `redis.rs`: the cluster, over Redis. Every key name is in [`keys`].
+//! - [`LocalCluster`] (`local.rs`): the embedded default (one node, no Redis): this node owns
+//!   every table with [`Fence::LOCAL`] and is the only node listed.
+//! - [`RedisCluster`] (`redis.rs`, its Lua in `redis/scripts.rs`): the cluster, over Redis.
+//!   Every key name is in [`keys`]. Times are the Redis server's, so node clocks do not matter.
+//!   Every connection error or timeout is [`ClusterError::Unreachable`] within about a second.
+//! - `embargo.rs`: after this node saw Redis fail or restart (its `run_id` changed), `claim`
+//!   answers `None` for two leases, so that owners reassert their leases
+//!   ([`Renewal::Reasserted`]) before anyone else may take a table. `renew` never waits.
+//! - [`cpu`]: this process's CPU use between heartbeats, for [`NodeLoad::cpu`].
+//!
+//! Lease life of one table, as the owner sees it through [`TableOwnership`]:
+//!
+//! ```text
+//!   claim ──Some(fence)──▶ Held ──renew──▶ Held ...
+//!     │ None: held by another,       │ lease lapsed / Redis lost it, nobody claimed: Reasserted
+//!     │ or the claim embargo          │ another node claimed (higher fence): Lost → step down
+//!     ▼                               ▼ release: DEL if still ours → others may claim at once
+//! ```
 //!
 //! Only `app.rs` names an implementation.
 
+pub mod cpu;
+mod embargo;
 pub mod keys;
+mod local;
+mod redis;
+
+pub use local::LocalCluster;
+pub use redis::RedisCluster;
 
 use crate::ids::{NodeId, TableId};
 use serde::{Deserialize, Serialize};
