@@ -5,8 +5,8 @@
 mod common;
 
 use common::NodeRef;
-use common::cluster::{NodeOptions, NodeProcess};
 use common::control::{dealer, snapshot};
+use common::process::{NodeOptions, NodeProcess};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 

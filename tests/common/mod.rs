@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod control;
 pub mod netns;
+pub mod process;
 pub mod redis;
 
 use std::fmt::Debug;
@@ -18,7 +19,7 @@ use tablecast::config::Config;
 pub const TEST_SECRET: &str = "tablecast-test-secret-0123456789abcdef";
 
 /// What the player, dealer and token helpers need of a node, whether it runs in this process
-/// ([`TestNode`]) or as its own ([`cluster::NodeProcess`]).
+/// ([`TestNode`]) or as its own ([`process::NodeProcess`]).
 pub trait NodeRef {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     fn base_url(&self) -> String;
