@@ -54,9 +54,10 @@ impl NodeOptions {
 
 /// A `tablecast serve` process on 127.0.0.1, killed (SIGKILL) when dropped.
 ///
-/// Every method takes `&self`, so a scenario can signal one node of a [`Cluster`] while players
-/// hold on to the others. Signals go to the pid of the running process; a node that is not
-/// running (killed, or exited) panics the signalling methods.
+/// Every method takes `&self`, so a scenario can signal one node of a
+/// [`Cluster`](super::cluster::Cluster) while players hold on to the others. Signals go to the
+/// pid of the running process; a node that is not running (killed, or exited) panics the
+/// signalling methods.
 pub struct NodeProcess {
     pub id: String,
     /// Its config, log and data dir.
