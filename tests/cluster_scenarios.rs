@@ -41,7 +41,8 @@ cluster_scenarios! {
 
         let (status, body) = dealer(cluster.node(0), "open", None).await;
         assert_eq!(status, 200, "open on {}: {body}", cluster.node(0).base_url());
-        let round = serde_json::from_str::<Value>(&body).expect("open answers JSON")["round"].clone();
+        let opened: Value = serde_json::from_str(&body).expect("open answers JSON");
+        let round = opened["round"].clone();
         let mut expected = json!({"player": 0u64, "banker": 0u64, "tie": 0u64});
         for (i, p) in players.iter().enumerate() {
             p.wait_for("round.opened", is("round.opened")).await;
