@@ -1,7 +1,7 @@
 //! Control-protocol players for tests: over a WebSocket, or over the `control` data channel of
 //! a real WHEP session. Both keep every message they received, parsed, in arrival order.
 
-use super::TestNode;
+use super::NodeRef;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -12,10 +12,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A player's token on `table`, for `user`.
-pub fn token_for(node: &TestNode, role: TokenRole, user: &str) -> String {
-    node.node
-        .issue_token(role, "demo", user, Duration::from_secs(600))
-        .expect("token")
+pub fn token_for(node: &(impl NodeRef + ?Sized), role: TokenRole, user: &str) -> String {
+    node.issue_token(role, "demo", user)
 }
 
 /// One received message and when it arrived.
@@ -33,7 +31,11 @@ pub enum Player {
 
 impl Player {
     /// A player over a WebSocket that has said `hello`.
-    pub async fn ws(node: &TestNode, user: &str, resume_after: Option<u64>) -> Player {
+    pub async fn ws(
+        node: &(impl NodeRef + ?Sized),
+        user: &str,
+        resume_after: Option<u64>,
+    ) -> Player {
         let p = WsPlayer::connect(node, "demo").await;
         p.send(hello(
             &token_for(node, TokenRole::Player, user),
@@ -43,9 +45,13 @@ impl Player {
     }
 
     /// A player over a WHEP session's data channel that has said `hello`.
-    pub async fn dc(node: &TestNode, user: &str, resume_after: Option<u64>) -> Player {
+    pub async fn dc(
+        node: &(impl NodeRef + ?Sized),
+        user: &str,
+        resume_after: Option<u64>,
+    ) -> Player {
         let target = Target {
-            base_url: node.node.base_url(),
+            base_url: node.base_url(),
             table: "demo".into(),
             camera: None,
             token: token_for(node, TokenRole::Player, user),
@@ -147,7 +153,7 @@ pub struct WsPlayer {
 }
 
 impl WsPlayer {
-    pub async fn connect(node: &TestNode, table: &str) -> WsPlayer {
+    pub async fn connect(node: &(impl NodeRef + ?Sized), table: &str) -> WsPlayer {
         Self::connect_from(node, table, std::net::Ipv4Addr::LOCALHOST.into())
             .await
             .unwrap_or_else(|status| panic!("WebSocket refused with {status}"))
@@ -156,11 +162,11 @@ impl WsPlayer {
     /// A WebSocket whose TCP connection comes from `ip` (any 127.0.0.0/8 address is this
     /// machine); the HTTP status if the node refuses the upgrade.
     pub async fn connect_from(
-        node: &TestNode,
+        node: &(impl NodeRef + ?Sized),
         table: &str,
         ip: std::net::IpAddr,
     ) -> Result<WsPlayer, u16> {
-        Self::connect_to(node.node.http_addr(), table, ip).await
+        Self::connect_to(node.http_addr(), table, ip).await
     }
 
     /// [`Self::connect_from`] for a node at `addr`.
@@ -271,10 +277,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// A dealer action over HTTP; returns the status and the body.
-pub async fn dealer(node: &TestNode, action: &str, body: Option<Value>) -> (u16, String) {
+pub async fn dealer(
+    node: &(impl NodeRef + ?Sized),
+    action: &str,
+    body: Option<Value>,
+) -> (u16, String) {
     let token = token_for(node, TokenRole::Dealer, "dealer-1");
     let mut req = node
-        .client
+        .client()
         .post(node.url(&format!("/api/v1/tables/demo/round/{action}")))
         .bearer_auth(token);
     if let Some(b) = body {
@@ -286,9 +296,9 @@ pub async fn dealer(node: &TestNode, action: &str, body: Option<Value>) -> (u16,
 }
 
 /// The table's snapshot over HTTP.
-pub async fn snapshot(node: &TestNode) -> Value {
+pub async fn snapshot(node: &(impl NodeRef + ?Sized)) -> Value {
     let token = token_for(node, TokenRole::Player, "observer");
-    node.client
+    node.client()
         .get(node.url("/api/v1/tables/demo"))
         .bearer_auth(token)
         .send()

@@ -2,9 +2,11 @@
 //! what the node does without guessing how long it takes.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod control;
 pub mod log;
 pub mod netns;
+pub mod process;
 pub mod redis;
 
 use std::fmt::Debug;
@@ -16,6 +18,47 @@ use tablecast::config::Config;
 
 /// The fixed secret of test nodes, so tests can also sign tokens on their own.
 pub const TEST_SECRET: &str = "tablecast-test-secret-0123456789abcdef";
+
+/// What the player, dealer and token helpers need of a node, whether it runs in this process
+/// ([`TestNode`]) or as its own ([`process::NodeProcess`]).
+pub trait NodeRef {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    fn base_url(&self) -> String;
+    /// The address of the main (plain HTTP) listener.
+    fn http_addr(&self) -> std::net::SocketAddr;
+    /// A client for the node's HTTP API.
+    fn client(&self) -> &reqwest::Client;
+    /// A token for `user` as `role` on `table`, that this node accepts.
+    fn issue_token(&self, role: TokenRole, table: &str, user: &str) -> String;
+
+    /// The node's URL of `path` (which starts with `/`).
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+}
+
+impl<T: NodeRef + ?Sized> NodeRef for &T {
+    fn base_url(&self) -> String {
+        (**self).base_url()
+    }
+    fn http_addr(&self) -> std::net::SocketAddr {
+        (**self).http_addr()
+    }
+    fn client(&self) -> &reqwest::Client {
+        (**self).client()
+    }
+    fn issue_token(&self, role: TokenRole, table: &str, user: &str) -> String {
+        (**self).issue_token(role, table, user)
+    }
+}
+
+/// A token signed with [`TEST_SECRET`], as every node started from [`test_config`] accepts.
+pub fn test_token(role: TokenRole, table: &str, user: &str) -> String {
+    let user = tablecast::ids::UserId::parse(user).expect("a valid user id");
+    tablecast::auth::Tokens::from_secret(TEST_SECRET.as_bytes())
+        .issue(role, table, &user, Duration::from_secs(600))
+        .expect("token")
+}
 
 /// A node on 127.0.0.1:0 with plain HTTP, ephemeral media ports, a metrics listener on
 /// 127.0.0.1:0, a temp data dir and demo on.
@@ -67,6 +110,24 @@ impl TestNode {
     pub async fn stop(self) {
         self.node.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl NodeRef for TestNode {
+    fn base_url(&self) -> String {
+        self.node.base_url()
+    }
+    fn http_addr(&self) -> std::net::SocketAddr {
+        self.node.http_addr()
+    }
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    /// Signed by the node itself, so it holds whatever `[auth]` the test gave the node.
+    fn issue_token(&self, role: TokenRole, table: &str, user: &str) -> String {
+        self.node
+            .issue_token(role, table, user, Duration::from_secs(600))
+            .expect("token")
     }
 }
 
@@ -134,17 +195,20 @@ pub fn offer(direction: &str) -> String {
 }
 
 /// Where a test client connects, as `role`, to the node's demo table.
-pub fn target(node: &TestNode, role: TokenRole) -> tablecast::client::Target {
+pub fn target(node: &(impl NodeRef + ?Sized), role: TokenRole) -> tablecast::client::Target {
     tablecast::client::Target {
-        base_url: node.node.base_url(),
+        base_url: node.base_url(),
         table: "demo".into(),
         camera: None,
-        token: node.token(role, "demo"),
+        token: node.issue_token(role, "demo", "tester"),
     }
 }
 
 /// A dealer publishing the client's synthetic H.264 and Opus to the demo table.
-pub async fn dealer(node: &TestNode, epoch: std::time::Instant) -> tablecast::client::Publisher {
+pub async fn dealer(
+    node: &(impl NodeRef + ?Sized),
+    epoch: std::time::Instant,
+) -> tablecast::client::Publisher {
     tablecast::client::Publisher::connect(
         target(node, TokenRole::Dealer),
         tablecast::client::PublishOptions::default(),
@@ -156,7 +220,7 @@ pub async fn dealer(node: &TestNode, epoch: std::time::Instant) -> tablecast::cl
 
 /// A player watching the demo table with `options`.
 pub async fn player(
-    node: &TestNode,
+    node: &(impl NodeRef + ?Sized),
     options: tablecast::client::SubscribeOptions,
     epoch: std::time::Instant,
 ) -> tablecast::client::Subscriber {
