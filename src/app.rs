@@ -11,10 +11,11 @@ use crate::auth::{TokenRole, TokenSetupError, Tokens};
 use crate::certs::{self, CertError, CertOrigin};
 use crate::config::Config;
 use crate::control::ControlPlane;
+
+mod cluster;
 use crate::ids::UserId;
 use crate::media::{Media, StartError};
 use crate::metrics::Metrics;
-use crate::store::{EventStore, FileStore};
 use axum_server::Handle;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -36,20 +37,34 @@ pub enum AppError {
     #[error(transparent)]
     Certs(#[from] CertError),
     #[error("cannot open the table logs: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(Box<crate::store::StoreError>),
     #[error(transparent)]
-    Control(#[from] crate::control::StartError),
+    Control(Box<crate::control::StartError>),
     #[error("cannot listen on {addr}: {source}; choose another {key} or stop the process using it")]
     Bind {
         addr: SocketAddr,
         key: &'static str,
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("the {listener} listener failed: {source}")]
     Serve {
         listener: &'static str,
         source: std::io::Error,
     },
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AppError::Store(Box::new(e))
+    }
+}
+
+impl From<crate::control::StartError> for AppError {
+    fn from(e: crate::control::StartError) -> Self {
+        AppError::Control(Box::new(e))
+    }
 }
 
 /// A started node. Drop without [`RunningNode::stop`] leaves its tasks running until the
@@ -67,6 +82,10 @@ pub struct RunningNode {
     exited: mpsc::UnboundedReceiver<(&'static str, std::io::Result<()>)>,
     media: Media,
     control: Arc<ControlPlane>,
+    placement: Option<cluster::PlacementTask>,
+    /// Turns true on `POST /api/v1/cluster/nodes/{me}/drain`.
+    drain_requested: tokio::sync::watch::Receiver<bool>,
+    drain_timeout: Duration,
 }
 
 impl RunningNode {
@@ -87,15 +106,7 @@ impl RunningNode {
 
     /// `http://addr` or `https://addr` of the main listener (a wildcard address becomes loopback).
     pub fn base_url(&self) -> String {
-        let mut addr = self.http_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(if addr.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
-        }
-        format!("{}://{}", if self.tls { "https" } else { "http" }, addr)
+        base_url(self.http_addr, self.tls)
     }
 
     /// Signs a token with this node's secret (`table` may be `*` for an operator).
@@ -114,10 +125,35 @@ impl RunningNode {
         &self.metrics
     }
 
+    /// In a cluster, hands this node's tables to other nodes first (at most `[cluster]
+    /// drain_timeout_secs`, with the whole stop), then stops: players connected here are told
+    /// to move and resume elsewhere.
+    pub async fn drain_and_stop(mut self) {
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        if let Some(placement) = &mut self.placement {
+            placement.drain.send_replace(true);
+            let drained =
+                tokio::time::timeout_at(deadline, placement.drained.wait_for(|d| *d)).await;
+            if drained.is_err() {
+                tracing::warn!(
+                    "drain deadline reached before every table moved; their leases lapse by themselves"
+                );
+            }
+        }
+        if tokio::time::timeout_at(deadline, self.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain deadline reached while stopping; exiting anyway");
+        }
+    }
+
     /// Not ready → drain HTTP connections (at most 5 s) → close every media session → stop the
-    /// table actors (their logs are closed and unlocked when this returns).
+    /// table writers (their logs are closed and unlocked when this returns).
     pub async fn stop(self) {
         self.readiness.set(ReadyState::Stopping);
+        // Players on WebSockets are told to reconnect (to another node, in a cluster).
+        self.control.close_connections();
         for handle in &self.handles {
             handle.graceful_shutdown(Some(HTTP_DRAIN));
         }
@@ -125,7 +161,11 @@ impl RunningNode {
             let _ = server.await;
         }
         self.media.shutdown().await;
-        // Last: the tables' logs are closed (and unlocked) once their actors have ended.
+        if let Some(placement) = self.placement {
+            placement.stop.send_replace(true);
+            let _ = placement.task.await;
+        }
+        // Last: the tables' logs are closed (and unlocked) once their writers have ended.
         self.control.stop().await;
         tracing::info!("stopped");
     }
@@ -134,14 +174,19 @@ impl RunningNode {
 /// Runs a node until `shutdown` completes (or a listener fails), then stops it gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     let mut node = start(config).await?;
+    let mut drain = node.drain_requested.clone();
     let failed = tokio::select! {
         () = shutdown => {
             tracing::info!("shutting down");
             None
         }
+        _ = drain.wait_for(|d| *d) => {
+            tracing::info!("draining on request");
+            None
+        }
         Some((listener, result)) = node.exited.recv() => Some((listener, result)),
     };
-    node.stop().await;
+    node.drain_and_stop().await;
     match failed {
         Some((listener, Err(source))) => Err(AppError::Serve { listener, source }),
         Some((listener, Ok(()))) => Err(AppError::Serve {
@@ -183,15 +228,17 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         None
     };
 
-    let store: Arc<dyn EventStore> = Arc::new(FileStore::open(&config.data.dir)?);
-    let control = ControlPlane::start(
-        &config.tables,
-        store,
-        tokens.clone(),
-        config.control.clone(),
-        metrics.clone(),
-    )
-    .await?;
+    let http_addr = local_addr(&main, config.http.listen, "[http] listen")?;
+    let public_url = match config.node.public_url.trim_end_matches('/') {
+        "" => base_url(http_addr, tls.is_some()),
+        url => url.to_owned(),
+    };
+    let cluster::Started {
+        control,
+        view,
+        placement,
+    } = cluster::start(&config, tokens.clone(), metrics.clone(), public_url).await?;
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let media = Media::start(&config.media, metrics.clone(), control.clone())?;
     control.attach_media(media.handle.clone());
     let state = ApiState {
@@ -203,6 +250,8 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         max_sdp_bytes: config.http.max_sdp_bytes,
         control: control.clone(),
         admission: crate::limits::Admission::new(config.limits.clone(), metrics.clone()),
+        cluster: view.clone(),
+        drain: Arc::new(drain_tx),
     };
     let demo = config
         .auth
@@ -227,7 +276,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
 
     let (exit_tx, exited) = mpsc::unbounded_channel();
     let mut node = RunningNode {
-        http_addr: local_addr(&main, config.http.listen, "[http] listen")?,
+        http_addr,
         plain_addr: None,
         metrics_addr: None,
         tls: tls.is_some(),
@@ -239,6 +288,9 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         exited,
         media,
         control,
+        placement,
+        drain_requested: drain_rx,
+        drain_timeout: Duration::from_secs(config.cluster.drain_timeout_secs),
     };
     let listeners = Listeners {
         main,
@@ -350,6 +402,18 @@ fn spawn_server(
         }
         let _ = exit_tx.send((name, result));
     })
+}
+
+/// `http://addr` or `https://addr` (a wildcard address becomes loopback).
+fn base_url(mut addr: SocketAddr, tls: bool) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    format!("{}://{}", if tls { "https" } else { "http" }, addr)
 }
 
 fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, AppError> {

@@ -94,6 +94,17 @@ impl Metrics {
         tables.entry(table.clone()).or_default().clone()
     }
 
+    /// Control connections and media bytes sent, summed over every table: a node's load.
+    pub fn totals(&self) -> (u64, u64) {
+        let tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables.values().fold((0, 0), |(members, bytes), t| {
+            (
+                members + t.control_members.load(Relaxed),
+                bytes + t.rtp_bytes_out.load(Relaxed),
+            )
+        })
+    }
+
     /// Prometheus text exposition format (version 0.0.4), for `GET /metrics`.
     pub fn render(&self) -> String {
         let tables: Vec<(TableId, Arc<TableMetrics>)> = {

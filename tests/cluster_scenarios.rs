@@ -26,7 +26,6 @@ cluster_scenarios! {
     /// Ten WebSocket players spread over the nodes each bet on a round the dealer runs over REST
     /// on the first node: every player sees the same gapless sequence of events, and every bet
     /// is accepted once and counted in the final totals.
-    #[ignore_three_nodes = "needs the cluster control plane (issue 10)"]
     async fn ten_players_on_every_node_see_one_round(cluster, tables = DEALER_OPENS_ROUNDS) {
         const PLAYERS: usize = 10;
         let players = join_all((0..PLAYERS).map(|i| {

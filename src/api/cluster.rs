@@ -82,7 +82,8 @@ async fn drain(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = operator(&state, &headers, "draining a node")?;
-    let id = NodeId::parse(&raw).map_err(|_| ApiError::UnknownNode(raw.chars().take(64).collect()))?;
+    let id =
+        NodeId::parse(&raw).map_err(|_| ApiError::UnknownNode(raw.chars().take(64).collect()))?;
     if id == state.cluster.me {
         info!(user = %who.user, "drain requested over HTTP");
         state.drain.send_replace(true);
@@ -117,7 +118,9 @@ async fn drain(
         .header(header::AUTHORIZATION, auth)
         .send()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("cannot reach node {id} at {url}: {e}; is it up?")))?;
+        .map_err(|e| {
+            ApiError::Unavailable(format!("cannot reach node {id} at {url}: {e}; is it up?"))
+        })?;
     let status = axum::http::StatusCode::from_u16(answer.status().as_u16())
         .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
     let body = answer.text().await.unwrap_or_default();
@@ -131,7 +134,8 @@ async fn link(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let who = operator(&state, &headers, "a link between nodes")?;
-    let table = TableId::parse(&raw).map_err(|_| ApiError::UnknownTable(raw.chars().take(64).collect()))?;
+    let table =
+        TableId::parse(&raw).map_err(|_| ApiError::UnknownTable(raw.chars().take(64).collect()))?;
     let writer = state
         .control
         .local_handle(&table)

@@ -111,6 +111,7 @@ async fn serve(
     // Handed to the table on the first `hello`; from then on the table holds the only sender,
     // so `rx` ends when the table drops this member.
     let mut outlet = Some(tx);
+    let mut closing = plane.closing();
     let hello_deadline =
         tokio::time::Instant::now() + Duration::from_secs(limits.hello_timeout_secs.max(1));
     debug!("WebSocket open");
@@ -167,6 +168,11 @@ async fn serve(
                 }
                 None => break Closing::because(ErrorCode::RateLimited, "this connection fell too far behind the table; reconnect and resume from your last seq"),
             },
+            Ok(()) = closing.changed() => {
+                if *closing.borrow_and_update() {
+                    break Closing::because(ErrorCode::Unavailable, "this node is shutting down; reconnect (to another node of the cluster) and resume from your last seq");
+                }
+            }
             () = tokio::time::sleep_until(hello_deadline), if !conn_state.attached() => {
                 break Closing::because(ErrorCode::Unauthorized, format!("no hello within {} s; send {{\"type\":\"hello\",\"token\":\"…\"}} first", limits.hello_timeout_secs));
             }

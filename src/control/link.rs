@@ -42,7 +42,9 @@ pub fn link_path(table: &TableId) -> String {
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum LinkUp {
     /// The first message: every public event after `after_seq`, then live.
-    Subscribe { after_seq: u64 },
+    Subscribe {
+        after_seq: u64,
+    },
     Join {
         conn: ConnId,
         user: UserId,
@@ -54,8 +56,13 @@ pub enum LinkUp {
         user: UserId,
         msg: ClientMessage,
     },
-    Dealer { req: u64, action: DealerAction },
-    Snapshot { req: u64 },
+    Dealer {
+        req: u64,
+        action: DealerAction,
+    },
+    Snapshot {
+        req: u64,
+    },
 }
 
 /// What the owner sends an edge.
@@ -228,10 +235,7 @@ impl RemoteWriter {
             .to_string()
             + &link_path(&self.table);
         let mut request = ws.into_client_request().map_err(|e| e.to_string())?;
-        let token = self
-            .directory
-            .link_token()
-            .ok_or("no token for the link")?;
+        let token = self.directory.link_token().ok_or("no token for the link")?;
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| "a token that is not a header value".to_owned())?;
@@ -295,7 +299,7 @@ impl RemoteWriter {
                     };
                     match serde_json::from_str::<LinkDown>(text.as_str()) {
                         Ok(down) => {
-                            if self.from_owner(down).await.is_break() {
+                            if self.on_owner(down).await.is_break() {
                                 return Break(());
                             }
                         }
@@ -374,7 +378,7 @@ impl RemoteWriter {
                         self.table
                     ),
                 };
-                self.to_feed(FeedMsg::ToConn {
+                self.tell_feed(FeedMsg::ToConn {
                     conn: origin.conn,
                     text: Arc::from(protocol::encode(&refusal)),
                 });
@@ -389,7 +393,7 @@ impl RemoteWriter {
         }
     }
 
-    async fn from_owner(&mut self, down: LinkDown) -> std::ops::ControlFlow<()> {
+    async fn on_owner(&mut self, down: LinkDown) -> std::ops::ControlFlow<()> {
         match down {
             LinkDown::Feed(msg) => {
                 match &msg {
@@ -425,7 +429,7 @@ impl RemoteWriter {
         std::ops::ControlFlow::Continue(())
     }
 
-    fn to_feed(&mut self, msg: FeedMsg) {
+    fn tell_feed(&mut self, msg: FeedMsg) {
         if let Some(feed) = &self.feed
             && feed.try_send(msg).is_err()
         {

@@ -245,6 +245,8 @@ pub struct ControlPlane {
     /// Set to true by [`ControlPlane::stop`]; every feed watches it.
     stopping: watch::Sender<bool>,
     feeds: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by [`ControlPlane::close_connections`]; every WebSocket watches it.
+    closing: watch::Sender<bool>,
 }
 
 impl ControlPlane {
@@ -263,6 +265,7 @@ impl ControlPlane {
                 .collect(),
             stopping,
             feeds: Mutex::new(Vec::new()),
+            closing: watch::channel(false).0,
         })
     }
 
@@ -461,6 +464,17 @@ impl ControlPlane {
                 tracing::error!(error = %e, "a table task panicked");
             }
         }
+    }
+
+    /// Closes every WebSocket connection, telling each player to reconnect and resume (the
+    /// node is stopping; in a cluster, another node serves them).
+    pub fn close_connections(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true when the node closes its connections.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Connects the media plane, once it has started with this plane as its hook.

@@ -111,10 +111,16 @@ impl ClusterView {
         self.lock().state = Some(state);
     }
 
+    pub fn set_nodes(&self, nodes: Vec<NodeInfo>) {
+        self.lock().nodes = nodes;
+    }
+
     fn set_degraded(&self, reason: Option<String>) {
         let mut inner = self.lock();
         match (&inner.degraded, &reason) {
-            (None, Some(r)) => warn!(reason = %r, "cluster coordination degraded: serving on with what this node knows"),
+            (None, Some(r)) => {
+                warn!(reason = %r, "cluster coordination degraded: serving on with what this node knows")
+            }
             (Some(_), None) => info!("cluster coordination restored"),
             _ => {}
         }
@@ -150,8 +156,14 @@ pub struct Placement {
 
 impl Placement {
     /// Serves every table's players here (each through a link until this node owns it), then
-    /// ticks until `stopping`.
-    pub async fn run(self, mut stopping: watch::Receiver<bool>) {
+    /// ticks until `stopping`. When `drain` turns true, the node stops claiming, hands every
+    /// table it owns to other nodes, and says so on `drained`.
+    pub async fn run(
+        self,
+        mut stopping: watch::Receiver<bool>,
+        mut drain: watch::Receiver<bool>,
+        drained: watch::Sender<bool>,
+    ) {
         for config in &self.tables {
             let route = RemoteWriter::spawn(
                 config.id.clone(),
@@ -165,6 +177,15 @@ impl Placement {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
+                changed = drain.changed(), if !*drained.borrow() => {
+                    if changed.is_ok() && *drain.borrow() {
+                        info!("draining: handing this node's tables to other nodes");
+                        self.view.set_state(NodeState::Draining);
+                        self.tick().await;
+                        self.release_all().await;
+                        drained.send_replace(true);
+                    }
+                }
                 changed = stopping.changed() => {
                     if changed.is_err() || *stopping.borrow() {
                         break;
@@ -228,7 +249,9 @@ impl Placement {
             self.view.lock().owners.insert(table.clone(), me.clone());
             match self.store.backfill(table, fence).await {
                 Ok(0) => {}
-                Ok(n) => info!(table_id = %table, records = n, "copied to the shared log what was written while Redis was away"),
+                Ok(n) => {
+                    info!(table_id = %table, records = n, "copied to the shared log what was written while Redis was away")
+                }
                 Err(e) => debug!(table_id = %table, error = %e, "backfill waits"),
             }
             return Ok(());
@@ -314,7 +337,9 @@ impl Placement {
         for (table, fence) in self.plane.local_writers() {
             // The last turn must be durable before anyone else may load the log.
             if let Some(task) = self.step_down(&table)
-                && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+                && tokio::time::timeout(Duration::from_secs(5), task)
+                    .await
+                    .is_err()
             {
                 warn!(table_id = %table, "the table's writer did not stop within 5 s; its lease lapses by itself");
                 continue;
