@@ -145,7 +145,9 @@ pub type ClusterFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ClusterErr
 /// The live nodes and what they say of themselves.
 pub trait NodeRegistry: Send + Sync + 'static {
     /// Checks that this node may join (same token keys as the cluster, id not taken by a live
-    /// node), at start.
+    /// node), at start. The first node sets the cluster's fingerprint. An implementation may
+    /// publish the first heartbeat in the same step ([`RedisCluster`] does, atomically, so
+    /// two nodes starting with one id cannot both pass).
     fn join<'a>(&'a self, me: &'a NodeInfo, fingerprint: &'a str) -> ClusterFuture<'a, ()>;
     /// Publishes this node's state and load, and removes entries of nodes silent for longer
     /// than the node timeout.
