@@ -113,7 +113,13 @@ fn quoted_safe(s: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status.is_server_error()
+            && !matches!(
+                self,
+                ApiError::Unavailable(_)
+                    | ApiError::TableStopped(crate::control::TableUnavailable::Moving(_))
+            )
+        {
             tracing::warn!(status = status.as_u16(), error = %self, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");

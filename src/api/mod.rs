@@ -80,15 +80,19 @@ pub fn router(state: ApiState, options: &RouterOptions) -> Router {
     api.with_state(state)
         .merge(pages::routes(&options.web_root))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                tracing::info_span!(
-                    "http",
-                    method = %req.method(),
-                    path = %req.uri().path(),
-                    table = tracing::field::Empty,
-                    session = tracing::field::Empty,
-                    role = tracing::field::Empty,
-                )
-            }),
+            // Failed requests are logged once, with what to do, where the error becomes a
+            // response (`error.rs`); the trace layer only opens the request's span.
+            TraceLayer::new_for_http()
+                .on_failure(())
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        table = tracing::field::Empty,
+                        session = tracing::field::Empty,
+                        role = tracing::field::Empty,
+                    )
+                }),
         )
 }

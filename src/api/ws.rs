@@ -148,13 +148,13 @@ async fn serve(
                             resume_after_seq,
                         );
                         if !sent {
-                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
                         }
                     }
                     Step::Command { speaker, msg } => {
                         let Some(table) = &table else { break Closing::quietly() };
                         if !table.writer().command(conn, speaker.user, msg) {
-                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable(conn_table.clone()).to_string());
+                            break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
                         }
                     }
                     Step::Close { code, reason } => break Closing::because(code, reason),

@@ -112,7 +112,9 @@ impl ControlHook for ControlPlane {
 pub(crate) fn unavailable(table: &crate::ids::TableId) -> String {
     crate::protocol::encode(&crate::protocol::Reply::Error {
         id: None,
-        code: crate::protocol::ErrorCode::InvalidCommand,
-        message: super::TableUnavailable(table.clone()).to_string(),
+        code: crate::protocol::ErrorCode::Unavailable,
+        message: format!(
+            "table {table} cannot take this right now (it is moving to another node, or overloaded); send it again in a moment"
+        ),
     })
 }

@@ -166,6 +166,9 @@ pub struct RemoteWriter {
     last_seq: u64,
     /// Joins not answered yet, sent again on a new link.
     joins: HashMap<ConnId, LinkUp>,
+    /// Commands sent on the current link lately, told `unavailable` if the link dies: the
+    /// owner may not have had them (the client sends them again; bets are idempotent).
+    inflight: std::collections::VecDeque<(tokio::time::Instant, ConnId, Option<crate::ids::BetId>)>,
     next_req: u64,
     dealer: HashMap<u64, oneshot::Sender<super::DealerOutcome>>,
     snapshots: HashMap<u64, oneshot::Sender<Snapshot>>,
@@ -175,6 +178,12 @@ pub struct RemoteWriter {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a link without an owner looks again.
 const RETRY: Duration = Duration::from_millis(100);
+/// How long a command sent on a link is remembered, to be refused if the link dies.
+const INFLIGHT_KEPT: Duration = Duration::from_secs(10);
+/// How often a link checks that the owner is still the owner and still answers (it pings).
+const LIVENESS_CHECK: Duration = Duration::from_millis(500);
+/// An owner silent this long (no event, no pong) is given up on: the link looks again.
+const SILENT_OWNER: Duration = Duration::from_millis(2500);
 
 impl RemoteWriter {
     /// Starts the link task; the handle is the table's route on this node. The task ends when
@@ -192,25 +201,29 @@ impl RemoteWriter {
             feed: None,
             last_seq: 0,
             joins: HashMap::new(),
+            inflight: Default::default(),
             next_req: 1,
             dealer: HashMap::new(),
             snapshots: HashMap::new(),
         };
         let span = info_span!("link", table_id = %table);
         tokio::spawn(link.run().instrument(span));
-        TableHandle::new(table, tx, metrics)
+        TableHandle::new(table, tx, metrics, true)
     }
 
     async fn run(mut self) {
+        // Between links: answer what can be answered, and look for the owner every RETRY
+        // (an interval, so a stream of messages cannot put the look off).
+        let mut look = tokio::time::interval(RETRY);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Between links: answer what can be answered, and look for the owner.
             let url = tokio::select! {
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return };
                     self.offline(msg);
                     continue;
                 }
-                () = tokio::time::sleep(RETRY) => match self.directory.owner_url(&self.table) {
+                _ = look.tick() => match self.directory.owner_url(&self.table) {
                     Some(url) => url,
                     None => continue,
                 },
@@ -218,7 +231,7 @@ impl RemoteWriter {
             match self.connect(&url).await {
                 Ok(socket) => {
                     info!(owner = %url, after_seq = self.last_seq, "linked to the table's owner");
-                    if self.linked(socket).await.is_break() {
+                    if self.linked(socket, &url).await.is_break() {
                         return;
                     }
                     info!(owner = %url, "the link to the table's owner closed; looking for the owner again");
@@ -253,8 +266,9 @@ impl RemoteWriter {
         }
     }
 
-    /// Serves one link until it closes (`Continue`) or every handle is gone (`Break`).
-    async fn linked(&mut self, mut socket: Socket) -> std::ops::ControlFlow<()> {
+    /// Serves one link until it closes, the owner stops answering or another node owns the
+    /// table (`Continue`), or every handle is gone (`Break`).
+    async fn linked(&mut self, mut socket: Socket, url: &str) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
         let mut hello = vec![LinkUp::Subscribe {
             after_seq: self.last_seq,
@@ -278,8 +292,26 @@ impl RemoteWriter {
                 return Continue(());
             }
         }
+        let mut check = tokio::time::interval(LIVENESS_CHECK);
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = check.tick() => {
+                    if self.directory.owner_url(&self.table).as_deref() != Some(url) {
+                        info!(owner = %url, "the table has another owner now: relinking");
+                        self.drop_requests();
+                        return Continue(());
+                    }
+                    if heard.elapsed() > SILENT_OWNER {
+                        warn!(owner = %url, silent_ms = heard.elapsed().as_millis() as u64, "the table's owner stopped answering: relinking");
+                        self.drop_requests();
+                        return Continue(());
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        self.drop_requests();
+                        return Continue(());
+                    }
+                }
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else {
                         let _ = socket.close(None).await;
@@ -288,13 +320,18 @@ impl RemoteWriter {
                     if let Some(up) = self.online(msg)
                         && send(&mut socket, &up).await.is_err()
                     {
+                        self.drop_requests();
                         return Continue(());
                     }
                 }
                 frame = socket.next() => {
+                    heard = tokio::time::Instant::now();
                     let text = match frame {
                         Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Continue(()),
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            self.drop_requests();
+                            return Continue(());
+                        }
                         Some(Ok(_)) => continue,
                     };
                     match serde_json::from_str::<LinkDown>(text.as_str()) {
@@ -305,6 +342,7 @@ impl RemoteWriter {
                         }
                         Err(e) => {
                             warn!(error = %e, "the owner sent a message this node cannot read; are both nodes the same version?");
+                            self.drop_requests();
                             return Continue(());
                         }
                     }
@@ -322,6 +360,8 @@ impl RemoteWriter {
                 if after_seq < self.last_seq {
                     let _ = tx.try_send(FeedMsg::Reset);
                 }
+                // A new link subscribes from where the feed is (it drops what it already has).
+                self.last_seq = self.last_seq.max(after_seq);
                 self.feed = Some(tx);
                 None
             }
@@ -348,11 +388,23 @@ impl RemoteWriter {
                 );
                 Some(join)
             }
-            WriterMsg::Command { origin, user, msg } => Some(LinkUp::Command {
-                conn: origin.conn,
-                user,
-                msg,
-            }),
+            WriterMsg::Command { origin, user, msg } => {
+                let now = tokio::time::Instant::now();
+                while self
+                    .inflight
+                    .front()
+                    .is_some_and(|(at, _, _)| now.duration_since(*at) > INFLIGHT_KEPT)
+                {
+                    self.inflight.pop_front();
+                }
+                self.inflight
+                    .push_back((now, origin.conn, msg.id().cloned()));
+                Some(LinkUp::Command {
+                    conn: origin.conn,
+                    user,
+                    msg,
+                })
+            }
             WriterMsg::Dealer { action, reply } => {
                 let req = self.req();
                 self.dealer.insert(req, reply);
@@ -434,6 +486,27 @@ impl RemoteWriter {
             && feed.try_send(msg).is_err()
         {
             warn!("this node's feed is full; a refusal was dropped");
+        }
+    }
+
+    /// Dealer actions and snapshots waiting on a link that ended: their callers answer 503
+    /// (a dealer action may have been done: its retry is refused by the round's state).
+    fn drop_requests(&mut self) {
+        self.dealer.clear();
+        self.snapshots.clear();
+        for (_, conn, id) in std::mem::take(&mut self.inflight) {
+            let refusal = Reply::Error {
+                id,
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "table {} lost its owner while this was on its way; send it again in a moment",
+                    self.table
+                ),
+            };
+            self.tell_feed(FeedMsg::ToConn {
+                conn,
+                text: Arc::from(protocol::encode(&refusal)),
+            });
         }
     }
 

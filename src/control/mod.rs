@@ -76,15 +76,26 @@ pub struct TableHandle {
     pub id: TableId,
     tx: mpsc::Sender<WriterMsg>,
     metrics: Arc<TableMetrics>,
+    /// True when the writer is another node's (reached over a link).
+    remote: bool,
 }
+
+/// How long an HTTP request waits for the table's writer (across a link, possibly) to answer.
+const REMOTE_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl TableHandle {
     pub(crate) fn new(
         id: TableId,
         tx: mpsc::Sender<WriterMsg>,
         metrics: Arc<TableMetrics>,
+        remote: bool,
     ) -> TableHandle {
-        TableHandle { id, tx, metrics }
+        TableHandle {
+            id,
+            tx,
+            metrics,
+            remote,
+        }
     }
 
     /// Posts a message; false when the table has stopped or its queue is full (counted).
@@ -118,9 +129,21 @@ impl TableHandle {
     pub async fn snapshot(&self) -> Result<Snapshot, TableUnavailable> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(WriterMsg::Snapshot { reply }).await.is_err() {
-            return Err(TableUnavailable(self.id.clone()));
+            return Err(self.unavailable());
         }
-        rx.await.map_err(|_| TableUnavailable(self.id.clone()))
+        match tokio::time::timeout(REMOTE_ANSWER, rx).await {
+            Ok(Ok(snapshot)) => Ok(snapshot),
+            _ => Err(self.unavailable()),
+        }
+    }
+
+    /// Why a request could not be answered: the local writer stopped, or the owner is away.
+    pub fn unavailable(&self) -> TableUnavailable {
+        if self.remote {
+            TableUnavailable::Moving(self.id.clone())
+        } else {
+            TableUnavailable::Stopped(self.id.clone())
+        }
     }
 
     /// Runs a dealer action; the answer comes once its effects are durable.
@@ -132,9 +155,12 @@ impl TableHandle {
             .await
             .is_err()
         {
-            return Err(TableUnavailable(self.id.clone()));
+            return Err(self.unavailable());
         }
-        rx.await.map_err(|_| TableUnavailable(self.id.clone()))
+        match tokio::time::timeout(REMOTE_ANSWER, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => Err(self.unavailable()),
+        }
     }
 }
 

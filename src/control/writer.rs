@@ -47,12 +47,21 @@ pub enum DealerAction {
 /// What a dealer action did: the round it acted on, or why it was refused.
 pub type DealerOutcome = Result<RoundId, DealerError>;
 
-/// The table's actor has stopped (its log could not be written).
+/// The table cannot take the request now.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "table {0} is stopped: its log could not be written; see the node's log, fix the disk, and restart the node"
-)]
-pub struct TableUnavailable(pub TableId);
+pub enum TableUnavailable {
+    /// Its writer here has stopped (its log could not be written).
+    #[error(
+        "table {0} is stopped: its log could not be written; see the node's log, fix the disk, and restart the node"
+    )]
+    Stopped(TableId),
+    /// Its owner is another node, out of reach right now (the table is moving after a failure
+    /// or a drain), or slow to answer.
+    #[error(
+        "table {0} is moving to another node or its owner is slow to answer; try again in a second"
+    )]
+    Moving(TableId),
+}
 
 /// Most messages taken in one turn (one append, one fsync).
 const MAX_BATCH: usize = 1024;
@@ -230,11 +239,7 @@ pub(super) async fn spawn(
         )
     });
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-    let handle = TableHandle {
-        id,
-        tx,
-        metrics: writer.metrics.clone(),
-    };
+    let handle = TableHandle::new(id, tx, writer.metrics.clone(), false);
     let task = tokio::spawn(writer.run(rx, stopping).instrument(span));
     Ok(Started { handle, task })
 }
