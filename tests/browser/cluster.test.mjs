@@ -1,0 +1,94 @@
+// Three nodes on one redis-server: the dealer page on one node that does not
+// own the table and the player page on the other publish and play through the
+// owner. The pages' WHIP and WHEP POSTs get 307 to the owner; Chromium drops
+// the token on that cross-origin redirect, and tablecast.js sends the offer
+// again to the owner with it. The player must decode video, and its session
+// must live on the owner.
+//
+// Needs `cargo build --release` first (or TABLECAST_BIN=target/debug/tablecast)
+// and Debian's redis-server. Run: node --test tests/browser/cluster.test.mjs
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import { launchChromium } from './lib/chromium.mjs';
+import { freePort, startNode } from './lib/node.mjs';
+import { decoding, goLive, joined, openPage } from './lib/pages.mjs';
+import { artifact } from './lib/paths.mjs';
+import { waitUntil } from './lib/wait.mjs';
+
+const TABLE = 'demo';
+const REDIS = process.env.REDIS_SERVER || 'redis-server';
+
+let redis;
+const nodes = [];
+let browser;
+let pageLog;
+
+/** A throwaway redis-server on a free port, without persistence. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await waitUntil(
+    () => new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
+      s.on('error', () => resolve(false));
+    }),
+    (up) => up,
+    { timeoutMs: 10_000, intervalMs: 100, describe: () => `redis-server did not listen on ${port}` },
+  );
+  return { child, url: `redis://127.0.0.1:${port}/0` };
+}
+
+before(async () => {
+  redis = await startRedis();
+  const secret = randomBytes(32).toString('hex');
+  for (const id of ['a', 'b', 'c']) {
+    nodes.push(await startNode({
+      name: `cluster-${id}`,
+      env: { TABLECAST_NODE_ID: id, TABLECAST_CLUSTER_REDIS_URL: redis.url, TABLECAST_AUTH_SECRET: secret },
+    }));
+  }
+  browser = await launchChromium();
+  pageLog = createWriteStream(artifact('cluster.pages.log'));
+});
+
+after(async () => {
+  await browser?.close();
+  for (const node of nodes) await node.stop();
+  redis?.child.kill('SIGKILL');
+  await new Promise((resolve) => (pageLog ? pageLog.end(resolve) : resolve()));
+});
+
+/** The node that owns the table, once every node lists the same owner. */
+async function owner() {
+  const token = await nodes[0].token({ role: 'operator', table: '*' });
+  const list = await waitUntil(
+    async () => (await nodes[0].api('GET', '/api/v1/cluster/nodes', { token })).json,
+    (body) => body?.nodes?.length === 3 && body.nodes.some((n) => (n.tables ?? []).includes(TABLE)),
+    { timeoutMs: 20_000, intervalMs: 250, describe: (l) => `no node owns ${TABLE}: ${JSON.stringify(l)}` },
+  );
+  const id = list.nodes.find((n) => (n.tables ?? []).includes(TABLE)).id;
+  return nodes[['a', 'b', 'c'].indexOf(id)];
+}
+
+test('pages on two nodes that do not own the table publish and play through the owner', { timeout: 120_000 }, async () => {
+  const home = await owner();
+  const [dealerNode, playerNode] = nodes.filter((n) => n !== home);
+  const log = (line) => pageLog.write(line);
+
+  const dealer = await openPage(browser, `${dealerNode.baseUrl}/dealer/${TABLE}`, { label: 'dealer', log });
+  await goLive(dealer);
+  const whip = await dealer.evaluate(() => window.tablecastDealer.resourceUrl);
+  assert.ok(whip.startsWith(`${home.baseUrl}/whip/${TABLE}/`), `the dealer's WHIP session is on the owner ${home.baseUrl}: ${whip}`);
+
+  const player = await openPage(browser, `${playerNode.baseUrl}/play/${TABLE}`, { label: 'player', log });
+  await joined(player);
+  const whep = await player.evaluate(() => window.tablecast.client.player.resourceUrl);
+  assert.ok(whep.startsWith(`${home.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on the owner ${home.baseUrl}: ${whep}`);
+  const stats = await decoding(player, 30);
+  assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
+  await player.screenshot({ path: artifact('cluster.player.png') });
+});
