@@ -3,7 +3,8 @@
 // owner. The pages' WHIP and WHEP POSTs get 307 to the owner; Chromium drops
 // the token on that cross-origin redirect, and tablecast.js sends the offer
 // again to the owner with it. The player must decode video, and its session
-// must live on the owner.
+// must live on the owner. Then a player on a WebSocket whose node stops
+// carries on on the next node of its `nodes` list and misses no event.
 //
 // Needs `cargo build --release` first (or TABLECAST_BIN=target/debug/tablecast)
 // and Debian's redis-server. Run: node --test tests/browser/cluster.test.mjs
@@ -15,7 +16,7 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { launchChromium } from './lib/chromium.mjs';
 import { freePort, startNode } from './lib/node.mjs';
-import { decoding, goLive, joined, openPage } from './lib/pages.mjs';
+import { assertContiguous, decoding, goLive, joined, openPage } from './lib/pages.mjs';
 import { artifact } from './lib/paths.mjs';
 import { waitUntil } from './lib/wait.mjs';
 
@@ -91,4 +92,38 @@ test('pages on two nodes that do not own the table publish and play through the 
   const stats = await decoding(player, 30);
   assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
   await player.screenshot({ path: artifact('cluster.player.png') });
+});
+
+test('a player whose node stops reconnects to the next node of its list and misses no event', { timeout: 120_000 }, async () => {
+  const home = await owner();
+  const [doomed, spare] = nodes.filter((n) => n !== home);
+  const token = await doomed.token({ role: 'player', table: TABLE, user: 'roamer' });
+  const log = (line) => pageLog.write(line);
+  const page = await openPage(browser, `${spare.baseUrl}/`, { label: 'roamer', log });
+  // Table events over a WebSocket (no data channel), so that they run through `doomed`.
+  await page.evaluate(async ({ table, token, nodes }) => {
+    const { joinTable } = await import('/web/tablecast.js');
+    window.roamer = await joinTable({ table, token, nodes, dataChannel: false });
+  }, { table: TABLE, token, nodes: [doomed.baseUrl, spare.baseUrl] });
+  const before = await page.evaluate(() => ({ baseUrl: window.roamer.baseUrl, lastSeq: window.roamer.lastSeq }));
+  assert.equal(before.baseUrl, doomed.baseUrl, 'the player starts on the first node of its list');
+
+  await doomed.stop();
+  const dealerToken = await home.token({ role: 'dealer', table: TABLE });
+  // Something to miss: the dealer voids whatever round is running, or opens one.
+  await home.api('POST', `/api/v1/tables/${TABLE}/round/open`, { token: dealerToken });
+  await home.api('POST', `/api/v1/tables/${TABLE}/round/void`, { token: dealerToken, body: { reason: 'test' } });
+  const after = await waitUntil(
+    () => page.evaluate(() => ({
+      baseUrl: window.roamer.baseUrl,
+      state: window.roamer.connection.state,
+      lastSeq: window.roamer.lastSeq,
+      resumes: window.roamer.counters.resumes,
+      seqLog: [...window.roamer.seqLog],
+    })),
+    (v) => v.state === 'live' && v.baseUrl === spare.baseUrl && v.resumes >= 1 && v.lastSeq > before.lastSeq,
+    { timeoutMs: 30_000, intervalMs: 250, describe: (l) => `the player did not carry on on ${spare.baseUrl}: ${JSON.stringify(l)}` },
+  );
+  assertContiguous(after.seqLog, 'the player across the move');
+  await page.evaluate(() => window.roamer.close());
 });
