@@ -169,3 +169,28 @@ async fn a_dealer_and_a_player_on_two_other_nodes_meet_on_the_owner() {
     assert_eq!(player.close().await.expect("player DELETE"), 200);
     assert_eq!(dealer.close().await.expect("dealer DELETE"), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_owner_dies_a_dealer_through_a_survivor_publishes_on_the_new_owner() {
+    let cluster = Cluster::three("").await;
+    let first_owner = owner_of_demo(&cluster).await;
+    let survivor = cluster.node((first_owner + 1) % 3);
+    cluster.node(first_owner).kill();
+
+    // At once: the survivor still names the dead owner (307), then no owner (503), then the
+    // new one. The client waits all of that out.
+    let dealer = Publisher::connect(
+        demo_target(survivor, TokenRole::Dealer, "dealer"),
+        PublishOptions::default(),
+        Instant::now(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the dealer publishes once the table has a new owner: {e}"));
+    let dead = cluster.node(first_owner).base_url();
+    assert!(
+        !dealer.resource.location.starts_with(&dead),
+        "the dealer's session is not on the dead owner {dead}: {}",
+        dealer.resource.location
+    );
+    assert_eq!(dealer.close().await.expect("dealer DELETE"), 200);
+}

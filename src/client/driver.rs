@@ -80,7 +80,8 @@ struct Created {
 }
 
 /// POSTs an offer to `url`, following a `307` to the table's owner (the token kept, at most
-/// [`MAX_REDIRECTS`] hops) and waiting out a `503` with `Retry-After` while the table moves.
+/// [`MAX_REDIRECTS`] hops) and waiting out a `503` with `Retry-After` while the table moves (or
+/// an owner that a redirect named but that does not answer: it may have just died).
 /// The resource's `Location` is resolved against the URL that answered `201`, so PATCH and
 /// DELETE reach the node that holds the session.
 async fn post_offer(
@@ -89,18 +90,32 @@ async fn post_offer(
     token: &str,
     sdp: &str,
 ) -> Result<Created, ClientError> {
-    let mut url = reqwest::Url::parse(url)
+    let start = reqwest::Url::parse(url)
         .map_err(|e| ClientError::Rtc(format!("bad signalling URL {url}: {e}")))?;
+    let mut url = start.clone();
     let mut redirects = 0;
     let mut unavailable = 0;
     loop {
-        let resp = http
+        let sent = http
             .post(url.clone())
             .header("Content-Type", "application/sdp")
             .bearer_auth(token)
             .body(sdp.to_owned())
             .send()
-            .await?;
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            // The owner a redirect named is unreachable (it just died, and the node that sent
+            // us there has not seen it yet): ask the first node again, as for a 503.
+            Err(_) if url != start && unavailable < MAX_UNAVAILABLE_RETRIES => {
+                unavailable += 1;
+                tokio::time::sleep(retry_delay(None)).await;
+                url = start.clone();
+                redirects = 0;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let status = resp.status().as_u16();
         let location = header(&resp, "location");
         let etag = header(&resp, "etag");
