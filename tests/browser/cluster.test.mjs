@@ -63,12 +63,16 @@ after(async () => {
   await new Promise((resolve) => (pageLog ? pageLog.end(resolve) : resolve()));
 });
 
-/** The node that owns the table, once every node lists the same owner. */
+/** The nodes not stopped by a test. */
+const running = () => nodes.filter((n) => n._stopped === null);
+
+/** The node that owns the table, once every running node is listed and one owns it. */
 async function owner() {
-  const token = await nodes[0].token({ role: 'operator', table: '*' });
+  const [asked] = running();
+  const token = await asked.token({ role: 'operator', table: '*' });
   const list = await waitUntil(
-    async () => (await nodes[0].api('GET', '/api/v1/cluster/nodes', { token })).json,
-    (body) => body?.nodes?.length === 3 && body.nodes.some((n) => (n.tables ?? []).includes(TABLE)),
+    async () => (await asked.api('GET', '/api/v1/cluster/nodes', { token })).json,
+    (body) => body?.nodes?.length === running().length && body.nodes.some((n) => (n.tables ?? []).includes(TABLE)),
     { timeoutMs: 20_000, intervalMs: 250, describe: (l) => `no node owns ${TABLE}: ${JSON.stringify(l)}` },
   );
   const id = list.nodes.find((n) => (n.tables ?? []).includes(TABLE)).id;
@@ -126,4 +130,24 @@ test('a player whose node stops reconnects to the next node of its list and miss
   );
   assertContiguous(after.seqLog, 'the player across the move');
   await page.evaluate(() => window.roamer.close());
+});
+
+test('/ops lists the cluster\'s nodes and each table\'s owner', { timeout: 60_000 }, async () => {
+  const home = await owner();
+  const live = running().find((n) => n !== home) ?? home;
+  const token = await live.token({ role: 'operator', table: '*' });
+  const log = (line) => pageLog.write(line);
+  const ops = await openPage(browser, `${live.baseUrl}/ops?token=${encodeURIComponent(token)}`, { label: 'ops', log });
+  const homeId = ['a', 'b', 'c'][nodes.indexOf(home)];
+  const seen = await waitUntil(
+    () => ops.evaluate(() => ({
+      nodes: [...document.querySelectorAll('#cluster-body tr')].map((tr) => tr.dataset.node),
+      tables: [...document.querySelectorAll('#tables-body tr')].map((tr) => tr.children[1]?.textContent ?? ''),
+      note: document.getElementById('cluster-note').textContent,
+    })),
+    (v) => v.nodes.length >= 2 && v.tables.some((t) => t.startsWith(homeId)),
+    { timeoutMs: 20_000, intervalMs: 250, describe: (l) => `/ops does not show the cluster: ${JSON.stringify(l)}` },
+  );
+  assert.ok(seen.nodes.includes(homeId), `the owner ${homeId} is listed: ${JSON.stringify(seen)}`);
+  await ops.screenshot({ path: artifact('cluster.ops.png'), fullPage: true });
 });
