@@ -7,6 +7,9 @@
 // session list comes from GET /api/v1/tables/{table}/sessions
 // ([{session, role, user, connected_ms, addr}]); a node without it answers 404
 // and the page says "session list unavailable".
+//
+// The cluster's nodes (id, region, state, load, tables, heartbeat age) come from
+// GET /api/v1/cluster/nodes, and each table's owner from its snapshot's `owner`.
 import uPlot from '/web/vendor/uplot/uPlot.esm.js';
 import { getJson, pageToken, parsePrometheus, TablecastError } from '/web/tablecast.js';
 import { $, money, toast } from '/web/ui.js';
@@ -23,6 +26,7 @@ const state = {
   tables: [],
   snapshots: new Map(),
   sessions: { table: null, status: 'idle', list: [] },
+  cluster: null,
   history: { t: [], players: new Map(), control: [], egress: [], ingress: [], loss: [] },
 };
 window.tablecastOps = state;
@@ -241,6 +245,7 @@ function renderTables(m) {
     const tr = document.createElement('tr');
     const cells = [
       snap?.table?.name ? `${snap.table.name}` : t,
+      ownerText(t, snap),
       roundText(snap),
       snap?.totals ? money(Object.values(snap.totals.spots).reduce((a, s) => a + s.amount, 0), { currency: snap.table.currency, exponent: snap.table.currency_exponent }) + ` · ${snap.totals.bettors}` : '—',
       (m.publishers.get(t) ?? 0) > 0 ? 'live' : 'off air',
@@ -263,7 +268,7 @@ function renderTables(m) {
           id.textContent = t;
           cell.append(id);
         }
-      } else if (i === 3) {
+      } else if (i === 4) {
         const pill = document.createElement('span');
         pill.className = 'status';
         pill.dataset.state = v === 'live' ? 'onair' : 'idle';
@@ -276,6 +281,15 @@ function renderTables(m) {
     });
     body.append(tr);
   }
+}
+
+/** The table's owner: from its snapshot, else from the node list (the node that lists it). */
+function ownerText(table, snap) {
+  const fromList = state.cluster?.nodes?.find((n) => (n.tables ?? []).includes(table))?.id;
+  const owner = snap?.owner ?? fromList;
+  if (!owner) return state.cluster?.clustered ? 'none (moving)' : '—';
+  const self = state.cluster?.nodes?.find((n) => n.self)?.id;
+  return owner === self ? `${owner} (this node)` : owner;
 }
 
 function roundText(snap) {
@@ -294,6 +308,75 @@ async function pollSnapshots() {
     }
   }));
   if (state.prev) renderTables(state.prev);
+}
+
+// ---------------------------------------------------------------------------
+// Cluster
+// ---------------------------------------------------------------------------
+
+async function pollCluster() {
+  const note = $('cluster-note');
+  if (!state.token) {
+    note.textContent = 'The node list needs an operator token for every table (/ops?token=…).';
+    return;
+  }
+  try {
+    state.cluster = await getJson('/api/v1/cluster/nodes', state.token);
+    note.textContent = state.cluster.degraded ? `Coordination degraded: ${state.cluster.degraded}` : '';
+  } catch (err) {
+    state.cluster = null;
+    note.textContent = err instanceof TablecastError && err.status === 404
+      ? 'This node has no cluster API.'
+      : `Node list unavailable (${err.serverMessage || err.message}).`;
+  }
+  renderCluster();
+}
+
+function renderCluster() {
+  const body = $('cluster-body');
+  body.textContent = '';
+  const c = state.cluster;
+  $('cluster-aside').textContent = c ? (c.clustered ? `${c.nodes.length} node${c.nodes.length === 1 ? '' : 's'}` : 'one node, no Redis') : '';
+  if (!c) return;
+  for (const n of c.nodes ?? []) {
+    const tr = document.createElement('tr');
+    tr.dataset.node = n.id;
+    const load = n.load ?? {};
+    const cells = [
+      n.self ? `${n.id} (this node)` : n.id,
+      n.region ?? '—',
+      n.state ?? '—',
+      String(load.players ?? 0),
+      typeof load.cpu === 'number' ? `${load.cpu.toFixed(2)} cores` : '—',
+      fmtMbps(load.bitrate_bps ?? 0),
+      (n.tables ?? []).join(', ') || '—',
+      typeof n.heartbeat_age_ms === 'number' ? `${(n.heartbeat_age_ms / 1000).toFixed(1)} s ago` : '—',
+    ];
+    cells.forEach((v, i) => {
+      const cell = document.createElement(i === 0 ? 'th' : 'td');
+      if (i === 0) {
+        cell.scope = 'row';
+        if (n.public_url && !n.self) {
+          const a = document.createElement('a');
+          a.href = `${n.public_url.replace(/\/+$/, '')}/ops`;
+          a.textContent = v;
+          cell.append(a);
+        } else {
+          cell.textContent = v;
+        }
+      } else if (i === 2) {
+        const pill = document.createElement('span');
+        pill.className = 'status';
+        pill.dataset.state = v === 'serving' ? 'live' : 'poor';
+        pill.textContent = v;
+        cell.append(pill);
+      } else {
+        cell.textContent = v;
+      }
+      tr.append(cell);
+    });
+    body.append(tr);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -462,11 +545,11 @@ for (const id of ['c-players', 'c-bitrate', 'c-loss']) resize.observe($(id));
 async function main() {
   await Promise.all([getToken(), pollReady()]);
   await pollMetrics();
-  await pollSnapshots();
+  await Promise.all([pollSnapshots(), pollCluster()]);
   setInterval(async () => {
     await pollReady();
     await pollMetrics();
-    await pollSnapshots();
+    await Promise.all([pollSnapshots(), pollCluster()]);
   }, POLL_MS);
   setInterval(pollSessions, 3000);
 }

@@ -11,7 +11,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 /// The resource the server created for us.
@@ -21,13 +21,24 @@ pub struct Resource {
     pub etag: Option<String>,
 }
 
+/// The client's HTTP client. It follows no redirect by itself: reqwest drops `Authorization`
+/// on a redirect to another host, and in a cluster the `307` of a node that does not own the
+/// table always names another host, so [`post_offer`] follows it with the token kept.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         // The node's certificate is self-signed by default.
         .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
 }
+
+/// How many `307`s a POST follows (a node names the owner directly, so one is the norm).
+const MAX_REDIRECTS: usize = 3;
+/// How many times a `503` (the table is moving between nodes) is tried again.
+const MAX_UNAVAILABLE_RETRIES: usize = 5;
+/// The longest `Retry-After` honoured, so that a confused node cannot stall a test or bench.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Offers, POSTs the offer, applies the answer.
 pub async fn negotiate(
@@ -54,28 +65,100 @@ pub async fn negotiate(
     if let Some(camera) = &target.camera {
         url.push_str(&format!("?camera={camera}"));
     }
-    let resp = http
-        .post(&url)
-        .header("Content-Type", "application/sdp")
-        .bearer_auth(&target.token)
-        .body(sdp)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let location = header(&resp, "location");
-    let etag = header(&resp, "etag");
-    let body = resp.text().await?;
-    if status != 201 {
-        return Err(ClientError::Refused { status, body });
+    let created = post_offer(http, &url, &target.token, &sdp).await?;
+    pc.set_remote_description(
+        Instant::now(),
+        RTCSessionDescription::answer(created.answer)?,
+    )?;
+    Ok(created.resource)
+}
+
+/// What a `201` to the offer gave: the answer, and the resource on the node that made it.
+struct Created {
+    answer: String,
+    resource: Resource,
+}
+
+/// POSTs an offer to `url`, following a `307` to the table's owner (the token kept, at most
+/// [`MAX_REDIRECTS`] hops) and waiting out a `503` with `Retry-After` while the table moves (or
+/// an owner that a redirect named but that does not answer: it may have just died).
+/// The resource's `Location` is resolved against the URL that answered `201`, so PATCH and
+/// DELETE reach the node that holds the session.
+async fn post_offer(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    sdp: &str,
+) -> Result<Created, ClientError> {
+    let start = reqwest::Url::parse(url)
+        .map_err(|e| ClientError::Rtc(format!("bad signalling URL {url}: {e}")))?;
+    let mut url = start.clone();
+    let mut redirects = 0;
+    let mut unavailable = 0;
+    loop {
+        let sent = http
+            .post(url.clone())
+            .header("Content-Type", "application/sdp")
+            .bearer_auth(token)
+            .body(sdp.to_owned())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            // The owner a redirect named is unreachable (it just died, and the node that sent
+            // us there has not seen it yet): ask the first node again, as for a 503.
+            Err(_) if url != start && unavailable < MAX_UNAVAILABLE_RETRIES => {
+                unavailable += 1;
+                tokio::time::sleep(retry_delay(None)).await;
+                url = start.clone();
+                redirects = 0;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = resp.status().as_u16();
+        let location = header(&resp, "location");
+        let etag = header(&resp, "etag");
+        let retry_after = header(&resp, "retry-after");
+        let body = resp.text().await?;
+        match status {
+            201 => {
+                let location =
+                    location.ok_or_else(|| ClientError::Rtc("201 without Location".into()))?;
+                let location = url.join(&location).map_err(|e| {
+                    ClientError::Rtc(format!("201 with a bad Location {location:?}: {e}"))
+                })?;
+                let resource = Resource {
+                    location: location.to_string(),
+                    etag,
+                };
+                return Ok(Created {
+                    answer: body,
+                    resource,
+                });
+            }
+            301 | 302 | 303 | 307 | 308 if redirects < MAX_REDIRECTS => {
+                let Some(next) = location.and_then(|l| url.join(&l).ok()) else {
+                    return Err(ClientError::Refused { status, body });
+                };
+                redirects += 1;
+                url = next;
+            }
+            503 if unavailable < MAX_UNAVAILABLE_RETRIES => {
+                unavailable += 1;
+                tokio::time::sleep(retry_delay(retry_after.as_deref())).await;
+            }
+            _ => return Err(ClientError::Refused { status, body }),
+        }
     }
-    let location = location.ok_or_else(|| ClientError::Rtc("201 without Location".into()))?;
-    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(body)?)?;
-    let location = if location.starts_with('/') {
-        format!("{}{}", target.base_url.trim_end_matches('/'), location)
-    } else {
-        location
-    };
-    Ok(Resource { location, etag })
+}
+
+/// The wait a `Retry-After` in seconds asks for (1 s when absent or unreadable), capped.
+fn retry_delay(retry_after: Option<&str>) -> Duration {
+    retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 /// Answers an offer from a server that offers (Janus does), with our one host candidate in the
@@ -245,4 +328,17 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_with_a_default_and_a_cap() {
+        assert_eq!(retry_delay(Some("2")), Duration::from_secs(2));
+        assert_eq!(retry_delay(None), Duration::from_secs(1));
+        assert_eq!(retry_delay(Some("soon")), Duration::from_secs(1));
+        assert_eq!(retry_delay(Some("3600")), MAX_RETRY_AFTER);
+    }
 }

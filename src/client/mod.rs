@@ -1,6 +1,10 @@
 //! A light WHIP/WHEP client on the same sans-IO stack as the node: a synthetic dealer
 //! ([`Publisher`]) and a player that counts what it receives ([`Subscriber`]). The integration
 //! tests and `tablecast bench` use it; it never decodes media.
+//!
+//! In a cluster, a POST to a node that does not own the table is redirected (`307`) to the
+//! owner; the client follows it with its token and waits out a `503` while the table moves, and
+//! its PATCH and DELETE go to the node that made the session (`driver::negotiate`).
 
 pub(crate) mod driver;
 mod publisher;

@@ -5,6 +5,7 @@ import { backoffMs, sleep } from './backoff.js';
 import { ControlSession } from './control.js';
 import { openSocket } from './transport.js';
 import { wsUrl } from './http.js';
+import { NodeRing } from './nodes.js';
 
 /**
  * Connect a console to a table. Resolves once the table said `welcome`.
@@ -13,6 +14,7 @@ import { wsUrl } from './http.js';
  * @param {string} opts.table
  * @param {string|(() => Promise<string>)} opts.token dealer or operator token, or a function that gets a fresh one
  * @param {string} [opts.baseUrl=''] node origin; '' means this page's origin
+ * @param {string[]} [opts.nodes] node origins to use in turn when reconnecting (default: `[baseUrl]`)
  * @returns {Promise<TableConsole>}
  */
 export async function openConsole(opts) {
@@ -22,9 +24,11 @@ export async function openConsole(opts) {
 }
 
 export class TableConsole extends ControlSession {
-  constructor({ table, token, baseUrl = '', ...rest }) {
+  constructor({ table, token, baseUrl = '', nodes, ...rest }) {
     super({ table, ...rest });
-    this.baseUrl = baseUrl;
+    /** The nodes to use in turn; `baseUrl` is the one in use. */
+    this.nodes = new NodeRing(nodes, baseUrl);
+    this.baseUrl = this.nodes.current;
     this._tokenSource = token;
     this._closed = false;
     this._reconnecting = false;
@@ -119,6 +123,8 @@ export class TableConsole extends ControlSession {
     for (let attempt = 1; !this._closed; attempt += 1) {
       await sleep(backoffMs(attempt));
       if (this._closed) break;
+      // Each attempt on the next node: the one just lost may be stopping or gone.
+      this.baseUrl = this.nodes.advance();
       try {
         await this._connectOnce();
         this.reconnects += 1;

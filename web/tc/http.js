@@ -5,14 +5,17 @@
 export class TablecastError extends Error {
   /**
    * @param {string} message human-readable summary
-   * @param {{status: number, serverMessage?: string, url?: string, cause?: unknown}} details
+   * @param {{status: number, serverMessage?: string, url?: string, retryAfter?: string|null, cause?: unknown}} details
    */
-  constructor(message, { status, serverMessage = '', url = '', cause } = {}) {
+  constructor(message, { status, serverMessage = '', url = '', retryAfter = null, cause } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'TablecastError';
     this.status = status;
     this.serverMessage = serverMessage;
+    /** The URL that answered: after a redirect, the node it led to. */
     this.url = url;
+    /** The reply's Retry-After header, when the browser lets the page read it. */
+    this.retryAfter = retryAfter;
   }
 
   /** True when trying again with the same token cannot help (bad token, unknown table). */
@@ -33,7 +36,9 @@ export async function request(url, init, what) {
     const text = await res.text().catch(() => '');
     const serverMessage = firstLine(text);
     const reason = serverMessage || res.statusText || 'no reason given';
-    throw new TablecastError(`${what} failed: ${res.status} ${reason}`, { status: res.status, serverMessage, url: res.url || url });
+    throw new TablecastError(`${what} failed: ${res.status} ${reason}`, {
+      status: res.status, serverMessage, url: res.url || url, retryAfter: res.headers.get('Retry-After'),
+    });
   }
   return res;
 }

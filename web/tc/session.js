@@ -127,9 +127,7 @@ export class Session extends EventTarget {
 export async function negotiate(pc, url, token, what, gatherTimeoutMs) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringComplete(pc, gatherTimeoutMs);
-  const headers = { 'Content-Type': 'application/sdp' };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await request(url, { method: 'POST', headers, body: pc.localDescription.sdp }, `${what} POST`);
+  const res = await postOffer(url, token, pc.localDescription.sdp, what);
   const answer = await res.text();
   if (res.status !== 201) {
     throw new TablecastError(`${what} POST: expected 201, got ${res.status}`, { status: res.status, url: res.url });
@@ -138,7 +136,8 @@ export async function negotiate(pc, url, token, what, gatherTimeoutMs) {
   if (!location) {
     throw new TablecastError(`${what} POST: the reply has no Location header`, { status: res.status, url: res.url });
   }
-  const resource = { url: new URL(location, res.url).href, etag: res.headers.get('ETag'), token };
+  // Relative to the node that made the session (the table's owner, after a redirect): PATCH and DELETE go there.
+  const resource = { url: new URL(location, res.url || url).href, etag: res.headers.get('ETag'), token };
   try {
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
   } catch (err) {
@@ -148,6 +147,60 @@ export async function negotiate(pc, url, token, what, gatherTimeoutMs) {
     throw err;
   }
   return resource;
+}
+
+/** How many times an offer is sent again to the node a redirect named. */
+const MAX_REDIRECTS = 3;
+/** How many times a 503 (the table is moving to another node) is tried again. */
+const MAX_UNAVAILABLE_RETRIES = 5;
+/** The longest Retry-After honoured. */
+const MAX_RETRY_AFTER_MS = 5000;
+
+/**
+ * POST an offer, following a cluster's redirect with the token kept, and waiting out a 503.
+ *
+ * A node that does not own the table answers `307` with `Location` on the owner, always
+ * another origin. Browsers follow it, but drop `Authorization` on a cross-origin redirect
+ * (Fetch spec; older browsers kept it), and `redirect: 'manual'` gives an opaque response
+ * without `Location`. So the request follows the redirect: when the owner then answers 401
+ * to the token-less POST, `res.url` (the owner's URL, after the redirect) gets the offer again
+ * with the token. A `503` (the table has no owner for a moment: it is moving after a failure)
+ * is tried again after `Retry-After` seconds (1 when the browser hides the header).
+ */
+export async function postOffer(url, token, sdp, what) {
+  const headers = { 'Content-Type': 'application/sdp' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let target = url;
+  let redirects = 0;
+  let unavailable = 0;
+  for (;;) {
+    try {
+      const res = await request(target, { method: 'POST', headers, body: sdp, redirect: 'follow' }, `${what} POST`);
+      return res;
+    } catch (err) {
+      if (!(err instanceof TablecastError)) throw err;
+      const landed = err.url && err.url !== target ? err.url : null;
+      if (err.status === 401 && landed && redirects < MAX_REDIRECTS) {
+        // Redirected to the owner, which never saw the token: ask it directly.
+        redirects += 1;
+        target = landed;
+        continue;
+      }
+      if (err.status === 503 && unavailable < MAX_UNAVAILABLE_RETRIES) {
+        unavailable += 1;
+        await new Promise((resolve) => setTimeout(resolve, retryAfterMs(err.retryAfter)));
+        continue;
+      }
+      throw err;
+    }
+  }
+}
+
+/** Milliseconds a Retry-After of whole seconds asks for: 1 s when absent or unreadable, at most 5 s. */
+export function retryAfterMs(value) {
+  const secs = Number.parseInt(String(value ?? ''), 10);
+  const ms = Number.isFinite(secs) && secs >= 0 ? secs * 1000 : 1000;
+  return Math.min(ms, MAX_RETRY_AFTER_MS);
 }
 
 /** Resolves when ICE gathering completes, or after `timeoutMs`, whichever is first. */

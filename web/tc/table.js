@@ -17,6 +17,7 @@ import { ControlSession } from './control.js';
 import { channelTransport, openSocket } from './transport.js';
 import { wsUrl } from './http.js';
 import { DEFAULT_GATHER_TIMEOUT_MS } from './session.js';
+import { NodeRing } from './nodes.js';
 import { play } from './whep.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
@@ -34,6 +35,9 @@ const ICE_RESTART_TIMEOUT_MS = 5000;
  * @param {HTMLVideoElement} [opts.video] shows the dealer's video
  * @param {string} [opts.camera='main']
  * @param {string} [opts.baseUrl=''] node origin; '' means this page's origin
+ * @param {string[]} [opts.nodes] node origins to use in turn: the client moves to the next
+ *   one whenever it reconnects, so a player whose node stopped carries on on another
+ *   (default: `[baseUrl]`)
  * @param {boolean} [opts.dataChannel=true] false: table events over the WebSocket only
  * @param {RTCIceServer[]} [opts.iceServers=[]]
  * @returns {Promise<TableClient>}
@@ -46,14 +50,16 @@ export async function joinTable(opts) {
 
 export class TableClient extends ControlSession {
   constructor({
-    table, token, video = null, camera = 'main', baseUrl = '', dataChannel = true,
+    table, token, video = null, camera = 'main', baseUrl = '', nodes, dataChannel = true,
     iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
     statsIntervalMs = 1000, ...rest
   }) {
     super({ table, ...rest });
     this.video = video;
     this.camera = camera;
-    this.baseUrl = baseUrl;
+    /** The nodes to use in turn; `baseUrl` is the one in use. */
+    this.nodes = new NodeRing(nodes, baseUrl);
+    this.baseUrl = this.nodes.current;
     this.iceServers = iceServers;
     this.gatherTimeoutMs = gatherTimeoutMs;
     this.channelTimeoutMs = channelTimeoutMs;
@@ -80,7 +86,16 @@ export class TableClient extends ControlSession {
 
   async start() {
     this._setConnection('connecting', null);
-    await this._connect();
+    // The first connection tries each node once; a refused token (fatal) stops at once.
+    for (let tried = 1; ; tried += 1) {
+      try {
+        await this._connect();
+        break;
+      } catch (err) {
+        if (err.fatal || tried >= this.nodes.size || this._closed) throw err;
+        this.baseUrl = this.nodes.advance();
+      }
+    }
     this._setConnection('live', this._transport?.kind ?? null);
     this._statsTimer = setInterval(() => { this._sample().catch(() => {}); }, this.statsIntervalMs);
     globalThis.addEventListener?.('online', this._onNetwork);
@@ -297,6 +312,8 @@ export class TableClient extends ControlSession {
     for (let attempt = 1; !this._closed; attempt += 1) {
       await sleep(backoffMs(attempt));
       if (this._closed) break;
+      // Each attempt on the next node: the one just lost may be stopping or gone.
+      this.baseUrl = this.nodes.advance();
       try {
         await this._connect();
         this.recovery.reconnects += 1;
@@ -323,6 +340,8 @@ export class TableClient extends ControlSession {
     const started = performance.now();
     for (let attempt = 1; !this._closed && this.player; attempt += 1) {
       await sleep(backoffMs(attempt));
+      // The WHEP session stays where it is (on the table's owner); the socket moves on.
+      this.baseUrl = this.nodes.advance();
       try {
         await this._rejoinControl();
         this.recovery.reconnects += 1;

@@ -1,0 +1,153 @@
+// Three nodes on one redis-server: the dealer page on one node that does not
+// own the table and the player page on the other publish and play through the
+// owner. The pages' WHIP and WHEP POSTs get 307 to the owner; Chromium drops
+// the token on that cross-origin redirect, and tablecast.js sends the offer
+// again to the owner with it. The player must decode video, and its session
+// must live on the owner. Then a player on a WebSocket whose node stops
+// carries on on the next node of its `nodes` list and misses no event.
+//
+// Needs `cargo build --release` first (or TABLECAST_BIN=target/debug/tablecast)
+// and Debian's redis-server. Run: node --test tests/browser/cluster.test.mjs
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import net from 'node:net';
+import { after, before, test } from 'node:test';
+import { launchChromium } from './lib/chromium.mjs';
+import { freePort, startNode } from './lib/node.mjs';
+import { assertContiguous, decoding, goLive, joined, openPage } from './lib/pages.mjs';
+import { artifact } from './lib/paths.mjs';
+import { waitUntil } from './lib/wait.mjs';
+
+const TABLE = 'demo';
+const REDIS = process.env.REDIS_SERVER || 'redis-server';
+
+let redis;
+const nodes = [];
+let browser;
+let pageLog;
+
+/** A throwaway redis-server on a free port, without persistence. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await waitUntil(
+    () => new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
+      s.on('error', () => resolve(false));
+    }),
+    (up) => up,
+    { timeoutMs: 10_000, intervalMs: 100, describe: () => `redis-server did not listen on ${port}` },
+  );
+  return { child, url: `redis://127.0.0.1:${port}/0` };
+}
+
+before(async () => {
+  redis = await startRedis();
+  const secret = randomBytes(32).toString('hex');
+  for (const id of ['a', 'b', 'c']) {
+    nodes.push(await startNode({
+      name: `cluster-${id}`,
+      env: { TABLECAST_NODE_ID: id, TABLECAST_CLUSTER_REDIS_URL: redis.url, TABLECAST_AUTH_SECRET: secret },
+    }));
+  }
+  browser = await launchChromium();
+  pageLog = createWriteStream(artifact('cluster.pages.log'));
+});
+
+after(async () => {
+  await browser?.close();
+  for (const node of nodes) await node.stop();
+  redis?.child.kill('SIGKILL');
+  await new Promise((resolve) => (pageLog ? pageLog.end(resolve) : resolve()));
+});
+
+/** The nodes not stopped by a test. */
+const running = () => nodes.filter((n) => n._stopped === null);
+
+/** The node that owns the table, once every running node is listed and one owns it. */
+async function owner() {
+  const [asked] = running();
+  const token = await asked.token({ role: 'operator', table: '*' });
+  const list = await waitUntil(
+    async () => (await asked.api('GET', '/api/v1/cluster/nodes', { token })).json,
+    (body) => body?.nodes?.length === running().length && body.nodes.some((n) => (n.tables ?? []).includes(TABLE)),
+    { timeoutMs: 20_000, intervalMs: 250, describe: (l) => `no node owns ${TABLE}: ${JSON.stringify(l)}` },
+  );
+  const id = list.nodes.find((n) => (n.tables ?? []).includes(TABLE)).id;
+  return nodes[['a', 'b', 'c'].indexOf(id)];
+}
+
+test('pages on two nodes that do not own the table publish and play through the owner', { timeout: 120_000 }, async () => {
+  const home = await owner();
+  const [dealerNode, playerNode] = nodes.filter((n) => n !== home);
+  const log = (line) => pageLog.write(line);
+
+  const dealer = await openPage(browser, `${dealerNode.baseUrl}/dealer/${TABLE}`, { label: 'dealer', log });
+  await goLive(dealer);
+  const whip = await dealer.evaluate(() => window.tablecastDealer.resourceUrl);
+  assert.ok(whip.startsWith(`${home.baseUrl}/whip/${TABLE}/`), `the dealer's WHIP session is on the owner ${home.baseUrl}: ${whip}`);
+
+  const player = await openPage(browser, `${playerNode.baseUrl}/play/${TABLE}`, { label: 'player', log });
+  await joined(player);
+  const whep = await player.evaluate(() => window.tablecast.client.player.resourceUrl);
+  assert.ok(whep.startsWith(`${home.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on the owner ${home.baseUrl}: ${whep}`);
+  const stats = await decoding(player, 30);
+  assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
+  await player.screenshot({ path: artifact('cluster.player.png') });
+});
+
+test('a player whose node stops reconnects to the next node of its list and misses no event', { timeout: 120_000 }, async () => {
+  const home = await owner();
+  const [doomed, spare] = nodes.filter((n) => n !== home);
+  const token = await doomed.token({ role: 'player', table: TABLE, user: 'roamer' });
+  const log = (line) => pageLog.write(line);
+  const page = await openPage(browser, `${spare.baseUrl}/`, { label: 'roamer', log });
+  // Table events over a WebSocket (no data channel), so that they run through `doomed`.
+  await page.evaluate(async ({ table, token, nodes }) => {
+    const { joinTable } = await import('/web/tablecast.js');
+    window.roamer = await joinTable({ table, token, nodes, dataChannel: false });
+  }, { table: TABLE, token, nodes: [doomed.baseUrl, spare.baseUrl] });
+  const before = await page.evaluate(() => ({ baseUrl: window.roamer.baseUrl, lastSeq: window.roamer.lastSeq }));
+  assert.equal(before.baseUrl, doomed.baseUrl, 'the player starts on the first node of its list');
+
+  await doomed.stop();
+  const dealerToken = await home.token({ role: 'dealer', table: TABLE });
+  // Something to miss: the dealer voids whatever round is running, or opens one.
+  await home.api('POST', `/api/v1/tables/${TABLE}/round/open`, { token: dealerToken });
+  await home.api('POST', `/api/v1/tables/${TABLE}/round/void`, { token: dealerToken, body: { reason: 'test' } });
+  const after = await waitUntil(
+    () => page.evaluate(() => ({
+      baseUrl: window.roamer.baseUrl,
+      state: window.roamer.connection.state,
+      lastSeq: window.roamer.lastSeq,
+      resumes: window.roamer.counters.resumes,
+      seqLog: [...window.roamer.seqLog],
+    })),
+    (v) => v.state === 'live' && v.baseUrl === spare.baseUrl && v.resumes >= 1 && v.lastSeq > before.lastSeq,
+    { timeoutMs: 30_000, intervalMs: 250, describe: (l) => `the player did not carry on on ${spare.baseUrl}: ${JSON.stringify(l)}` },
+  );
+  assertContiguous(after.seqLog, 'the player across the move');
+  await page.evaluate(() => window.roamer.close());
+});
+
+test('/ops lists the cluster\'s nodes and each table\'s owner', { timeout: 60_000 }, async () => {
+  const home = await owner();
+  const live = running().find((n) => n !== home) ?? home;
+  const token = await live.token({ role: 'operator', table: '*' });
+  const log = (line) => pageLog.write(line);
+  const ops = await openPage(browser, `${live.baseUrl}/ops?token=${encodeURIComponent(token)}`, { label: 'ops', log });
+  const homeId = ['a', 'b', 'c'][nodes.indexOf(home)];
+  const seen = await waitUntil(
+    () => ops.evaluate(() => ({
+      nodes: [...document.querySelectorAll('#cluster-body tr')].map((tr) => tr.dataset.node),
+      tables: [...document.querySelectorAll('#tables-body tr')].map((tr) => tr.children[1]?.textContent ?? ''),
+      note: document.getElementById('cluster-note').textContent,
+    })),
+    (v) => v.nodes.length >= 2 && v.tables.some((t) => t.startsWith(homeId)),
+    { timeoutMs: 20_000, intervalMs: 250, describe: (l) => `/ops does not show the cluster: ${JSON.stringify(l)}` },
+  );
+  assert.ok(seen.nodes.includes(homeId), `the owner ${homeId} is listed: ${JSON.stringify(seen)}`);
+  await ops.screenshot({ path: artifact('cluster.ops.png'), fullPage: true });
+});

@@ -1,0 +1,196 @@
+//! Media in a cluster: the table's owner serves its media. A node that does not own the table
+//! answers a WHIP or WHEP POST with `307` to the owner, and the client follows it with its token,
+//! so a dealer and a player who start on two other nodes meet on the owner.
+
+mod common;
+
+use common::cluster::Cluster;
+use common::{NodeRef, wait_until};
+use std::time::{Duration, Instant};
+use tablecast::auth::TokenRole;
+use tablecast::client::{PublishOptions, Publisher, Subscriber, Target};
+
+/// The index in `cluster` of the node that owns the demo table: the node whose entry in
+/// `GET /api/v1/cluster/nodes` lists it among its tables.
+async fn owner_of_demo(cluster: &Cluster) -> usize {
+    let first = cluster.node(0);
+    let token = first.issue_token(TokenRole::Operator, "*", "ops");
+    let owner = wait_until(
+        Duration::from_secs(20),
+        "a node lists the demo table among its tables in GET /api/v1/cluster/nodes",
+        async || {
+            let body: serde_json::Value = first
+                .client()
+                .get(first.url("/api/v1/cluster/nodes"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["nodes"].as_array()?.iter().find_map(|n| {
+                let tables = n["tables"].as_array()?;
+                tables
+                    .iter()
+                    .any(|t| t == "demo")
+                    .then(|| n["id"].as_str().map(str::to_owned))?
+            })
+        },
+        Option::is_some,
+    )
+    .await
+    .expect("wait_until returned an owner");
+    cluster
+        .nodes()
+        .iter()
+        .position(|n| n.id == owner)
+        .unwrap_or_else(|| panic!("the owner {owner:?} is one of the three nodes"))
+}
+
+/// A client of `node` for `table` demo, as `role`.
+fn demo_target(node: &impl NodeRef, role: TokenRole, user: &str) -> Target {
+    Target {
+        base_url: node.base_url(),
+        table: "demo".into(),
+        camera: None,
+        token: node.issue_token(role, "demo", user),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner() {
+    let cluster = Cluster::three("").await;
+    let owner = owner_of_demo(&cluster).await;
+    let other = cluster.node((owner + 1) % 3);
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("reqwest client");
+
+    // Until the node has seen the owner (its next tick), it answers 503 with Retry-After.
+    let resp = wait_until(
+        Duration::from_secs(10),
+        "the non-owner answers a WHEP POST with something other than 503",
+        async || {
+            raw.post(other.url("/whep/demo?camera=main"))
+                .header("Content-Type", "application/sdp")
+                .bearer_auth(other.issue_token(TokenRole::Player, "demo", "p-raw"))
+                .body(common::offer("recvonly"))
+                .send()
+                .await
+                .expect("the non-owner answers")
+        },
+        |r| r.status().as_u16() != 503,
+    )
+    .await;
+    assert_eq!(
+        resp.status().as_u16(),
+        307,
+        "a non-owner redirects a WHEP POST"
+    );
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("the 307 has a Location");
+    assert_eq!(
+        location,
+        format!("{}/whep/demo?camera=main", cluster.node(owner).base_url()),
+        "Location is the owner's public URL, with the query kept"
+    );
+
+    // The owner itself takes the offer.
+    let resp = raw
+        .post(cluster.node(owner).url("/whep/demo"))
+        .header("Content-Type", "application/sdp")
+        .bearer_auth(other.issue_token(TokenRole::Player, "demo", "p-raw"))
+        .body(common::offer("recvonly"))
+        .send()
+        .await
+        .expect("the owner answers");
+    assert_eq!(resp.status().as_u16(), 201, "the owner serves the table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dealer_and_a_player_on_two_other_nodes_meet_on_the_owner() {
+    let cluster = Cluster::three("").await;
+    let owner = owner_of_demo(&cluster).await;
+    let owner_url = cluster.node(owner).base_url();
+    let dealer_node = cluster.node((owner + 1) % 3);
+    let player_node = cluster.node((owner + 2) % 3);
+    let epoch = Instant::now();
+
+    let dealer = Publisher::connect(
+        demo_target(dealer_node, TokenRole::Dealer, "dealer"),
+        PublishOptions::default(),
+        epoch,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the dealer publishes through a non-owner: {e}"));
+    assert!(
+        dealer
+            .resource
+            .location
+            .starts_with(&format!("{owner_url}/whip/demo/")),
+        "the dealer's session is on the owner {owner_url}: {}",
+        dealer.resource.location
+    );
+
+    let player = Subscriber::connect(
+        demo_target(player_node, TokenRole::Player, "player"),
+        common::media_only(),
+        epoch,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the player joins through a non-owner: {e}"));
+    assert!(
+        player
+            .resource
+            .location
+            .starts_with(&format!("{owner_url}/whep/demo/")),
+        "the player's session is on the owner {owner_url}: {}",
+        player.resource.location
+    );
+
+    wait_until(
+        Duration::from_secs(15),
+        "the player gets the dealer's video and audio; (video, audio) packets",
+        async || {
+            let s = player.stats();
+            (s.video_packets, s.audio_packets)
+        },
+        |&(video, audio)| video > 50 && audio > 20,
+    )
+    .await;
+
+    // DELETE goes to the node that holds each session, the owner, with the token kept.
+    assert_eq!(player.close().await.expect("player DELETE"), 200);
+    assert_eq!(dealer.close().await.expect("dealer DELETE"), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_owner_dies_a_dealer_through_a_survivor_publishes_on_the_new_owner() {
+    let cluster = Cluster::three("").await;
+    let first_owner = owner_of_demo(&cluster).await;
+    let survivor = cluster.node((first_owner + 1) % 3);
+    cluster.node(first_owner).kill();
+
+    // At once: the survivor still names the dead owner (307), then no owner (503), then the
+    // new one. The client waits all of that out.
+    let dealer = Publisher::connect(
+        demo_target(survivor, TokenRole::Dealer, "dealer"),
+        PublishOptions::default(),
+        Instant::now(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the dealer publishes once the table has a new owner: {e}"));
+    let dead = cluster.node(first_owner).base_url();
+    assert!(
+        !dealer.resource.location.starts_with(&dead),
+        "the dealer's session is not on the dead owner {dead}: {}",
+        dealer.resource.location
+    );
+    assert_eq!(dealer.close().await.expect("dealer DELETE"), 200);
+}
