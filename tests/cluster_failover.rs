@@ -495,3 +495,77 @@ async fn a_drained_owner_hands_the_table_over_and_its_players_resume_elsewhere()
     audit(&cluster).expect("the Redis log audits");
     eprintln!("drain: node {o} exited {took:?} after the request; node {new_owner} owns the table");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_cut_off_from_redis_alone_acknowledges_nothing_the_new_owner_lacks() {
+    let proxies = [
+        common::proxy::CutProxy::start().await,
+        common::proxy::CutProxy::start().await,
+        common::proxy::CutProxy::start().await,
+    ];
+    let cluster = Cluster::three_with(["", "", ""], TABLES, |i, config| {
+        // Each node reaches Redis through its own relay, which the test can cut.
+        let section = config
+            .get_mut("cluster")
+            .and_then(|c| c.as_table_mut())
+            .expect("[cluster]");
+        let url = section["redis_url"].as_str().expect("redis_url").to_owned();
+        let port: u16 = url
+            .trim_end_matches("/0")
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL");
+        proxies[i].set_upstream(port);
+        section.insert(
+            "redis_url".into(),
+            toml::Value::String(format!("redis://127.0.0.1:{}/0", proxies[i].port)),
+        );
+    })
+    .await;
+    let o = owner(&cluster, 0, None).await;
+    let other = (o + 1) % 3;
+    let mut followers = three_players_per_node(&cluster).await;
+    let round = open_round(&cluster, other, &followers).await;
+    let mut acked = Acked::new();
+    everyone_bets(&followers, &round, "a", &mut acked).await;
+
+    proxies[o].cut();
+    let cut = Instant::now();
+    // A bet reaches the cut-off owner: it must not be acknowledged unless the log keeps it.
+    let stranded = followers
+        .iter()
+        .position(|f| f.node == o)
+        .expect("a player on the owner");
+    followers[stranded].now.send(
+        json!({"type": "bet.place", "id": "late", "round": round, "spot": "tie", "amount": 300}),
+    );
+    let new_owner = owner(&cluster, other, Some(o)).await;
+    eprintln!(
+        "partition: node {new_owner} owned the table {:?} after node {o} lost Redis",
+        cut.elapsed()
+    );
+    let early = followers[stranded]
+        .now
+        .messages()
+        .into_iter()
+        .find(|m| m["id"] == "late" && m["type"] == "bet.accepted");
+    for f in followers.iter_mut().filter(|f| f.node == o) {
+        f.move_to(&cluster, new_owner).await;
+    }
+    // An acknowledged bet is never sent again (a client would not); one left unanswered is
+    // sent again where the table is now. Either way it must be counted, once.
+    if early.is_none() {
+        let answer = followers[stranded].bet(&round, "late", "tie", 300).await;
+        assert_eq!(answer["type"], "bet.accepted", "{answer}");
+    }
+    acked.insert(
+        "late".into(),
+        ("tie".into(), 300, followers[stranded].user.clone()),
+    );
+    everyone_bets(&followers, &round, "b", &mut acked).await;
+    settle(&cluster, new_owner, &followers, "tie").await;
+    assert_gapless(&followers);
+    assert_settled(&followers, &acked);
+    audit(&cluster).expect("the Redis log audits");
+}

@@ -121,6 +121,12 @@ pub(super) async fn start(
         tables,
         lease,
         load,
+        leases: Mutex::new(Default::default()),
+        http: reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| AppError::Cluster(format!("cannot build an HTTP client: {e}")))?,
     };
     let (drain, drain_rx) = watch::channel(false);
     let (drained_tx, drained) = watch::channel(false);

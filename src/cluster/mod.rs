@@ -179,3 +179,62 @@ pub trait TableOwnership: Send + Sync + 'static {
         fence: Fence,
     ) -> ClusterFuture<'a, ()>;
 }
+
+/// Until when no other node can claim a table this node owns, although this node cannot reach
+/// Redis: every other node said it cannot reach Redis either (and a node that regains Redis
+/// waits two leases before claiming). Moved by the placement task; read by the table's writer,
+/// which acknowledges a batch kept only on this node's disk only while it holds, so that a node
+/// cut off from Redis alone never acknowledges what a new owner would not have.
+#[derive(Debug)]
+pub struct LeaseClock(std::sync::atomic::AtomicU64);
+
+impl LeaseClock {
+    /// A clock valid until `until`.
+    pub fn until(until: std::time::Instant) -> LeaseClock {
+        LeaseClock(std::sync::atomic::AtomicU64::new(Self::ms(until)))
+    }
+
+    /// A node alone: always valid.
+    pub fn forever() -> LeaseClock {
+        LeaseClock(std::sync::atomic::AtomicU64::new(u64::MAX))
+    }
+
+    /// Moves the end to `until`, never back.
+    pub fn extend_to(&self, until: std::time::Instant) {
+        self.0
+            .fetch_max(Self::ms(until), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub fn is_valid(&self, now: std::time::Instant) -> bool {
+        Self::ms(now) < self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Milliseconds since the first use in this process (a monotonic clock).
+    fn ms(at: std::time::Instant) -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+        at.saturating_duration_since(origin).as_millis() as u64 + 1
+    }
+}
+
+#[cfg(test)]
+mod lease_clock_tests {
+    use super::LeaseClock;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_lease_clock_runs_out_and_only_moves_forward() {
+        let now = Instant::now();
+        let clock = LeaseClock::until(now + Duration::from_millis(100));
+        assert!(clock.is_valid(now));
+        assert!(!clock.is_valid(now + Duration::from_millis(150)));
+        clock.extend_to(now + Duration::from_millis(200));
+        assert!(clock.is_valid(now + Duration::from_millis(150)));
+        clock.extend_to(now);
+        assert!(
+            clock.is_valid(now + Duration::from_millis(150)),
+            "never back"
+        );
+        assert!(LeaseClock::forever().is_valid(now + Duration::from_secs(1 << 30)));
+    }
+}

@@ -307,7 +307,13 @@ impl ControlPlane {
         let plane = ControlPlane::new(tokens, limits, metrics);
         for config in table_configs(tables, plane.limits.max_message_bytes)? {
             plane
-                .start_writer(&config, store.clone(), Fence::LOCAL, StartMode::Restart)
+                .start_writer(
+                    &config,
+                    store.clone(),
+                    Fence::LOCAL,
+                    Arc::new(crate::cluster::LeaseClock::forever()),
+                    StartMode::Restart,
+                )
                 .await?;
         }
         Ok(plane)
@@ -373,13 +379,14 @@ impl ControlPlane {
         config: &TableConfig,
         store: Arc<dyn EventStore>,
         fence: Fence,
+        lease: Arc<crate::cluster::LeaseClock>,
         mode: StartMode,
     ) -> Result<TableHandle, StartError> {
         let (stop, stop_rx) = watch::channel(false);
         let started = writer::spawn(
             config.clone(),
             store,
-            fence,
+            (fence, lease),
             mode,
             self.limits.clone(),
             self.metrics.table(&config.id),

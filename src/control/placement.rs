@@ -18,14 +18,15 @@ use super::link::{OwnerDirectory, RemoteWriter};
 use super::{ControlPlane, StartMode};
 use crate::auth::{TokenRole, Tokens};
 use crate::cluster::{
-    ClusterError, Fence, NodeInfo, NodeLoad, NodeRegistry, NodeState, Renewal, TableOwnership,
+    ClusterError, Fence, LeaseClock, NodeInfo, NodeLoad, NodeRegistry, NodeState, Renewal,
+    TableOwnership,
 };
 use crate::ids::{NodeId, TableId, UserId};
 use crate::protocol::TableConfig;
 use crate::store::EventStore;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -152,6 +153,10 @@ pub struct Placement {
     pub lease: Duration,
     /// This node's load, for its heartbeat.
     pub load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
+    /// The lease clock of each table whose writer runs here.
+    pub leases: Mutex<BTreeMap<TableId, Arc<LeaseClock>>>,
+    /// For asking the other nodes whether they reach Redis.
+    pub http: reqwest::Client,
 }
 
 impl Placement {
@@ -235,7 +240,20 @@ impl Placement {
         let table = &config.id;
         let me = &self.view.me;
         if let Some(fence) = self.plane.local_writer(table) {
-            match self.ownership.renew(table, me, fence).await? {
+            let sent = Instant::now();
+            let renewal = match self.ownership.renew(table, me, fence).await {
+                Ok(renewal) => renewal,
+                Err(e) => {
+                    // Nobody can claim while every other node is cut off from Redis too:
+                    // acknowledgements may go on. Otherwise they wait, and the writer steps
+                    // down when the lease cannot be confirmed (see `LeaseClock`).
+                    if self.peers_cut_off_too().await {
+                        self.lease_clock(table).extend_to(sent + self.lease);
+                    }
+                    return Err(e);
+                }
+            };
+            match renewal {
                 Renewal::Held => {}
                 Renewal::Reasserted => {
                     info!(table_id = %table, %fence, "lease reasserted (it had lapsed, or Redis lost it); nobody had claimed the table")
@@ -263,8 +281,9 @@ impl Placement {
         let owner = self.ownership.owner(table).await?;
         match owner {
             Some(owner) if owner.node == *me => {
-                // A lease of this node's earlier life (a restart within the lease): adopt it.
-                self.take(config, owner.fence).await;
+                // A lease of this node's earlier life (a restart within the lease): adopt it;
+                // nothing is acknowledged until its first renewal.
+                self.take(config, owner.fence, Instant::now()).await;
             }
             Some(owner) => {
                 self.view.lock().owners.insert(table.clone(), owner.node);
@@ -274,19 +293,32 @@ impl Placement {
                 if self.may_own(config)
                     && let Some(fence) = self.ownership.claim(table, me).await?
                 {
-                    self.take(config, fence).await;
+                    self.take(config, fence, Instant::now()).await;
                 }
             }
         }
         Ok(())
     }
 
-    /// Starts the table's writer here with `fence`, from the shared log.
-    async fn take(&self, config: &TableConfig, fence: Fence) {
+    /// Starts the table's writer here with `fence`, from the shared log; what it keeps only on
+    /// this node's disk is acknowledged after `valid_until` only once an outage of Redis for
+    /// every node is confirmed (see `LeaseClock`).
+    async fn take(&self, config: &TableConfig, fence: Fence, valid_until: Instant) {
         let table = &config.id;
+        let clock = Arc::new(LeaseClock::until(valid_until));
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(table.clone(), clock.clone());
         match self
             .plane
-            .start_writer(config, self.store.clone(), fence, StartMode::Takeover)
+            .start_writer(
+                config,
+                self.store.clone(),
+                fence,
+                clock,
+                StartMode::Takeover,
+            )
             .await
         {
             Ok(_) => {
@@ -313,6 +345,41 @@ impl Placement {
         );
         self.view.lock().owners.remove(table);
         self.plane.route(table, route)
+    }
+
+    /// The lease clock of a table whose writer runs here.
+    fn lease_clock(&self, table: &TableId) -> Arc<LeaseClock> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(table.clone())
+            .or_insert_with(|| Arc::new(LeaseClock::until(Instant::now())))
+            .clone()
+    }
+
+    /// True when every other live node says it cannot reach Redis either (its `/readyz` says
+    /// `degraded`): then nobody can claim a table, and owners may go on acknowledging. A node
+    /// that does not answer counts as one that might reach Redis.
+    async fn peers_cut_off_too(&self) -> bool {
+        let peers: Vec<String> = self
+            .view
+            .nodes()
+            .into_iter()
+            .filter(|n| n.id != self.view.me)
+            .map(|n| n.public_url)
+            .collect();
+        let checks = peers.iter().map(|url| async move {
+            let url = format!("{}/readyz", url.trim_end_matches('/'));
+            let answer = match self.http.get(&url).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            answer.is_some_and(|a| a["status"] == "degraded")
+        });
+        futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .all(|cut_off| cut_off)
     }
 
     /// Whether this node may claim the table now: it is serving, and of the table's region

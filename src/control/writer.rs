@@ -14,6 +14,7 @@
 use super::feed::{FeedId, FeedMsg};
 use super::session::Bucket;
 use super::{ConnId, Limits, StartError, TableHandle, server_ms};
+use crate::cluster::LeaseClock;
 use crate::ids::{RoundId, TableId, UserId};
 use crate::metrics::TableMetrics;
 use crate::protocol::{
@@ -63,6 +64,9 @@ pub enum TableUnavailable {
     Moving(TableId),
 }
 
+/// How long acknowledgements wait for a lapsed lease to be confirmed before the writer steps
+/// down.
+const LEASE_HOLD: Duration = Duration::from_secs(5);
 /// Most messages taken in one turn (one append, one fsync).
 const MAX_BATCH: usize = 1024;
 /// The writer's inbox. A full inbox refuses the message (the sender says so to its client).
@@ -141,6 +145,8 @@ struct TableWriter {
     deadline: Option<ServerTime>,
     /// The ownership lease every append carries.
     fence: Fence,
+    /// Nothing is acknowledged past it (see [`LeaseClock`]).
+    lease: Arc<LeaseClock>,
 }
 
 /// A started writer: its handle and its task.
@@ -165,7 +171,7 @@ pub enum StartMode {
 pub(super) async fn spawn(
     config: TableConfig,
     store: Arc<dyn EventStore>,
-    fence: Fence,
+    (fence, lease): (Fence, Arc<LeaseClock>),
     mode: StartMode,
     limits: Limits,
     metrics: Arc<TableMetrics>,
@@ -212,6 +218,7 @@ pub(super) async fn spawn(
         deliveries: Vec::new(),
         deadline: None,
         fence,
+        lease,
     };
     if mode == StartMode::Takeover {
         writer.table.handle_timeout(now);
@@ -281,7 +288,7 @@ impl TableWriter {
             };
             if let Err(e) = turn.and(self.flush().await) {
                 match e {
-                    StoreError::Fenced { .. } => {
+                    StoreError::Fenced { .. } | StoreError::LeaseLapsed { .. } => {
                         warn!(error = %e, "table writer steps down: nothing unlogged was acknowledged")
                     }
                     e => {
@@ -487,6 +494,7 @@ impl TableWriter {
                     "log append was slow; bets wait for it: check the disk under [data] dir"
                 );
             }
+            self.hold_for_lease().await?;
         }
         for delivery in std::mem::take(&mut self.deliveries) {
             match delivery {
@@ -512,6 +520,32 @@ impl TableWriter {
                     let _ = reply.send(self.table.snapshot());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A batch that reached the shared log passed its fence check there: it may be
+    /// acknowledged. A batch kept only on this node's disk (the shared log is away) may be
+    /// acknowledged only while nobody can claim the table: while every other node is cut off
+    /// from Redis too (the placement task confirms it on the [`LeaseClock`]), or once the
+    /// spool has been copied to the shared log. Until then nothing is acknowledged; after
+    /// [`LEASE_HOLD`] the writer gives the table up.
+    async fn hold_for_lease(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        while self.store.spooling(&self.id).await && !self.lease.is_valid(Instant::now()) {
+            if started.elapsed() > LEASE_HOLD {
+                return Err(StoreError::LeaseLapsed {
+                    table: self.id.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let held = started.elapsed();
+        if held > Duration::from_millis(100) {
+            info!(
+                held_ms = held.as_millis() as u64,
+                "acknowledgements waited until no other node could own the table"
+            );
         }
         Ok(())
     }

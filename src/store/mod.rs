@@ -79,6 +79,14 @@ pub trait EventStore: Send + Sync + 'static {
     fn backfill<'a>(&'a self, _table: &'a TableId, _fence: Fence) -> StoreFuture<'a, usize> {
         Box::pin(async { Ok(0) })
     }
+    /// True while the table's appends reach only this node's disk, not the shared log (see
+    /// `SpooledStore`). Stores without a shared log say false.
+    fn spooling<'a>(
+        &'a self,
+        _table: &'a TableId,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { false })
+    }
 }
 
 /// Why the store could not load or append. Each message ends with what to do about it.
@@ -121,6 +129,12 @@ pub enum StoreError {
         "table {table}: another node now owns it (this node's fence {fence} is stale); this node stopped writing it and its players follow the new owner"
     )]
     Fenced { table: TableId, fence: Fence },
+    /// The writer's lease could not be renewed before it lapsed, and other nodes can reach
+    /// Redis: another node may own the table now, so this one acknowledges nothing more.
+    #[error(
+        "table {table}: this node could not renew its lease before it lapsed while other nodes reach Redis; it stopped writing the table (nothing after was acknowledged); check this node's connection to Redis"
+    )]
+    LeaseLapsed { table: TableId },
     /// The shared log cannot be reached (Redis is away).
     #[error(
         "table {table}: the cluster's log is unreachable: {detail}; check the Redis server and [cluster] redis_url"

@@ -251,4 +251,11 @@ impl EventStore for SpooledStore {
     fn backfill<'a>(&'a self, table: &'a TableId, fence: Fence) -> StoreFuture<'a, usize> {
         Box::pin(SpooledStore::backfill(self, table, fence))
     }
+
+    fn spooling<'a>(
+        &'a self,
+        table: &'a TableId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.is_spooling(table))
+    }
 }

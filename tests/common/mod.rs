@@ -7,6 +7,7 @@ pub mod control;
 pub mod log;
 pub mod netns;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 
 use std::fmt::Debug;

@@ -377,9 +377,13 @@ impl Drop for NodeProcess {
 }
 
 /// A UDP port free on 127.0.0.1 now (the OS picks it).
+/// A UDP port free on 127.0.0.1 now, below the kernel's ephemeral range (see `free_port`).
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port in 20000..32000 on 127.0.0.1")
 }

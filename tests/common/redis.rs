@@ -22,16 +22,23 @@ impl RedisServer {
 
     /// Starts redis-server; without `aof` it keeps nothing across a restart.
     pub fn start_with(aof: bool) -> RedisServer {
-        let port = free_port();
         let dir = super::temp_dir("redis");
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-            aof,
-        };
-        server.restart();
-        server
+        // A free port can be taken by another test between the check and redis-server's bind:
+        // try another one then.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: dir.clone(),
+                child: None,
+                aof,
+            };
+            if server.spawn_and_wait(std::time::Duration::from_secs(10)) {
+                return server;
+            }
+            server.kill();
+            std::mem::forget(server);
+        }
+        panic!("redis-server did not start on any of 5 free ports; see its output above");
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -42,6 +49,15 @@ impl RedisServer {
     /// Starts the server again (after [`RedisServer::kill`]) on the same port and dir, and
     /// waits until it answers.
     pub fn restart(&mut self) {
+        assert!(
+            self.spawn_and_wait(Duration::from_secs(10)),
+            "redis-server did not answer on port {} within 10 s",
+            self.port
+        );
+    }
+
+    /// Starts redis-server; true once it answers, false if it exited or stayed silent.
+    fn spawn_and_wait(&mut self, within: Duration) -> bool {
         assert!(self.child.is_none(), "redis-server is already running");
         let child = Command::new("redis-server")
             .args([
@@ -65,9 +81,22 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (tests/run.sh installs it: apt install redis-server)");
         self.child = Some(child);
-        super::wait_until_blocking("redis-server answers", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// SIGKILLs the server (an outage), and waits for it to be gone.
@@ -90,10 +119,14 @@ impl Drop for RedisServer {
     }
 }
 
-/// A TCP port free on 127.0.0.1 now (the OS picks it).
+/// A TCP port free on 127.0.0.1 now, below the kernel's ephemeral range (32768 and up), so
+/// that no outgoing connection of a concurrent test takes it before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port in 20000..32000 on 127.0.0.1")
 }
