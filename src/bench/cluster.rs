@@ -76,10 +76,13 @@ impl Cluster {
             Path::new("redis-server"),
             &redis_args,
             None,
-            redis_dir,
+            redis_dir.clone(),
             "redis.log",
             keep,
-        )?;
+        )
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&redis_dir);
+        })?;
         wait_for_redis(&mut redis, redis_port).await?;
         let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
         let secret = hex::encode(rand::random::<[u8; 24]>());
