@@ -50,3 +50,48 @@ fn a_short_bench_run_delivers_to_every_player_and_writes_its_json() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench --cluster` keeps working: a redis-server and three nodes, six players (two on each
+/// node), one round; every event reaches every player once and every bet is accepted.
+#[test]
+fn a_short_cluster_bench_loses_no_event_and_splits_owner_from_the_others() {
+    let dir = std::env::temp_dir().join(format!(
+        "tablecast-bench-cluster-smoke-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("cluster.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tablecast"))
+        .args(["bench", "--cluster", "--players", "6", "--rounds", "1"])
+        .args(["--bet-spread", "200ms", "--json"])
+        .arg(&json)
+        .output()
+        .expect("the tablecast binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).expect("the JSON file was written");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["nodes"], 3, "{text}");
+    assert_eq!(v["players_on_owner"], 2, "{text}");
+    assert_eq!(v["players_failed"], 0, "{text}");
+    assert_eq!(v["events_lost"], 0, "{text}");
+    assert_eq!(v["events_duplicated"], 0, "{text}");
+    assert!(v["events_expected"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert_eq!(v["bets_accepted"], 6, "{text}");
+    for latency in ["fanout_ms", "bet_ms"] {
+        for side in ["owner", "other"] {
+            assert!(
+                v[latency][side]["samples"].as_u64().unwrap_or(0) > 0,
+                "no {latency} samples for players on the {side}: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        v["node_cpu"].as_array().map(Vec::len),
+        Some(3),
+        "a CPU figure per node: {text}"
+    );
+    assert!(stdout.contains("control fan-out"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,12 +12,17 @@
 //! - `loadgen`: a few threads, each one epoll loop driving many viewers;
 //! - `run`: the plan (join at a pace, settle, measure a window, bet phase; or a ramp of steps);
 //!   `rounds`: dealer rounds during a window and the bet phase;
-//! - `stats`, `procfs`, `report`: loss and percentiles, `/proc` CPU and RSS, the table and JSON.
+//! - `stats`, `procfs`, `report`: loss and percentiles, `/proc` CPU and RSS, the table and JSON;
+//! - `cluster` (`--cluster`): a redis-server and three nodes, control WebSockets (`ws_player`)
+//!   on every node, fan-out and bet latency on the table's owner against the other nodes;
+//!   `cluster_report` prints and serialises it.
 //!
 //! Every latency is measured on one clock: the dealer stamps its send time into each payload and
 //! the players read it in the same process; control events carry the node's `server_ms`, read
 //! against the same host's wall clock.
 
+pub mod cluster;
+pub mod cluster_report;
 mod feeder;
 mod janus;
 mod loadgen;
@@ -29,6 +34,7 @@ mod rounds;
 mod run;
 mod stats;
 mod viewer;
+mod ws_player;
 
 pub use run::run;
 
@@ -48,8 +54,8 @@ pub enum TargetKind {
 /// `tablecast bench` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Players to open (with --ramp: the first step).
-    #[arg(long, default_value_t = 100)]
+    /// Players to open (with --ramp: the first step; with --cluster: control WebSockets).
+    #[arg(long, visible_alias = "players", default_value_t = 100)]
     pub subscribers: usize,
     /// Length of each measurement window (90s, 20s, 500ms).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -135,6 +141,17 @@ pub struct BenchArgs {
     /// Keep the started node's (or Janus's) temp dir, config and log.
     #[arg(long)]
     pub keep: bool,
+    /// Measure the cluster's control plane instead: a redis-server and this many nodes (3 when
+    /// given bare) on loopback, the players' control WebSockets spread round-robin over them,
+    /// --rounds dealer rounds with one bet per player each; no media.
+    #[arg(long, num_args = 0..=1, default_missing_value = "3", value_name = "NODES")]
+    pub cluster: Option<usize>,
+    /// Dealer rounds of a --cluster run.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// With --cluster: each player bets at a random point this long after a round opens.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub bet_spread: Duration,
 }
 
 /// Why a run could not be made.

@@ -64,6 +64,14 @@ impl Spawned {
             }
             None => Command::new(program),
         };
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent. The process dies
+        // with the load tool even when the tool is killed and its `Drop`s never run.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         cmd.args(args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -102,6 +110,11 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            // Reaped already (it exited, or `kill` ran): its pid may belong to another process.
+            self.clean_up();
+            return;
+        }
         // SIGTERM first (both the node and Janus shut down cleanly on it), SIGKILL after 5 s.
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
@@ -114,6 +127,18 @@ impl Drop for Spawned {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.clean_up();
+    }
+}
+
+impl Spawned {
+    /// SIGKILLs the process now and waits for it (a cluster's nodes would drain on SIGTERM).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn clean_up(&mut self) {
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -226,8 +251,30 @@ impl Tablecast {
         let dir = temp_dir("node")?;
         let secret = hex::encode(rand::random::<[u8; 24]>());
         let port = free_tcp_port()?;
+        let mut node = Self::launch(
+            dir,
+            port,
+            &node_config(port, workers, &secret),
+            &secret,
+            cpus,
+            keep_dir,
+        )?;
+        node.wait_ready().await?;
+        Ok(node)
+    }
+
+    /// Starts this binary on `config` (listening on 127.0.0.1:`port`, signing with `secret`)
+    /// in `dir`, without waiting for it; see [`Tablecast::wait_ready`].
+    pub fn launch(
+        dir: PathBuf,
+        port: u16,
+        config_text: &str,
+        secret: &str,
+        cpus: Option<&str>,
+        keep_dir: bool,
+    ) -> Result<Tablecast, BenchError> {
         let config = dir.join("node.toml");
-        std::fs::write(&config, node_config(port, workers, &secret))
+        std::fs::write(&config, config_text)
             .map_err(|e| BenchError::io("write the node config", e))?;
         let exe = std::env::current_exe().map_err(|e| BenchError::io("find this binary", e))?;
         let args = vec![
@@ -236,16 +283,14 @@ impl Tablecast {
             "serve".to_owned(),
         ];
         let process = Spawned::start(&exe, &args, cpus, dir, "node.log", keep_dir)?;
-        let mut node = Tablecast {
+        Ok(Tablecast {
             base_url: format!("http://127.0.0.1:{port}"),
             table: BENCH_TABLE.to_owned(),
             tokens: Tokens::from_secret(secret.as_bytes()),
             http: driver::http_client(),
             pid: Some(process.pid()),
             process: Some(process),
-        };
-        node.wait_ready().await?;
-        Ok(node)
+        })
     }
 
     /// A node that is already running (its `[auth] secret` signs our tokens).
@@ -260,7 +305,7 @@ impl Tablecast {
         }
     }
 
-    async fn wait_ready(&mut self) -> Result<(), BenchError> {
+    pub async fn wait_ready(&mut self) -> Result<(), BenchError> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(p) = self.process.as_mut()
@@ -296,7 +341,7 @@ impl Tablecast {
         }
     }
 
-    fn token(&self, role: TokenRole, user: &str) -> Result<String, BenchError> {
+    pub fn token(&self, role: TokenRole, user: &str) -> Result<String, BenchError> {
         let user = UserId::parse(user).map_err(|e| BenchError::Target(e.to_string()))?;
         self.tokens
             .issue(role, &self.table, &user, Duration::from_secs(6 * 3600))
