@@ -127,7 +127,9 @@ pub enum ErrorCode {
     InvalidCommand,
     /// The connection's table is not served here (said only to a token good for that table).
     UnknownTable,
-    /// The table's writer is not running (the node is stopping); reconnect and resume.
+    /// The table cannot take this now: the node is stopping (reconnect, to another node, and
+    /// resume), or the table is moving to another node (send the same command again in a
+    /// moment; bets are idempotent).
     Unavailable,
 }
 
