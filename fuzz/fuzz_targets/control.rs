@@ -1,5 +1,5 @@
 //! Control-protocol messages from players and dealers, through to the table, as a control
-//! connection and the table actor take them: `Edge::on_message` (size limit, JSON parse,
+//! connection and the table actor take them: `ControlSession::on_message` (size limit, JSON parse,
 //! `hello`, roles, rate limits, `ping`), then the sans-IO `Table` for every command it lets
 //! through (`handle_command`, timers, `poll_output`).
 //!
@@ -21,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tablecast::auth::{TokenRole, Tokens};
-use tablecast::control::edge::{Edge, Speaker, Step};
+use tablecast::control::session::{ControlSession, Speaker, Step};
 use tablecast::control::{ConnId, Limits};
 use tablecast::ids::{TableId, UserId};
 use tablecast::protocol::{self, ServerTime, TableConfig};
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
     let mut server_ms = 1_800_000_000_000u64;
-    let mut edges: Vec<Edge> = [
+    let mut sessions: Vec<ControlSession> = [
         speaker("p1", TokenRole::Player),
         speaker("p2", TokenRole::Player),
         speaker("d1", TokenRole::Dealer),
@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
     ]
     .into_iter()
     .enumerate()
-    .map(|(i, who)| Edge::new(ConnId(i as u64), table_id.clone(), who, &limits, now))
+    .map(|(i, who)| ControlSession::new(ConnId(i as u64), table_id.clone(), who, &limits, now))
     .collect();
     let mut records: Vec<Record> = Vec::new();
 
@@ -86,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => message,
         };
-        let edge = &mut edges[usize::from(header & 3)];
-        match edge.on_message(message, tokens, now, server_ms) {
+        let session = &mut sessions[usize::from(header & 3)];
+        match session.on_message(message, tokens, now, server_ms) {
             Step::Reply(text) => {
                 serde_json::from_str::<serde_json::Value>(&text).expect("a reply is JSON");
             }

@@ -1,6 +1,7 @@
 //! A real redis-server on a free loopback port, in its own temp dir, for cluster tests.
 //! It can be killed and started again on the same port and dir (an outage), or paused.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -83,7 +84,7 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.answers_as_ours() {
                 return true;
             }
             let exited = self
@@ -95,6 +96,34 @@ impl RedisServer {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// True once a redis-server answers on the port with this server's dir: a bare TCP connect
+    /// can reach whatever else holds the port for a moment (another test checking it is free)
+    /// while this redis-server fails to bind and exits.
+    fn answers_as_ours(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"CONFIG GET dir\r\n").is_err() {
+            return false;
+        }
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Its own temp dir's name is unique; redis-server reports the path after resolving links.
+        let dir = self
+            .dir
+            .file_name()
+            .expect("a named temp dir")
+            .to_string_lossy();
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            reply.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&reply).contains(dir.as_ref()) {
+                return true;
+            }
         }
         false
     }
