@@ -322,6 +322,11 @@ async fn a_redis_outage_changes_nothing_players_notice() {
     let mut cluster = Cluster::three(TABLES).await;
     let o = owner(&cluster, 0, None).await;
     let followers = three_players_per_node(&cluster).await;
+    // 15 s in the suite; TABLECAST_TEST_OUTAGE_SECS=60 for the long run of docs/cluster.md.
+    let outage = std::env::var("TABLECAST_TEST_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(15), Duration::from_secs);
     cluster.redis_mut().expect("redis").kill();
     let down = Instant::now();
     let owner_node = cluster.node(o);
@@ -344,8 +349,15 @@ async fn a_redis_outage_changes_nothing_players_notice() {
     let round = open_round(&cluster, (o + 1) % 3, &followers).await;
     let mut acked = Acked::new();
     everyone_bets(&followers, &round, "o", &mut acked).await;
+    // Bets go on through the outage, from every node.
+    let mut n = 0;
+    while down.elapsed() + Duration::from_secs(3) < outage {
+        everyone_bets(&followers, &round, &format!("r{n}-"), &mut acked).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     dealer_until_done(&cluster, (o + 2) % 3, "close", None).await;
-    if let Some(rest) = Duration::from_secs(15).checked_sub(down.elapsed()) {
+    if let Some(rest) = outage.checked_sub(down.elapsed()) {
         tokio::time::sleep(rest).await;
     }
     for i in 0..3 {
