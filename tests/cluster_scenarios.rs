@@ -23,14 +23,24 @@ fn is(ty: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 cluster_scenarios! {
-    /// Ten WebSocket players spread over the nodes each bet on a round the dealer runs over REST
-    /// on the first node: every player sees the same gapless sequence of events, and every bet
-    /// is accepted once and counted in the final totals.
-    async fn ten_players_on_every_node_see_one_round(cluster, tables = DEALER_OPENS_ROUNDS) {
-        const PLAYERS: usize = 10;
+    /// Thirty WebSocket players and six data-channel players, spread over the nodes, each bet on
+    /// a round the dealer runs over REST on the first node: every player sees the same gapless
+    /// sequence of events, and every bet is accepted once and counted in the final totals. (A
+    /// data-channel player's WHEP offer to a node that does not own the table is redirected to
+    /// the owner, as media is until the cascade.)
+    async fn players_on_every_node_see_one_round(cluster, tables = DEALER_OPENS_ROUNDS) {
+        const WS_PLAYERS: usize = 30;
+        const DC_PLAYERS: usize = 6;
+        const PLAYERS: usize = WS_PLAYERS + DC_PLAYERS;
         let players = join_all((0..PLAYERS).map(|i| {
             let node = cluster.node_for(i);
-            async move { Player::ws(node, &format!("ws-{i}"), None).await }
+            async move {
+                if i < WS_PLAYERS {
+                    Player::ws(node, &format!("ws-{i}"), None).await
+                } else {
+                    Player::dc(node, &format!("dc-{i}"), None).await
+                }
+            }
         }))
         .await;
         for p in &players {
