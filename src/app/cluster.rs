@@ -120,6 +120,8 @@ pub(super) async fn start(
         store,
         tables,
         lease,
+        node_timeout,
+        watching_since: Default::default(),
         load,
         leases: Mutex::new(Default::default()),
         http: reqwest::Client::builder()

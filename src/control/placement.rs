@@ -25,7 +25,7 @@ use crate::ids::{NodeId, TableId, UserId};
 use crate::protocol::TableConfig;
 use crate::store::EventStore;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -151,6 +151,11 @@ pub struct Placement {
     pub store: Arc<dyn EventStore>,
     pub tables: Vec<TableConfig>,
     pub lease: Duration,
+    /// How long a node without a heartbeat stays in the registry (`[cluster] node_timeout_secs`):
+    /// after watching the registry this long, this node knows every live node.
+    pub node_timeout: Duration,
+    /// When this node first read the registry.
+    pub watching_since: OnceLock<Instant>,
     /// This node's load, for its heartbeat.
     pub load: Arc<dyn Fn() -> NodeLoad + Send + Sync>,
     /// The lease clock of each table whose writer runs here.
@@ -224,7 +229,10 @@ impl Placement {
             outage = Some(e.to_string());
         }
         match self.registry.nodes().await {
-            Ok(nodes) => self.view.lock().nodes = nodes,
+            Ok(nodes) => {
+                self.watching_since.get_or_init(Instant::now);
+                self.view.lock().nodes = nodes;
+            }
             Err(e) => outage = Some(e.to_string()),
         }
         for config in &self.tables {
@@ -390,6 +398,16 @@ impl Placement {
         }
         if config.region.is_empty() || config.region == self.view.region {
             return true;
+        }
+        // Another region's node claims only once it has watched the registry for a node
+        // timeout: a node of the table's region that is alive has heartbeated by then, so a node
+        // that starts first does not take a table its region's nodes should own.
+        let knows_every_node = self
+            .watching_since
+            .get()
+            .is_some_and(|since| since.elapsed() >= self.node_timeout);
+        if !knows_every_node {
+            return false;
         }
         let inner = self.view.lock();
         !inner

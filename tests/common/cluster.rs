@@ -43,19 +43,30 @@ impl Cluster {
         tweak: impl Fn(usize, &mut toml::Table),
     ) -> Cluster {
         let redis = RedisServer::start();
-        let nodes = THREE_IDS
-            .iter()
-            .zip(regions)
-            .enumerate()
-            .map(|(i, (id, region))| {
-                let options = NodeOptions {
-                    region: region.to_owned(),
-                    redis_url: redis.url(),
-                    ..NodeOptions::new(id, tables)
-                };
-                NodeProcess::spawn_with(options, |config| tweak(i, config))
-            })
+        let nodes = (0..3)
+            .map(|i| spawn_in(&redis, regions, tables, i, &tweak))
             .collect();
+        let cluster = Cluster {
+            nodes,
+            redis: Some(redis),
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// [`Cluster::three_with`] with no tweak, where node `a` starts alone: the other two start
+    /// once it is ready and `first` has returned (given node `a`).
+    pub async fn three_after_first(
+        regions: [&str; 3],
+        tables: &str,
+        first: impl AsyncFnOnce(&NodeProcess),
+    ) -> Cluster {
+        let redis = RedisServer::start();
+        let a = spawn_in(&redis, regions, tables, 0, &|_, _| {});
+        a.wait_ready().await;
+        first(&a).await;
+        let mut nodes = vec![a];
+        nodes.extend((1..3).map(|i| spawn_in(&redis, regions, tables, i, &|_, _| {})));
         let cluster = Cluster {
             nodes,
             redis: Some(redis),
@@ -98,6 +109,22 @@ impl Cluster {
             futures_util::future::join_all(waits).await;
         }
     }
+}
+
+/// Starts node `i` of three on `redis`, in `regions[i]`, with `tweak` applied to its config.
+fn spawn_in(
+    redis: &RedisServer,
+    regions: [&str; 3],
+    tables: &str,
+    i: usize,
+    tweak: &impl Fn(usize, &mut toml::Table),
+) -> NodeProcess {
+    let options = NodeOptions {
+        region: regions[i].to_owned(),
+        redis_url: redis.url(),
+        ..NodeOptions::new(THREE_IDS[i], tables)
+    };
+    NodeProcess::spawn_with(options, |config| tweak(i, config))
 }
 
 /// Writes each control-plane scenario once and runs it against both kinds of cluster: a module
