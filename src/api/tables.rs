@@ -6,17 +6,21 @@
 //!   `result` takes `{"outcome": "banker"}` (or a list of spots, and an optional `media_ts`),
 //!   `void` an optional `{"reason": "..."}`. Each answers `200 {"round": N}` once the action is in
 //!   the table's log, `409` when the round's state refuses it, `422` for a bad argument;
+//! - `GET  /api/v1/tables/{table}/join?region=R&exclude=ID,ID`: the node a player should use
+//!   (any token for the table): the least-loaded serving node of region `R` (default: this
+//!   node's region), else the least-loaded anywhere, then every other serving node in order;
 //! - `GET /api/v1/tables/{table}/sessions`: an operator lists the table's WHIP and WHEP sessions;
 //! - `DELETE /api/v1/tables/{table}/sessions/{session}`: an operator drops a session (the player
 //!   reconnects and resumes by itself).
 
 use super::{ApiError, ApiState};
 use crate::auth::{self, Identity, TokenRole};
+use crate::cluster::NodeState;
 use crate::control::{DealerAction, TableHandle};
-use crate::ids::{SessionId, TableId};
+use crate::ids::{NodeId, SessionId, TableId};
 use crate::protocol::Outcome;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -26,6 +30,12 @@ use serde::Deserialize;
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/tables/{table}", get(snapshot))
+        .route(
+            "/api/v1/tables/{table}/join",
+            get(join)
+                .options(|| async { axum::http::StatusCode::NO_CONTENT })
+                .layer(axum::middleware::map_response(cors)),
+        )
         .route("/api/v1/tables/{table}/round/open", post(open))
         .route("/api/v1/tables/{table}/round/close", post(close))
         .route("/api/v1/tables/{table}/round/result", post(result))
@@ -71,6 +81,92 @@ async fn snapshot(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     body["owner"] = serde_json::json!(owner);
     Ok(Json(body).into_response())
+}
+
+/// CORS on the join answer, so a page served by one node can ask another.
+async fn cors(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let h = response.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct JoinQuery {
+    /// The player's region; this node's when absent.
+    region: Option<String>,
+    /// Node ids to leave out, comma-separated (a node the client just lost).
+    exclude: Option<String>,
+}
+
+async fn join(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(query): Query<JoinQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (table, _) = entitled(&state, &headers, &raw, ANYONE, "player, dealer or operator")?;
+    let view = &state.cluster;
+    let region = query.region.unwrap_or_else(|| view.region.clone());
+    if region.len() > 64 {
+        return Err(ApiError::BadRequest("region: at most 64 characters".into()));
+    }
+    let mut exclude = Vec::new();
+    for id in query.exclude.iter().flat_map(|e| e.split(',')) {
+        let id = id.trim();
+        if id.is_empty() {
+            continue;
+        }
+        exclude.push(NodeId::parse(id).map_err(|e| ApiError::BadRequest(format!("exclude: {e}")))?);
+    }
+    if view.state() != NodeState::Serving {
+        exclude.push(view.me.clone());
+    }
+    let order = view.join_order(&region, &exclude);
+    let Some(first) = order.first() else {
+        return Err(ApiError::Unavailable(format!(
+            "no serving node for table {} (every node is excluded, draining or gone); retry in a moment",
+            table.id
+        )));
+    };
+    let nodes: Vec<serde_json::Value> = order
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.node.id,
+                "url": c.node.public_url,
+                "region": c.node.region,
+                "players": c.players,
+                "self": c.node.id == view.me,
+            })
+        })
+        .collect();
+    tracing::debug!(table_id = %table.id, %region, node = %first.node.id, "join: a player is sent to a node");
+    Ok(Json(serde_json::json!({
+        "table": table.id,
+        "region": region,
+        "node": first.node.id,
+        "url": first.node.public_url,
+        "self": first.node.id == view.me,
+        "in_region": first.in_region,
+        "nodes": nodes,
+    }))
+    .into_response())
 }
 
 async fn act(

@@ -34,6 +34,7 @@
 //!
 //! Only `app.rs` names an implementation.
 
+pub mod choose;
 pub mod cpu;
 mod embargo;
 pub mod keys;

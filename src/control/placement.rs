@@ -17,6 +17,7 @@
 use super::link::{OwnerDirectory, RemoteWriter};
 use super::{ControlPlane, StartMode};
 use crate::auth::{TokenRole, Tokens};
+use crate::cluster::choose::{self, Choice, Directed};
 use crate::cluster::{
     ClusterError, Fence, LeaseClock, NodeInfo, NodeLoad, NodeRegistry, NodeState, Renewal,
     TableOwnership,
@@ -48,6 +49,8 @@ struct ViewInner {
     /// Why the cluster's coordination is degraded (Redis away), if it is.
     degraded: Option<String>,
     state: Option<NodeState>,
+    /// Players this node sent to each node since that node's last heartbeat.
+    directed: Directed,
 }
 
 impl ClusterView {
@@ -92,6 +95,16 @@ impl ClusterView {
             .iter()
             .find(|n| n.id == *owner)
             .map(|n| n.public_url.clone())
+    }
+
+    /// The serving nodes a player of `region` should use, best first, leaving out `exclude`
+    /// (see [`crate::cluster::choose`]). Counts a player sent to the first.
+    pub fn join_order(&self, region: &str, exclude: &[NodeId]) -> Vec<Choice> {
+        let mut inner = self.lock();
+        let ViewInner {
+            nodes, directed, ..
+        } = &mut *inner;
+        choose::join_order(nodes, region, exclude, directed)
     }
 
     /// Every live node, as last seen.

@@ -98,6 +98,29 @@ test('pages on two nodes that do not own the table publish and play through the 
   await player.screenshot({ path: artifact('cluster.player.png') });
 });
 
+test('a player given one node asks it which node to use, and keeps the answer for reconnects', { timeout: 120_000 }, async () => {
+  const [first] = nodes;
+  const token = await first.token({ role: 'player', table: TABLE, user: 'chooser' });
+  const log = (line) => pageLog.write(line);
+  const page = await openPage(browser, `${first.baseUrl}/`, { label: 'chooser', log });
+  const got = await page.evaluate(async ({ table, token }) => {
+    const { joinTable } = await import('/web/tablecast.js');
+    const asked = await (await fetch(`/api/v1/tables/${table}/join`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    window.chooser = await joinTable({ table, token, dataChannel: false });
+    return { asked, urls: window.chooser.nodes.urls, baseUrl: window.chooser.baseUrl, state: window.chooser.connection.state };
+  }, { table: TABLE, token });
+  const origin = (u) => (u === '' ? first.baseUrl : u);
+  assert.equal(got.state, 'live', JSON.stringify(got));
+  assert.deepEqual(
+    [...got.urls].map(origin).sort(),
+    nodes.map((n) => n.baseUrl).sort(),
+    `the client keeps every serving node from the answer: ${JSON.stringify(got)}`,
+  );
+  assert.equal(got.baseUrl, got.urls[0], 'the client connects to the first node of the answer');
+  assert.ok(got.asked.nodes.length === 3 && got.asked.url, `the join answer names the nodes: ${JSON.stringify(got.asked)}`);
+  await page.evaluate(() => window.chooser.close());
+});
+
 test('a player whose node stops reconnects to the next node of its list and misses no event', { timeout: 120_000 }, async () => {
   const home = await owner();
   const [doomed, spare] = nodes.filter((n) => n !== home);

@@ -17,7 +17,7 @@ import { ControlSession } from './control.js';
 import { channelTransport, openSocket } from './transport.js';
 import { wsUrl } from './http.js';
 import { DEFAULT_GATHER_TIMEOUT_MS } from './session.js';
-import { NodeRing } from './nodes.js';
+import { NodeRing, chooseNodes } from './nodes.js';
 import { play } from './whep.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
@@ -38,6 +38,11 @@ const ICE_RESTART_TIMEOUT_MS = 5000;
  * @param {string[]} [opts.nodes] node origins to use in turn: the client moves to the next
  *   one whenever it reconnects, so a player whose node stopped carries on on another
  *   (default: `[baseUrl]`)
+ * @param {boolean} [opts.chooseNode] ask `baseUrl` which node to use
+ *   (`GET /api/v1/tables/{table}/join`): the least-loaded node of the player's region, then
+ *   every other serving node, in the order the client moves through them when its node is
+ *   lost (default: true unless `nodes` is given; a node that cannot say leaves the list as it is)
+ * @param {string} [opts.region] the player's region for that choice (default: the node's own)
  * @param {boolean} [opts.dataChannel=true] false: table events over the WebSocket only
  * @param {RTCIceServer[]} [opts.iceServers=[]]
  * @returns {Promise<TableClient>}
@@ -50,7 +55,8 @@ export async function joinTable(opts) {
 
 export class TableClient extends ControlSession {
   constructor({
-    table, token, video = null, camera = 'main', baseUrl = '', nodes, dataChannel = true,
+    table, token, video = null, camera = 'main', baseUrl = '', nodes, chooseNode = nodes === undefined, region,
+    dataChannel = true,
     iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
     statsIntervalMs = 1000, ...rest
   }) {
@@ -60,6 +66,8 @@ export class TableClient extends ControlSession {
     /** The nodes to use in turn; `baseUrl` is the one in use. */
     this.nodes = new NodeRing(nodes, baseUrl);
     this.baseUrl = this.nodes.current;
+    this.chooseNode = chooseNode;
+    this.region = region;
     this.iceServers = iceServers;
     this.gatherTimeoutMs = gatherTimeoutMs;
     this.channelTimeoutMs = channelTimeoutMs;
@@ -86,6 +94,7 @@ export class TableClient extends ControlSession {
 
   async start() {
     this._setConnection('connecting', null);
+    if (this.chooseNode) await this._chooseNode();
     // The first connection tries each node once; a refused token (fatal) stops at once.
     for (let tried = 1; ; tried += 1) {
       try {
@@ -164,6 +173,15 @@ export class TableClient extends ControlSession {
   // -------------------------------------------------------------------------
   // Connecting
   // -------------------------------------------------------------------------
+
+  /** Ask the node in use which nodes to use, best first; keep the list when it cannot say. */
+  async _chooseNode() {
+    const token = typeof this._tokenSource === 'function' ? await this._tokenSource() : this._tokenSource;
+    const urls = await chooseNodes({ baseUrl: this.baseUrl, table: this.tableId, token, region: this.region });
+    if (!urls) return;
+    this.nodes.replace(urls);
+    this.baseUrl = this.nodes.current;
+  }
 
   /** One whole connection: WHEP session, then the control transport, then `welcome`/`resumed`. */
   async _connect() {
