@@ -239,7 +239,12 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         placement,
     } = cluster::start(&config, tokens.clone(), metrics.clone(), public_url).await?;
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let media = Media::start(&config.media, metrics.clone(), control.clone())?;
+    let media = Media::start(
+        &config.media,
+        view.me.clone(),
+        metrics.clone(),
+        control.clone(),
+    )?;
     control.attach_media(media.handle.clone());
     let state = ApiState {
         media: media.handle.clone(),

@@ -6,14 +6,18 @@ use std::fmt;
 
 /// Why an identifier from outside was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {kind} {value:?}: use 1 to 64 characters from A-Z a-z 0-9 - _ .")]
+#[error("invalid {kind} {value:?}: use 1 to {max} characters from A-Z a-z 0-9 - _ .")]
 pub struct InvalidId {
     pub kind: &'static str,
     pub value: String,
+    pub max: usize,
 }
 
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
+        string_id!($(#[$meta])* $name, $kind, 64);
+    };
+    ($(#[$meta:meta])* $name:ident, $kind:literal, $max:literal) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -23,12 +27,12 @@ macro_rules! string_id {
             /// Validates an identifier that came from outside (URL, token, config, wire).
             pub fn parse(value: &str) -> Result<Self, InvalidId> {
                 let ok = !value.is_empty()
-                    && value.len() <= 64
+                    && value.len() <= $max
                     && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
                 if ok {
                     Ok(Self(value.to_owned()))
                 } else {
-                    Err(InvalidId { kind: $kind, value: value.chars().take(80).collect() })
+                    Err(InvalidId { kind: $kind, value: value.chars().take(80).collect(), max: $max })
                 }
             }
 
@@ -73,8 +77,10 @@ string_id!(
     CameraId, "camera name"
 );
 string_id!(
-    /// A WHIP or WHEP session (`Location: /whip/{table}/{session}`).
-    SessionId, "session id"
+    /// A WHIP or WHEP session (`Location: /whip/{table}/{session}`): `{worker}{random}-{node}`,
+    /// the media worker as two hex digits, 128 random bits in hex, and the node that holds it,
+    /// so that any node (or a load balancer) can send a PATCH or DELETE to that node.
+    SessionId, "session id", 100
 );
 string_id!(
     /// A node of the cluster.
@@ -97,9 +103,23 @@ impl CameraId {
 }
 
 impl SessionId {
-    /// A fresh random session id (128 bits, hex).
-    pub fn random() -> Self {
-        Self(hex::encode(rand::random::<[u8; 16]>()))
+    /// A fresh session id on media worker `worker` of node `node`.
+    pub fn new(worker: usize, node: &NodeId) -> Self {
+        let random = hex::encode(rand::random::<[u8; 16]>());
+        Self(format!("{:02x}{random}-{node}", worker.min(0xff)))
+    }
+
+    /// The media worker it names (its first two hex digits).
+    pub fn worker(&self) -> Option<usize> {
+        usize::from_str_radix(self.0.get(..2)?, 16).ok()
+    }
+
+    /// The node it names: what follows the first `-` (the part before is hex digits).
+    pub fn node(&self) -> Option<&str> {
+        self.0
+            .split_once('-')
+            .map(|(_, node)| node)
+            .filter(|n| !n.is_empty())
     }
 }
 
@@ -127,6 +147,21 @@ mod tests {
         assert!(TableId::parse(&"x".repeat(65)).is_err());
         let e = SessionId::parse("bad/id").unwrap_err();
         assert!(e.to_string().contains("session id"));
+        assert!(e.to_string().contains("1 to 100 characters"), "{e}");
+    }
+
+    #[test]
+    fn a_session_id_names_its_worker_and_node_whatever_the_node_id() {
+        let longest = NodeId::parse(&format!("eu-west.{}", "n".repeat(56))).unwrap();
+        for node in [NodeId::parse("a").unwrap(), longest] {
+            let id = SessionId::new(0x2a, &node);
+            let parsed = SessionId::parse(id.as_str()).expect("a session id parses back");
+            assert_eq!(parsed.worker(), Some(0x2a));
+            assert_eq!(parsed.node(), Some(node.as_str()));
+            assert_ne!(id, SessionId::new(0x2a, &node), "each is random");
+        }
+        // An id of another shape names no node, and is simply not found.
+        assert_eq!(SessionId::parse("00abcdef").unwrap().node(), None);
     }
 
     #[test]

@@ -655,7 +655,7 @@ betting_window_secs = 120
     .await;
     let first = owner(&cluster, 0, None).await;
     assert_ne!(first, 0, "a us node owns the us table, not the eu node");
-    let mut followers = vec![Follower::join(&cluster, 0, "eu-player".into()).await];
+    let followers = vec![Follower::join(&cluster, 0, "eu-player".into()).await];
     let round = open_round(&cluster, 0, &followers).await;
     let mut acked = Acked::new();
     everyone_bets(&followers, &round, "a", &mut acked).await;

@@ -111,6 +111,54 @@ async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner
         .await
         .expect("the owner answers");
     assert_eq!(resp.status().as_u16(), 201, "the owner serves the table");
+    let path = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Location")
+        .to_owned();
+    let owner_id = cluster.node(owner).id.as_str();
+    assert!(
+        path.ends_with(&format!("-{owner_id}")),
+        "the session id names its node {owner_id}: {path}"
+    );
+
+    // A DELETE that reaches another node (a load balancer's choice) is sent on to the node
+    // that holds the session, with the same path.
+    let token = other.issue_token(TokenRole::Player, "demo", "p-raw");
+    let resp = raw
+        .delete(other.url(&path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the non-owner answers the DELETE");
+    assert_eq!(resp.status().as_u16(), 307);
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        location,
+        format!("{}{path}", cluster.node(owner).base_url())
+    );
+    let resp = raw
+        .delete(&location)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the owner answers the DELETE");
+    assert_eq!(resp.status().as_u16(), 200, "the session is gone");
+    // A session of a node nobody knows is not found, wherever it is asked for.
+    let unknown = path.replace(&format!("-{owner_id}"), "-nosuchnode");
+    let resp = raw
+        .delete(other.url(&unknown))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(resp.status().as_u16(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,9 @@ async fn patch<E: Endpoint>(
 ) -> Result<Response, ApiError> {
     let identity = authenticate(&state, req.headers(), true)?;
     let (table, session) = session_path::<E>(&state, &identity, path)?;
+    if let Some(redirect) = to_session_node::<E>(&state, &table, &session)? {
+        return Ok(redirect);
+    }
     require_content_type(req.headers(), SDPFRAG)?;
     let if_match = req
         .headers()
@@ -165,6 +168,9 @@ async fn delete<E: Endpoint>(
 ) -> Result<Response, ApiError> {
     let identity = authenticate(&state, &headers, true)?;
     let (table, session) = session_path::<E>(&state, &identity, path)?;
+    if let Some(redirect) = to_session_node::<E>(&state, &table, &session)? {
+        return Ok(redirect);
+    }
     state
         .media
         .close(
@@ -244,6 +250,38 @@ fn to_owner<E: Endpoint>(
         location.push_str(q);
     }
     tracing::debug!(%location, "media is served by the table's owner: redirecting");
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, header_value(&location)?);
+    Ok(Some(response))
+}
+
+/// A PATCH or DELETE for a session another node holds (a load balancer sent it here): `307`
+/// to that node's public URL, with the same path. `None` when the session is this node's;
+/// a node this node does not know leaves the session unknown here (`404`).
+fn to_session_node<E: Endpoint>(
+    state: &ApiState,
+    table: &TableId,
+    session: &SessionId,
+) -> Result<Option<Response>, ApiError> {
+    let view = &state.cluster;
+    let Some(node) = session.node().filter(|n| *n != view.me.as_str()) else {
+        return Ok(None);
+    };
+    let Some(holder) = view.nodes().into_iter().find(|n| n.id.as_str() == node) else {
+        return Err(ApiError::Media(crate::media::MediaError::NoSession(
+            session.to_string(),
+        )));
+    };
+    let location = format!(
+        "{}/{}/{}/{}",
+        holder.public_url.trim_end_matches('/'),
+        E::KIND,
+        table,
+        session
+    );
+    tracing::debug!(%location, "the session is on another node: redirecting");
     let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
     response
         .headers_mut()

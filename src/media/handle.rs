@@ -8,7 +8,7 @@ use super::udp;
 use super::worker::{Worker, WorkerConfig, WorkerMsg, WorkerShared};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::config::MediaConfig;
-use crate::ids::{SessionId, TableId};
+use crate::ids::{NodeId, SessionId, TableId};
 use crate::metrics::Metrics;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub struct MediaHandle {
     next: Arc<AtomicUsize>,
     /// The addresses announced in candidates, with each worker's port.
     pub candidates: Arc<Vec<Vec<SocketAddr>>>,
+    /// This node, named in every session id.
+    node: NodeId,
 }
 
 /// The addresses to announce when the config names none.
@@ -70,6 +72,7 @@ impl Media {
     /// Binds one UDP socket per worker and starts the worker threads.
     pub fn start(
         config: &MediaConfig,
+        node: NodeId,
         metrics: Arc<Metrics>,
         control: Arc<dyn ControlHook>,
     ) -> Result<Media, StartError> {
@@ -158,6 +161,7 @@ impl Media {
                 workers: Arc::new(txs),
                 next: Arc::new(AtomicUsize::new(0)),
                 candidates: Arc::new(candidates),
+                node,
             },
             threads,
         })
@@ -187,9 +191,10 @@ impl Media {
 
 impl MediaHandle {
     fn worker_of(&self, session: &SessionId) -> Option<&mpsc::Sender<WorkerMsg>> {
-        let hex = session.as_str().get(..2)?;
-        let index = usize::from_str_radix(hex, 16).ok()?;
-        self.workers.get(index)
+        if session.node() != Some(self.node.as_str()) {
+            return None;
+        }
+        self.workers.get(session.worker()?)
     }
 
     /// Answers a WHIP or WHEP offer, placing the session on the next worker.
@@ -199,8 +204,7 @@ impl MediaHandle {
             .workers
             .get(index)
             .ok_or_else(|| MediaError::Unavailable("no media workers".into()))?;
-        let session = SessionId::parse(&format!("{index:02x}{}", SessionId::random()))
-            .map_err(|e| MediaError::Unavailable(e.to_string()))?;
+        let session = SessionId::new(index, &self.node);
         ask(worker, |reply| WorkerMsg::Open {
             req,
             session,
@@ -248,10 +252,7 @@ impl MediaHandle {
 
     /// The worker that owns a session.
     pub fn worker_index(&self, session: &SessionId) -> Option<usize> {
-        let hex = session.as_str().get(..2)?;
-        usize::from_str_radix(hex, 16)
-            .ok()
-            .filter(|&i| i < self.workers.len())
+        session.worker().filter(|&i| i < self.workers.len())
     }
 
     /// Sends `text` on the `control` data channel of every session in `groups[w]`, the sessions

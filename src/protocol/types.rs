@@ -75,6 +75,7 @@ impl SpotId {
             Err(InvalidId {
                 kind: "spot id",
                 value: value.chars().take(80).collect(),
+                max: 64,
             })
         }
     }
