@@ -349,14 +349,20 @@ fn serve_all(
         .into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(main, tls)
+            // TCP_NODELAY: control events and link messages are small writes in a row; with
+            // Nagle each waited for the peer's delayed ACK.
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let server = axum_server::from_tcp(main)
                 .map_err(|e| serve_err("https", e))?
+                .acceptor(acceptor)
                 .handle(handle.clone());
             spawn_server("https", server.serve(app), exit_tx.clone())
         }
         None => {
             let server = axum_server::from_tcp(main)
                 .map_err(|e| serve_err("http", e))?
+                .acceptor(axum_server::accept::NoDelayAcceptor::new())
                 .handle(handle.clone());
             spawn_server("http", server.serve(app), exit_tx.clone())
         }
@@ -369,6 +375,7 @@ fn serve_all(
         let handle = Handle::new();
         let server = axum_server::from_tcp(listener)
             .map_err(|e| serve_err("plain http", e))?
+            .acceptor(axum_server::accept::NoDelayAcceptor::new())
             .handle(handle.clone());
         let app = router
             .layer(axum::Extension(BehindProxy))
