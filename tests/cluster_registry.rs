@@ -44,10 +44,61 @@ fn info(name: &str) -> NodeInfo {
     }
 }
 
+/// A node of the cluster, once Redis has been up for longer than the claim embargo (two
+/// leases): a node that first sees a younger Redis waits out the rest of it (see
+/// `a_node_started_just_after_redis_waits_out_the_embargo`).
 async fn connect(redis: &RedisServer) -> RedisCluster {
+    let mut con = raw(redis).await;
+    wait_until(
+        Duration::from_secs(10),
+        "redis-server has been up for a second",
+        async || {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut con)
+                .await
+                .unwrap_or_default();
+            info.lines()
+                .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        },
+        |&up| Duration::from_secs(up) >= LEASE * 2,
+    )
+    .await;
+    connect_now(redis).await
+}
+
+async fn connect_now(redis: &RedisServer) -> RedisCluster {
     RedisCluster::connect(&redis.url(), NODE_TIMEOUT, LEASE)
         .await
         .expect("connects to the test redis-server")
+}
+
+/// A node that starts within two leases of Redis's start cannot tell a fresh Redis from one
+/// that restarted and lost the leases its owners are about to reassert: it claims nothing
+/// until two leases after Redis started.
+#[tokio::test]
+async fn a_node_started_just_after_redis_waits_out_the_embargo() {
+    let redis = RedisServer::start();
+    let started = Instant::now();
+    let node = connect_now(&redis).await;
+    let (me, t) = (id("early"), table("early-table"));
+    assert_eq!(node.claim(&t, &me).await.unwrap(), None, "no claim at once");
+    let fence = wait_until(
+        Duration::from_secs(10),
+        "the claim goes through",
+        async || node.claim(&t, &me).await.unwrap(),
+        Option::is_some,
+    )
+    .await;
+    assert!(fence.is_some());
+    // Redis reports whole seconds, so the wait ends between one and two leases after start.
+    assert!(
+        started.elapsed() >= LEASE,
+        "claimed {:?} after Redis started",
+        started.elapsed()
+    );
 }
 
 /// A plain connection, to look at the keys themselves.

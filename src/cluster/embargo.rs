@@ -45,13 +45,23 @@ impl Embargo {
         new
     }
 
-    /// Redis answered with this `run_id` at `now`. A different id from the last one seen means
-    /// the server restarted, maybe without its data: an outage even if no command failed.
-    /// Returns whether it restarted.
-    pub fn saw_run_id(&mut self, now: Instant, run_id: &str) -> bool {
+    /// Redis answered with this `run_id` at `now`, having run for `uptime`. A different id
+    /// from the last one seen means the server restarted, maybe without its data: an outage even
+    /// if no command failed. Returns whether it restarted.
+    ///
+    /// The first id this node sees cannot tell it whether Redis just restarted, but the uptime
+    /// can: a server up for less than the embargo's length started an outage's aftermath that
+    /// the other nodes wait out, so a node starting now waits out the rest of it too.
+    pub fn saw_run_id(&mut self, now: Instant, run_id: &str, uptime: Option<Duration>) -> bool {
         let restarted = self.run_id.as_deref().is_some_and(|last| last != run_id);
         if restarted {
             self.failed(now);
+        } else if self.run_id.is_none()
+            && let Some(rest) = uptime.and_then(|up| self.length.checked_sub(up))
+            && !rest.is_zero()
+        {
+            let until = now + rest;
+            self.until = Some(self.until.map_or(until, |u| u.max(until)));
         }
         if self.run_id.as_deref() != Some(run_id) {
             self.run_id = Some(run_id.to_owned());
@@ -70,6 +80,21 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn a_node_that_first_sees_a_freshly_started_redis_waits_out_the_rest_of_the_embargo() {
+        let t0 = Instant::now();
+        let mut fresh = Embargo::new(Duration::from_secs(2));
+        assert!(!fresh.saw_run_id(t0, "aaa", Some(Duration::from_secs(1))));
+        assert!(fresh.blocks_claims(t0 + Duration::from_millis(2999)));
+        assert!(!fresh.blocks_claims(t0 + Duration::from_secs(3)));
+        // Up for longer than the embargo, or uptime unknown: nothing to wait out.
+        for uptime in [Some(Duration::from_secs(4)), None] {
+            let mut e = Embargo::new(Duration::from_secs(2));
+            e.saw_run_id(t0, "aaa", uptime);
+            assert!(!e.blocks_claims(t0));
+        }
+    }
 
     #[test]
     fn a_failure_blocks_claims_for_two_leases() {
@@ -98,13 +123,14 @@ mod tests {
     fn a_new_run_id_is_a_restart_but_the_first_one_is_not() {
         let t0 = Instant::now();
         let mut e = Embargo::new(LEASE);
-        assert!(!e.saw_run_id(t0, "aaa"));
-        assert!(!e.saw_run_id(t0, "aaa"));
+        let long = Some(Duration::from_secs(3600));
+        assert!(!e.saw_run_id(t0, "aaa", long));
+        assert!(!e.saw_run_id(t0, "aaa", long));
         assert!(!e.blocks_claims(t0));
         let t1 = t0 + Duration::from_secs(10);
-        assert!(e.saw_run_id(t1, "bbb"));
+        assert!(e.saw_run_id(t1, "bbb", Some(Duration::ZERO)));
         assert!(e.blocks_claims(t1 + Duration::from_millis(999)));
-        assert!(!e.saw_run_id(t1, "bbb"));
+        assert!(!e.saw_run_id(t1, "bbb", long));
         assert!(!e.blocks_claims(t1 + Duration::from_millis(1000)));
     }
 }

@@ -189,7 +189,10 @@ impl RedisCluster {
             );
             return Ok(());
         };
-        if self.embargo().saw_run_id(Instant::now(), run_id) {
+        if self
+            .embargo()
+            .saw_run_id(Instant::now(), run_id, parse::uptime(&info))
+        {
             warn!(embargo = ?self.lease * 2, "Redis restarted (its run_id changed); claims wait so that owners reassert their leases first");
         }
         Ok(())

@@ -151,7 +151,10 @@ impl Feed {
                 msg = from_writer.recv() => match msg {
                     Some(msg) => self.on_writer(msg),
                     None => match self.subscribe(&mut stopping).await {
-                        Some(rx) => from_writer = rx,
+                        Some(rx) => {
+                            from_writer = rx;
+                            self.rejoin_waiting();
+                        }
                         None => break,
                     },
                 },
@@ -263,6 +266,22 @@ impl Feed {
                 resume_after_seq,
             } => self.attach(conn, user, outlet, resume_after_seq),
             MemberMsg::Detach { conn } => self.detach(conn),
+        }
+    }
+
+    /// After subscribing to another writer (the table moved, here or away): the members still
+    /// waiting for their welcome asked the writer that dropped this feed, which will never
+    /// answer; ask the new one.
+    fn rejoin_waiting(&mut self) {
+        let waiting: Vec<(ConnId, UserId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.ready)
+            .map(|(conn, m)| (*conn, m.user.clone()))
+            .collect();
+        for (conn, user) in waiting {
+            debug!(%conn, "asking the table's new writer for a waiting member's welcome");
+            self.join(conn, user, true, None);
         }
     }
 

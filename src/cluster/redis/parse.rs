@@ -23,6 +23,14 @@ pub(super) fn run_id(info: &str) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
+/// How long the server has run: the `uptime_in_seconds` line of `INFO server`.
+pub(super) fn uptime(info: &str) -> Option<std::time::Duration> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("uptime_in_seconds:"))
+        .and_then(|s| s.trim().parse().ok())
+        .map(std::time::Duration::from_secs)
+}
+
 /// `"<fence>:<node id>"`.
 pub(super) fn parse_owner(value: &str) -> Result<Owner, String> {
     let (fence, node) = value
@@ -90,6 +98,9 @@ mod tests {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
         assert_eq!(run_id(info), Some("abc123"));
         assert_eq!(run_id("# Server\r\nredis_version:7\r\n"), None);
+        let info = "run_id:abc\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
+        assert_eq!(uptime(info), Some(std::time::Duration::from_secs(42)));
+        assert_eq!(uptime("uptime_in_seconds:x\r\n"), None);
     }
 
     #[test]
