@@ -207,25 +207,41 @@ async fn options_resource() -> Response {
 /// CORS on every WHIP/WHEP response, errors included, so browser pages can read them.
 async fn cors(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
-    );
+    allow_any_origin(h, "Authorization, Content-Type, If-Match");
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Patch"),
     );
     h.entry(header::ACCESS_CONTROL_ALLOW_METHODS)
         .or_insert(HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"));
+    response
+}
+
+/// Lets a page of any origin send `request_headers` and read the answer (cached for a day).
+/// The caller says which methods.
+pub(super) fn allow_any_origin(h: &mut HeaderMap, request_headers: &'static str) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(request_headers),
+    );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("86400"),
     );
+}
+
+/// `307 Temporary Redirect` to `location`: the client repeats the request there, method and
+/// body kept.
+fn redirect(location: &str) -> Result<Response, ApiError> {
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
     response
+        .headers_mut()
+        .insert(header::LOCATION, header_value(location)?);
+    Ok(response)
 }
 
 /// In a cluster, media is served by the table's owner (until the cascade): `307` to it, with
@@ -250,11 +266,7 @@ fn to_owner<E: Endpoint>(
         location.push_str(q);
     }
     tracing::debug!(%location, "media is served by the table's owner: redirecting");
-    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-    response
-        .headers_mut()
-        .insert(header::LOCATION, header_value(&location)?);
-    Ok(Some(response))
+    redirect(&location).map(Some)
 }
 
 /// A PATCH or DELETE for a session another node holds (a load balancer sent it here): `307`
@@ -282,11 +294,7 @@ fn to_session_node<E: Endpoint>(
         session
     );
     tracing::debug!(%location, "the session is on another node: redirecting");
-    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
-    response
-        .headers_mut()
-        .insert(header::LOCATION, header_value(&location)?);
-    Ok(Some(response))
+    redirect(&location).map(Some)
 }
 
 /// The table of the URL, for a caller already authenticated: the token's role and table are
