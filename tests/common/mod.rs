@@ -9,6 +9,7 @@ pub mod netns;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod round;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
