@@ -256,6 +256,14 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         control: control.clone(),
         admission: crate::limits::Admission::new(config.limits.clone(), metrics.clone()),
         cluster: view.clone(),
+        cascade: view.clustered.then(|| {
+            crate::media::relay::Cascade::new(
+                media.handle.clone(),
+                view.clone() as Arc<dyn crate::media::relay::Origins>,
+                metrics.clone(),
+                config.media.bind_ip,
+            )
+        }),
         drain: Arc::new(drain_tx),
     };
     let demo = config

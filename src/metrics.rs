@@ -42,6 +42,10 @@ impl NodeMetrics {
 pub struct TableMetrics {
     pub publishers: AtomicI64,
     pub subscribers: AtomicI64,
+    /// Connected pulls of the table's cameras from its origin node (this node is an edge).
+    pub relays_in: AtomicI64,
+    /// Relay sessions other nodes pull the table's cameras through (this node is the origin).
+    pub relays_out: AtomicI64,
     pub rtp_packets_in: AtomicU64,
     pub rtp_bytes_in: AtomicU64,
     pub rtp_packets_out: AtomicU64,
@@ -235,9 +239,18 @@ const TABLE_FAMILIES: &[Family] = &[
         series: &[(None, |m| m.subscribers.load(Relaxed).into())],
     },
     Family {
+        name: "tablecast_relays",
+        kind: "gauge",
+        help: "Relays of the table's cameras between nodes: pulls from the origin (in, on an edge) and sessions edges pull through (out, on the origin).",
+        series: &[
+            (Some("in"), |m| m.relays_in.load(Relaxed).into()),
+            (Some("out"), |m| m.relays_out.load(Relaxed).into()),
+        ],
+    },
+    Family {
         name: "tablecast_rtp_packets_received_total",
         kind: "counter",
-        help: "RTP packets received from publishers.",
+        help: "RTP packets received from publishers and, on an edge, from the origin.",
         series: &[(None, |m| m.rtp_packets_in.load(Relaxed).into())],
     },
     Family {
@@ -249,7 +262,7 @@ const TABLE_FAMILIES: &[Family] = &[
     Family {
         name: "tablecast_rtp_packets_forwarded_total",
         kind: "counter",
-        help: "RTP packets sent to subscribers.",
+        help: "RTP packets sent to subscribers: players and, on the origin, edge nodes' relays.",
         series: &[(None, |m| m.rtp_packets_out.load(Relaxed).into())],
     },
     Family {

@@ -1,6 +1,7 @@
-//! Media in a cluster: the table's owner serves its media. A node that does not own the table
-//! answers a WHIP or WHEP POST with `307` to the owner, and the client follows it with its token,
-//! so a dealer and a player who start on two other nodes meet on the owner.
+//! Media in a cluster: the table's owner is its media origin. A node that does not own the table
+//! answers a WHIP POST with `307` to the owner, and the client follows it with its token; a
+//! player's WHEP POST is served by the node it reached, which pulls the video from the origin
+//! (the cascade, tested in `cluster_cascade.rs`).
 
 mod common;
 
@@ -59,7 +60,7 @@ fn demo_target(node: &impl NodeRef, role: TokenRole, user: &str) -> Target {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner() {
+async fn a_whip_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner() {
     let cluster = Cluster::three("").await;
     let owner = owner_of_demo(&cluster).await;
     let other = cluster.node((owner + 1) % 3);
@@ -72,12 +73,12 @@ async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner
     // Until the node has seen the owner (its next tick), it answers 503 with Retry-After.
     let resp = wait_until(
         Duration::from_secs(10),
-        "the non-owner answers a WHEP POST with something other than 503",
+        "the non-owner answers a WHIP POST with something other than 503",
         async || {
-            raw.post(other.url("/whep/demo?camera=main"))
+            raw.post(other.url("/whip/demo?camera=main"))
                 .header("Content-Type", "application/sdp")
-                .bearer_auth(other.issue_token(TokenRole::Player, "demo", "p-raw"))
-                .body(common::offer("recvonly"))
+                .bearer_auth(other.issue_token(TokenRole::Dealer, "demo", "d-raw"))
+                .body(common::offer("sendonly"))
                 .send()
                 .await
                 .expect("the non-owner answers")
@@ -88,7 +89,7 @@ async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner
     assert_eq!(
         resp.status().as_u16(),
         307,
-        "a non-owner redirects a WHEP POST"
+        "a non-owner redirects a WHIP POST"
     );
     let location = resp
         .headers()
@@ -97,9 +98,44 @@ async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner
         .expect("the 307 has a Location");
     assert_eq!(
         location,
-        format!("{}/whep/demo?camera=main", cluster.node(owner).base_url()),
+        format!("{}/whip/demo?camera=main", cluster.node(owner).base_url()),
         "Location is the owner's public URL, with the query kept"
     );
+
+    // A player is served where it asked.
+    let resp = raw
+        .post(other.url("/whep/demo"))
+        .header("Content-Type", "application/sdp")
+        .bearer_auth(other.issue_token(TokenRole::Player, "demo", "p-raw"))
+        .body(common::offer("recvonly"))
+        .send()
+        .await
+        .expect("the non-owner answers");
+    assert_eq!(resp.status().as_u16(), 201, "a non-owner serves a player");
+
+    // Relays between nodes are for node credentials only.
+    for (token, who) in [
+        (
+            other.issue_token(TokenRole::Player, "demo", "p-raw"),
+            "a player",
+        ),
+        (
+            other.issue_token(TokenRole::Operator, "*", "ops"),
+            "an operator",
+        ),
+    ] {
+        let resp = raw
+            .post(cluster.node(owner).url("/cluster/v1/relay/demo"))
+            .header("Content-Type", "application/sdp")
+            .bearer_auth(token)
+            .body(common::offer("recvonly"))
+            .send()
+            .await
+            .expect("the owner answers");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(status, 403, "{who} cannot open a relay: {body}");
+    }
 
     // The owner itself takes the offer.
     let resp = raw
@@ -162,7 +198,7 @@ async fn a_post_to_a_node_that_does_not_own_the_table_is_redirected_to_the_owner
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dealer_and_a_player_on_two_other_nodes_meet_on_the_owner() {
+async fn a_dealer_through_another_node_reaches_a_player_on_a_third() {
     let cluster = Cluster::three("").await;
     let owner = owner_of_demo(&cluster).await;
     let owner_url = cluster.node(owner).base_url();
@@ -193,12 +229,13 @@ async fn a_dealer_and_a_player_on_two_other_nodes_meet_on_the_owner() {
     )
     .await
     .unwrap_or_else(|e| panic!("the player joins through a non-owner: {e}"));
+    let player_url = player_node.base_url();
     assert!(
         player
             .resource
             .location
-            .starts_with(&format!("{owner_url}/whep/demo/")),
-        "the player's session is on the owner {owner_url}: {}",
+            .starts_with(&format!("{player_url}/whep/demo/")),
+        "the player's session is on the node it asked, {player_url}: {}",
         player.resource.location
     );
 
@@ -213,7 +250,7 @@ async fn a_dealer_and_a_player_on_two_other_nodes_meet_on_the_owner() {
     )
     .await;
 
-    // DELETE goes to the node that holds each session, the owner, with the token kept.
+    // DELETE goes to the node that holds each session, with the token kept.
     assert_eq!(player.close().await.expect("player DELETE"), 200);
     assert_eq!(dealer.close().await.expect("dealer DELETE"), 200);
 }

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub admission: crate::limits::Admission,
     /// What this node knows of the cluster (itself alone, without Redis).
     pub cluster: Arc<crate::control::placement::ClusterView>,
+    /// This node's pulls of other nodes' cameras (in a cluster).
+    pub cascade: Option<Arc<crate::media::relay::Cascade>>,
     /// Set to true to drain this node (`POST /api/v1/cluster/nodes/{id}/drain`).
     pub drain: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -71,6 +73,7 @@ pub fn router(state: ApiState, options: &RouterOptions) -> Router {
         .merge(cluster::routes())
         .merge(whip::routes(state.max_sdp_bytes))
         .merge(whep::routes(state.max_sdp_bytes))
+        .merge(whep::relay_routes(state.max_sdp_bytes))
         .merge(health::routes())
         .merge(tables::routes())
         .merge(ws::routes());

@@ -42,6 +42,9 @@ pub trait Endpoint: Send + Sync + 'static {
     /// Token roles allowed to use it, and their names for error messages.
     const ROLES: &'static [TokenRole];
     const NEED: &'static str;
+    /// Sessions are other nodes' pulls of a camera (the cascade), not players: served by the
+    /// table's origin only, to node credentials only, outside the `[limits]` caps.
+    const RELAY: bool = false;
 }
 
 /// The routes of one endpoint, with its body limit.
@@ -77,16 +80,28 @@ async fn create<E: Endpoint>(
     let span = tracing::Span::current();
     span.record("table", table.as_str())
         .record("role", E::ROLE.as_str());
-    if let Some(response) = to_owner::<E>(&state, &table, req.uri().query())? {
+    if E::RELAY && !identity.user.as_str().starts_with(NODE_USER) {
+        return Err(ApiError::Forbidden(format!(
+            "only cluster nodes open relays (a node credential, user {NODE_USER}<id>); players use /whep/{table}"
+        )));
+    }
+    // A player is served here, whichever node owns the table (the cascade pulls the video);
+    // a dealer and a relay are sent to the owner, the table's media origin.
+    let pulled = E::ROLE == Role::Subscriber && !E::RELAY;
+    if !pulled && let Some(response) = to_owner::<E>(&state, &table, req.uri().query())? {
         return Ok(response);
     }
-    let admitted =
-        state
-            .admission
-            .session(&identity.user, client_ip(&req), std::time::Instant::now());
-    let permit = match admitted {
-        Ok(permit) => permit,
-        Err(refused) => return Err(crate::limits::held_back(refused).await.into()),
+    let permit = if E::RELAY {
+        None
+    } else {
+        let admitted =
+            state
+                .admission
+                .session(&identity.user, client_ip(&req), std::time::Instant::now());
+        match admitted {
+            Ok(permit) => Some(permit),
+            Err(refused) => return Err(crate::limits::held_back(refused).await.into()),
+        }
     };
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let camera = match query.camera.as_deref() {
@@ -95,6 +110,16 @@ async fn create<E: Endpoint>(
     };
     require_content_type(req.headers(), SDP)?;
     let offer_sdp = read_text(&state, req).await?;
+    if pulled
+        && state.cluster.clustered
+        && state.control.local_handle(&table).is_none()
+        && let Some(cascade) = &state.cascade
+    {
+        cascade.ensure(crate::media::peer::RouterKey {
+            table: table.clone(),
+            camera: camera.clone(),
+        });
+    }
 
     let answer = state
         .media
@@ -105,7 +130,8 @@ async fn create<E: Endpoint>(
             user: identity.user.clone(),
             token_role: identity.role,
             token: identity.token,
-            permit: Some(permit),
+            permit,
+            relay: E::RELAY,
             offer_sdp,
         })
         .await?;
@@ -244,8 +270,12 @@ fn redirect(location: &str) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// In a cluster, media is served by the table's owner (until the cascade): `307` to it, with
-/// `Location` on its `[node] public_url`. `503` while the table has no owner (it is moving).
+/// The user prefix of node credentials (`node.{id}`).
+pub const NODE_USER: &str = "node.";
+
+/// In a cluster, dealers publish to the table's owner, and relays pull from it: `307` to it,
+/// with `Location` on its `[node] public_url`. `503` while the table has no owner (it is
+/// moving).
 fn to_owner<E: Endpoint>(
     state: &ApiState,
     table: &TableId,

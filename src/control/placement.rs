@@ -155,6 +155,16 @@ impl OwnerDirectory for ClusterView {
     }
 }
 
+impl crate::media::relay::Origins for ClusterView {
+    fn origin_url(&self, table: &TableId) -> Option<String> {
+        self.owner_elsewhere(table)
+    }
+
+    fn node_credential(&self) -> Option<String> {
+        self.link_token()
+    }
+}
+
 /// The placement task's parts.
 pub struct Placement {
     pub view: Arc<ClusterView>,

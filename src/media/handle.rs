@@ -49,6 +49,8 @@ pub struct MediaHandle {
     pub candidates: Arc<Vec<Vec<SocketAddr>>>,
     /// This node, named in every session id.
     node: NodeId,
+    /// Players of each table camera on this node.
+    pub viewers: Arc<super::relay::Viewers>,
 }
 
 /// The addresses to announce when the config names none.
@@ -131,6 +133,7 @@ impl Media {
             config: worker_config,
             epochs: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             control,
+            viewers: Arc::new(Default::default()),
         };
         for (i, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
             let local_addrs = candidates[i].clone();
@@ -162,6 +165,7 @@ impl Media {
                 next: Arc::new(AtomicUsize::new(0)),
                 candidates: Arc::new(candidates),
                 node,
+                viewers: shared.viewers.clone(),
             },
             threads,
         })
@@ -190,6 +194,21 @@ impl Media {
 }
 
 impl MediaHandle {
+    /// Sends a message of the pull of `key` to the worker that takes the pull in: the same
+    /// worker for every message of one camera. A full queue loses the message (a packet the
+    /// players' NACKs recover, or a keyframe request made again).
+    pub(super) fn relay_send(&self, key: &super::peer::RouterKey, msg: WorkerMsg) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let n = self.workers.len().max(1);
+        if let Some(w) = self.workers.get(h.finish() as usize % n)
+            && w.try_send(msg).is_err()
+        {
+            tracing::debug!(table = %key.table, "a media worker's queue is full; a relayed packet is lost");
+        }
+    }
+
     fn worker_of(&self, session: &SessionId) -> Option<&mpsc::Sender<WorkerMsg>> {
         if session.node() != Some(self.node.as_str()) {
             return None;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod frame_size;
 pub mod keyframe;
 pub mod peer;
+pub mod relay;
 pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
@@ -71,6 +72,8 @@ pub struct SessionRequest {
     pub token: TokenDigest,
     /// The session's slot under `[limits]`, held until the session ends.
     pub permit: Option<Permit>,
+    /// A subscriber that is another node's pull of the camera (`relay.rs`), not a player.
+    pub relay: bool,
     pub offer_sdp: String,
 }
 
@@ -151,6 +154,8 @@ pub struct SessionInfo {
     pub addr: Option<std::net::SocketAddr>,
     /// Whether its `control` data channel is open.
     pub control: bool,
+    /// Another node's pull of the camera (`relay.rs`), not a player.
+    pub relay: bool,
 }
 
 fn role_str<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {

@@ -140,6 +140,8 @@ pub struct Peer {
     /// The deadline currently registered for this peer in the worker's timer heap.
     pub deadline: Option<Instant>,
     pub closing: bool,
+    /// A subscriber that is another node's pull of the camera (`relay.rs`).
+    pub relay: bool,
 }
 
 /// A connection that has answered its offer.

@@ -4,8 +4,11 @@
 //! Forwarding is one map lookup (the router) and then a loop over its subscribers.
 
 use super::keyframe::{PliThrottle, VideoCodec};
-use super::peer::MediaKind;
+use super::peer::{InTrack, MediaKind};
+use crate::metrics::TableMetrics;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// One RTP packet on its way from a publisher to subscribers.
 #[derive(Debug, Clone)]
@@ -48,10 +51,52 @@ impl PacketBuffer {
     }
 }
 
+/// A camera this node pulls from the table's origin node (the cascade, `relay.rs`), taken in on
+/// one worker as a publisher's tracks would be.
+pub struct RelaySource {
+    /// Which pull it is: a newer pull of the same camera replaces it.
+    pub id: u64,
+    pub video: InTrack,
+    pub audio: InTrack,
+    /// Asks the pull for a keyframe from the origin.
+    pub keyframes: mpsc::UnboundedSender<()>,
+    pub metrics: Arc<TableMetrics>,
+    pub span: tracing::Span,
+}
+
+impl RelaySource {
+    pub fn new(
+        id: u64,
+        keyframes: mpsc::UnboundedSender<()>,
+        metrics: Arc<TableMetrics>,
+        span: tracing::Span,
+    ) -> Self {
+        let track = |kind| InTrack {
+            kind,
+            video_codec: None,
+            receiver: Default::default(),
+            ssrc: 0,
+            epoch: 0,
+            layers: Default::default(),
+            selector: Default::default(),
+        };
+        Self {
+            id,
+            video: track(MediaKind::Video),
+            audio: track(MediaKind::Audio),
+            keyframes,
+            metrics,
+            span,
+        }
+    }
+}
+
 /// Per-worker state of one table camera.
 pub struct Router {
     /// Slot of the publisher session, when it runs on this worker.
     pub publisher: Option<usize>,
+    /// The pull from the origin node, when this worker takes it in.
+    pub relay: Option<RelaySource>,
     /// Slots of this worker's subscriber sessions.
     pub subscribers: Vec<usize>,
     pub video: PacketBuffer,
@@ -67,6 +112,7 @@ impl Router {
     pub fn new(buffer_packets: usize, pli_interval: Duration) -> Self {
         Self {
             publisher: None,
+            relay: None,
             subscribers: Vec::new(),
             video: PacketBuffer::new(buffer_packets),
             audio: PacketBuffer::new(buffer_packets.min(256)),
@@ -83,7 +129,7 @@ impl Router {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty()
+        self.publisher.is_none() && self.relay.is_none() && self.subscribers.is_empty()
     }
 
     pub fn allow_keyframe_request(&mut self, now: Instant) -> bool {

@@ -22,7 +22,7 @@ mod feedback;
 mod session;
 
 use super::control::ControlHook;
-use super::peer::{Peer, RouterKey};
+use super::peer::{MediaKind, Peer, RouterKey};
 use super::router::{Forward, Router};
 use super::udp::{RecvBatch, SendQueue};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
@@ -81,6 +81,24 @@ pub enum WorkerMsg {
     KeyframeRequest {
         key: RouterKey,
     },
+    /// A pull of `key` from the table's origin node starts feeding this worker (`relay.rs`).
+    RelayOpen {
+        key: RouterKey,
+        source: super::router::RelaySource,
+    },
+    /// A packet of that pull.
+    RelayRtp {
+        key: Arc<RouterKey>,
+        relay: u64,
+        kind: MediaKind,
+        codec: Option<super::keyframe::VideoCodec>,
+        packet: rtc::rtp::Packet,
+    },
+    /// The pull ended.
+    RelayClose {
+        key: RouterKey,
+        relay: u64,
+    },
     /// Send `text` on the `control` data channel of each of these sessions (all on this worker).
     ControlSend {
         sessions: Arc<[SessionId]>,
@@ -122,6 +140,8 @@ pub struct WorkerShared {
     pub epochs: Arc<AtomicU64>,
     /// The control plane, told about `control` data channels.
     pub control: Arc<dyn ControlHook>,
+    /// Players of each table camera on this node (the cascade pulls what they watch).
+    pub viewers: Arc<super::relay::Viewers>,
 }
 
 pub struct Worker {
@@ -160,6 +180,7 @@ pub struct Worker {
     epochs: Arc<AtomicU64>,
     /// The control plane, told about `control` data channels.
     control: Arc<dyn ControlHook>,
+    viewers: Arc<super::relay::Viewers>,
 }
 
 impl Worker {
@@ -175,6 +196,7 @@ impl Worker {
             config,
             epochs,
             control,
+            viewers,
         } = shared;
         let recv = RecvBatch::new(&socket)?;
         let send = SendQueue::for_socket(&socket);
@@ -205,6 +227,7 @@ impl Worker {
             config,
             epochs,
             control,
+            viewers,
         })
     }
 
@@ -347,10 +370,53 @@ impl Worker {
             }
             WorkerMsg::KeyframeRequest { key } => {
                 if let Some(router) = self.routers.get_mut(&key)
-                    && let Some(publisher) = router.publisher
+                    && (router.publisher.is_some() || router.relay.is_some())
                     && router.pli.allow(now)
                 {
-                    self.send_pli(publisher, now);
+                    match router.publisher {
+                        Some(publisher) => self.send_pli(publisher, now),
+                        None => {
+                            if let Some(relay) = router.relay.as_ref() {
+                                let _ = relay.keyframes.send(());
+                            }
+                        }
+                    }
+                }
+            }
+            WorkerMsg::RelayOpen { key, source } => {
+                let router = self.routers.entry(key).or_insert_with(|| {
+                    Router::new(self.config.nack_buffer_packets, self.config.pli_throttle)
+                });
+                router.relay = Some(source);
+            }
+            WorkerMsg::RelayRtp {
+                key,
+                relay,
+                kind,
+                codec,
+                packet,
+            } => {
+                if let Some(source) = self
+                    .routers
+                    .get_mut(&*key)
+                    .and_then(|r| r.relay.as_mut())
+                    .filter(|r| r.id == relay)
+                    && kind == MediaKind::Video
+                    && codec.is_some()
+                    && source.video.video_codec != codec
+                {
+                    source.video.video_codec = codec;
+                }
+                self.on_relay_rtp(key, relay, kind, packet, now);
+            }
+            WorkerMsg::RelayClose { key, relay } => {
+                if let Some(router) = self.routers.get_mut(&key)
+                    && router.relay.as_ref().is_some_and(|r| r.id == relay)
+                {
+                    router.relay = None;
+                    if router.is_idle() && !self.remote_interest.contains_key(&key) {
+                        self.routers.remove(&key);
+                    }
                 }
             }
             WorkerMsg::ControlSend { sessions, text } => {
@@ -398,6 +464,7 @@ impl Worker {
                             .map(|t| now.saturating_duration_since(t).as_millis() as u64),
                         addr: addrs.get(&slot).copied(),
                         control: p.control.is_some(),
+                        relay: p.relay,
                     })
                     .collect();
                 let _ = reply.send(list);

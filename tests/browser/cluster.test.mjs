@@ -1,10 +1,12 @@
 // Three nodes on one redis-server: the dealer page on one node that does not
-// own the table and the player page on the other publish and play through the
-// owner. The pages' WHIP and WHEP POSTs get 307 to the owner; Chromium drops
-// the token on that cross-origin redirect, and tablecast.js sends the offer
-// again to the owner with it. The player must decode video, and its session
-// must live on the owner. Then a player on a WebSocket whose node stops
-// carries on on the next node of its `nodes` list and misses no event.
+// own the table publishes through the owner (the table's media origin), and
+// the player page on the third node plays there (an edge), which pulls the
+// video from the origin. The dealer page's WHIP POST gets 307 to the owner;
+// Chromium drops the token on that cross-origin redirect, and tablecast.js
+// sends the offer again to the owner with it. The player must decode the
+// dealer's simulcast and play a round, with its session on the edge. Then a
+// player on a WebSocket whose node stops carries on on the next node of its
+// `nodes` list and misses no event.
 //
 // Needs `cargo build --release` first (or TABLECAST_BIN=target/debug/tablecast)
 // and Debian's redis-server. Run: node --test tests/browser/cluster.test.mjs
@@ -16,7 +18,7 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { launchChromium } from './lib/chromium.mjs';
 import { freePort, startNode } from './lib/node.mjs';
-import { assertContiguous, decoding, goLive, joined, openPage } from './lib/pages.mjs';
+import { assertContiguous, dealHttp, decoding, goLive, joined, openPage, waitView } from './lib/pages.mjs';
 import { artifact } from './lib/paths.mjs';
 import { waitUntil } from './lib/wait.mjs';
 
@@ -79,7 +81,7 @@ async function owner() {
   return nodes[['a', 'b', 'c'].indexOf(id)];
 }
 
-test('pages on two nodes that do not own the table publish and play through the owner', { timeout: 120_000 }, async () => {
+test('a dealer page publishes through the owner and a player page on an edge node plays a round', { timeout: 120_000 }, async () => {
   const home = await owner();
   const [dealerNode, playerNode] = nodes.filter((n) => n !== home);
   const log = (line) => pageLog.write(line);
@@ -92,9 +94,18 @@ test('pages on two nodes that do not own the table publish and play through the 
   const player = await openPage(browser, `${playerNode.baseUrl}/play/${TABLE}`, { label: 'player', log });
   await joined(player);
   const whep = await player.evaluate(() => window.tablecast.client.player.resourceUrl);
-  assert.ok(whep.startsWith(`${home.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on the owner ${home.baseUrl}: ${whep}`);
+  assert.ok(whep.startsWith(`${playerNode.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on its own node ${playerNode.baseUrl}: ${whep}`);
   const stats = await decoding(player, 30);
   assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
+  console.log(`edge player decodes ${stats.frameWidth}x${stats.frameHeight} at ${stats.fps} fps`);
+
+  // A round, dealt on the owner, plays on the edge player's page.
+  const dealerToken = await home.token({ role: 'dealer', table: TABLE, user: 'croupier' });
+  await waitView(player, (v) => v.state === 'betting_open', 'no round opened on the edge player\'s page', 40_000);
+  await dealHttp(home, TABLE, dealerToken, 'close');
+  await dealHttp(home, TABLE, dealerToken, 'result', { outcome: 'banker' });
+  const end = await waitView(player, (v) => v.results.length > 0 && v.banner !== null, 'the result did not reach the edge player\'s page');
+  assertContiguous(end.seqLog, 'the edge player');
   await player.screenshot({ path: artifact('cluster.player.png') });
 });
 

@@ -8,13 +8,14 @@ use super::{Worker, WorkerMsg};
 use crate::media::Role;
 use crate::media::frame_size;
 use crate::media::keyframe::{self, VideoCodec};
-use crate::media::peer::{MediaKind, RouterKey};
+use crate::media::peer::{InTrack, MediaKind, RouterKey};
 use crate::media::router::Forward;
 use crate::media::simulcast::{Layers, Switch, Verdict};
 use crate::media::subscriber::Rewrite;
 use rtc::sansio::Protocol;
 use std::cmp::Reverse;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{debug, info};
@@ -28,6 +29,87 @@ const DRAIN_EVERY: usize = 4;
 /// Datagrams queued during a fan-out before they are sent, without waiting for the fan-out to
 /// end: a keyframe (about 24 packets) for about 40 players.
 const FLUSH_AT: usize = 1024;
+
+/// What taking in one packet of a source's track decided.
+struct Ingested {
+    /// The source epoch to forward it under, or None to drop it (a layer not forwarded).
+    epoch: Option<u64>,
+    /// It is the first packet of a keyframe of the forwarded layer.
+    keyframe: bool,
+    /// The forwarded layer changed.
+    switch: Option<Switch>,
+    /// A keyframe of this SSRC is wanted (a switch waits for it).
+    keyframe_wanted: Option<u32>,
+}
+
+/// Takes in one packet of `track`, from a publisher or from a relay of another node: strips the
+/// leg's header extensions, tracks the layers and decides, through the camera's selector,
+/// whether and under which epoch it goes on.
+fn ingest(
+    track: &mut InTrack,
+    packet: &mut rtc::rtp::Packet,
+    epochs: &AtomicU64,
+    now: Instant,
+) -> Ingested {
+    // Header extensions are negotiated per leg; the source's ids mean nothing downstream.
+    packet.header.extension = false;
+    packet.header.extension_profile = 0;
+    packet.header.extensions.clear();
+    // A packet of a keyframe, and then (video) whether it is the keyframe's first packet.
+    let mut keyframe = track
+        .video_codec
+        .is_some_and(|c| keyframe::is_keyframe(c, &packet.payload));
+    let ssrc = packet.header.ssrc;
+    let mut out = Ingested {
+        epoch: None,
+        keyframe: false,
+        switch: None,
+        keyframe_wanted: None,
+    };
+    match track.kind {
+        MediaKind::Audio => {
+            if ssrc != track.ssrc {
+                // The source restarted its stream (new SSRC): subscribers re-anchor.
+                track.ssrc = ssrc;
+                track.epoch = epochs.fetch_add(1, Relaxed);
+            }
+            out.epoch = Some(track.epoch);
+        }
+        MediaKind::Video => {
+            let layer = match track.layers.by_ssrc(ssrc) {
+                Some(layer) => Some(layer),
+                // Without simulcast a new SSRC is the source restarting its stream.
+                None if !track.layers.is_simulcast() => {
+                    track.selector.reset();
+                    Some(track.layers.open(None, ssrc))
+                }
+                None => None,
+            };
+            let Some(layer) = layer else { return out };
+            let size = track
+                .video_codec
+                .filter(|_| keyframe)
+                .and_then(|c| frame_size::keyframe_size(c, &packet.payload));
+            // Players start, and layers switch, only at a keyframe's first packet.
+            keyframe &= track.layers.starts_frame(layer, packet.header.timestamp);
+            track
+                .layers
+                .on_packet(layer, packet.payload.len(), size, now);
+            let verdict = track
+                .selector
+                .on_packet(&track.layers, layer, keyframe, now, || {
+                    epochs.fetch_add(1, Relaxed)
+                });
+            out.switch = track.selector.poll_switch();
+            out.keyframe_wanted = track.selector.poll_keyframe_request();
+            if let Verdict::Forward { epoch } = verdict {
+                out.epoch = Some(epoch);
+            }
+        }
+    }
+    out.keyframe = keyframe;
+    out
+}
 
 impl Worker {
     pub(super) fn on_publisher_rtp(
@@ -50,73 +132,71 @@ impl Worker {
         peer.metrics
             .rtp_bytes_in
             .fetch_add(packet.payload.len() as u64, Relaxed);
-        // Header extensions are negotiated per leg; the publisher's ids mean nothing downstream.
-        packet.header.extension = false;
-        packet.header.extension_profile = 0;
-        packet.header.extensions.clear();
-        // A packet of a keyframe, and then (video) whether it is the keyframe's first packet.
-        let mut keyframe = track
-            .video_codec
-            .is_some_and(|c| keyframe::is_keyframe(c, &packet.payload));
-        let ssrc = packet.header.ssrc;
-        let epoch = match track.kind {
-            MediaKind::Audio => {
-                if ssrc != track.ssrc {
-                    // The publisher restarted its stream (new SSRC): subscribers re-anchor.
-                    track.ssrc = ssrc;
-                    track.epoch = self.epochs.fetch_add(1, Relaxed);
-                }
-                Some(track.epoch)
-            }
-            MediaKind::Video => {
-                let layer = match track.layers.by_ssrc(ssrc) {
-                    Some(layer) => Some(layer),
-                    // Without simulcast a new SSRC is the publisher restarting its stream.
-                    None if !track.layers.is_simulcast() => {
-                        track.selector.reset();
-                        Some(track.layers.open(None, ssrc))
-                    }
-                    None => None,
-                };
-                let Some(layer) = layer else { return };
-                let size = track
-                    .video_codec
-                    .filter(|_| keyframe)
-                    .and_then(|c| frame_size::keyframe_size(c, &packet.payload));
-                // Players start, and layers switch, only at a keyframe's first packet.
-                keyframe &= track.layers.starts_frame(layer, packet.header.timestamp);
-                track
-                    .layers
-                    .on_packet(layer, packet.payload.len(), size, now);
-                let epochs = &self.epochs;
-                let verdict = track
-                    .selector
-                    .on_packet(&track.layers, layer, keyframe, now, || {
-                        epochs.fetch_add(1, Relaxed)
-                    });
-                if let Some(switch) = track.selector.poll_switch() {
-                    log_switch(peer.span.clone(), &peer.metrics, &track.layers, switch);
-                }
-                if let Some(wanted) = track.selector.poll_keyframe_request() {
-                    let receiver = track.receiver;
-                    self.send_pli_to(slot, receiver, wanted, now);
-                }
-                match verdict {
-                    Verdict::Forward { epoch } => Some(epoch),
-                    Verdict::Drop => None,
-                }
-            }
-        };
-        let Some(epoch) = epoch else { return };
-        // The borrows above may have ended in a keyframe request; look the session up again.
-        let Some(peer) = self.peers[slot].as_ref() else {
-            return;
-        };
-        let Some(track) = peer.in_tracks.get(track_id) else {
-            return;
-        };
+        let got = ingest(track, &mut packet, &self.epochs, now);
+        let (kind, codec, receiver) = (track.kind, track.video_codec, track.receiver);
+        if let Some(switch) = got.switch {
+            log_switch(peer.span.clone(), &peer.metrics, &track.layers, switch);
+        }
         let key = peer.key.clone();
-        let (kind, codec) = (track.kind, track.video_codec);
+        if let Some(wanted) = got.keyframe_wanted {
+            self.send_pli_to(slot, receiver, wanted, now);
+        }
+        let Some(epoch) = got.epoch else { return };
+        self.forward_source(key, kind, codec, epoch, got.keyframe, packet);
+    }
+
+    /// A packet of a camera this node pulls from the table's origin node (`relay.rs`): taken in
+    /// as a publisher's would be, with keyframe requests going back up the relay.
+    pub(super) fn on_relay_rtp(
+        &mut self,
+        key: Arc<RouterKey>,
+        relay: u64,
+        kind: MediaKind,
+        mut packet: rtc::rtp::Packet,
+        now: Instant,
+    ) {
+        let Some(router) = self.routers.get_mut(&*key) else {
+            return;
+        };
+        let Some(source) = router.relay.as_mut().filter(|r| r.id == relay) else {
+            return;
+        };
+        if router.publisher.is_some() {
+            // A dealer publishing on this node itself goes first.
+            return;
+        }
+        source.metrics.rtp_packets_in.fetch_add(1, Relaxed);
+        source
+            .metrics
+            .rtp_bytes_in
+            .fetch_add(packet.payload.len() as u64, Relaxed);
+        let track = match kind {
+            MediaKind::Video => &mut source.video,
+            MediaKind::Audio => &mut source.audio,
+        };
+        let got = ingest(track, &mut packet, &self.epochs, now);
+        let codec = track.video_codec;
+        if let Some(switch) = got.switch {
+            log_switch(source.span.clone(), &source.metrics, &track.layers, switch);
+        }
+        if got.keyframe_wanted.is_some() {
+            let _ = source.keyframes.send(());
+        }
+        let Some(epoch) = got.epoch else { return };
+        self.forward_source(key, kind, codec, epoch, got.keyframe, packet);
+    }
+
+    /// Forwards a source's packet that its camera's selector let through: to each other worker
+    /// with subscribers of the camera, and to this worker's subscribers.
+    fn forward_source(
+        &mut self,
+        key: Arc<RouterKey>,
+        kind: MediaKind,
+        codec: Option<VideoCodec>,
+        epoch: u64,
+        keyframe: bool,
+        mut packet: rtc::rtp::Packet,
+    ) {
         if codec == Some(VideoCodec::Vp8)
             && let Some(router) = self.routers.get_mut(&*key)
         {

@@ -119,6 +119,11 @@ impl Worker {
         }
         match router.publisher {
             Some(publisher) => self.send_pli(publisher, now),
+            None if router.relay.is_some() => {
+                if let Some(relay) = router.relay.as_ref() {
+                    let _ = relay.keyframes.send(());
+                }
+            }
             None => {
                 for (i, w) in self.workers.iter().enumerate() {
                     if i != self.index {

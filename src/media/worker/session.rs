@@ -71,6 +71,7 @@ impl Worker {
             control: None,
             deadline: None,
             closing: false,
+            relay: req.relay,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -112,6 +113,9 @@ impl Worker {
                 }
             }
             Role::Subscriber => {
+                if !req.relay {
+                    self.viewers.add(&key);
+                }
                 router.subscribers.push(slot);
                 if router.subscribers.len() == 1 {
                     self.announce_interest(&key, true);
@@ -119,7 +123,7 @@ impl Worker {
             }
         }
         if let Some(p) = self.peers[slot].as_ref() {
-            sessions_gauge(&p.metrics, req.role).fetch_add(1, Relaxed);
+            sessions_gauge(&p.metrics, req.role, p.relay).fetch_add(1, Relaxed);
             p.span
                 .in_scope(|| info!(candidates = ?self.local_addrs, "session answered"));
             let rids = simulcast::received_rids(&sdp);
@@ -265,7 +269,7 @@ impl Worker {
                 self.by_addr.remove(&addr);
             }
         }
-        sessions_gauge(&peer.metrics, peer.role).fetch_sub(1, Relaxed);
+        sessions_gauge(&peer.metrics, peer.role, peer.relay).fetch_sub(1, Relaxed);
         let lived_ms = peer.created.elapsed().as_millis() as u64;
         peer.span
             .in_scope(|| info!(reason, lived_ms, "session closed"));
@@ -278,6 +282,9 @@ impl Worker {
                     }
                 }
                 Role::Subscriber => {
+                    if !peer.relay {
+                        self.viewers.remove(&peer.key);
+                    }
                     router.subscribers.retain(|&s| s != slot);
                     lost_interest = router.subscribers.is_empty();
                 }
@@ -315,9 +322,14 @@ fn dtls_version(pc: &mut rtc::peer_connection::RTCPeerConnection, now: Instant) 
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn sessions_gauge(m: &crate::metrics::TableMetrics, role: Role) -> &std::sync::atomic::AtomicI64 {
+fn sessions_gauge(
+    m: &crate::metrics::TableMetrics,
+    role: Role,
+    relay: bool,
+) -> &std::sync::atomic::AtomicI64 {
     match role {
         Role::Publisher => &m.publishers,
+        Role::Subscriber if relay => &m.relays_out,
         Role::Subscriber => &m.subscribers,
     }
 }

@@ -1,0 +1,359 @@
+//! The cascade: a dealer publishes to the table's owner (the origin), players watch on every
+//! node, and each other node pulls the camera from the origin once, whatever its number of
+//! players, through a relay session (ICE + DTLS-SRTP between the nodes).
+
+mod common;
+
+use common::cluster::Cluster;
+use common::round::{owner, successor};
+use common::{NodeRef, wait_until};
+use std::time::{Duration, Instant};
+use tablecast::auth::TokenRole;
+use tablecast::client::{Publisher, Received, SubscribeOptions, Subscriber};
+
+/// A sample of `name` with `labels` (as `table="demo",direction="in"`) from `/metrics`.
+async fn metric(node: &common::process::NodeProcess, name: &str, labels: &str) -> Option<f64> {
+    let text = reqwest::get(node.metrics_url())
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn forwarded(node: &common::process::NodeProcess) -> f64 {
+    metric(
+        node,
+        "tablecast_rtp_packets_forwarded_total",
+        "table=\"demo\"",
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
+async fn received(node: &common::process::NodeProcess) -> f64 {
+    metric(
+        node,
+        "tablecast_rtp_packets_received_total",
+        "table=\"demo\"",
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
+async fn relays(node: &common::process::NodeProcess, direction: &str) -> f64 {
+    metric(
+        node,
+        "tablecast_relays",
+        &format!("table=\"demo\",direction=\"{direction}\""),
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
+/// Largest forward step between consecutive sequence numbers, in arrival order.
+fn largest_jump(packets: &[Received]) -> i32 {
+    packets
+        .windows(2)
+        .map(|w| w[1].seq.wrapping_sub(w[0].seq) as i16 as i32)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Distinct sequence numbers a player received, and how many the span from its first to its
+/// last one holds (what it should have received).
+fn coverage(packets: &[Received]) -> (usize, usize) {
+    let Some(first) = packets.first() else {
+        return (0, 0);
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ext = 0i64;
+    let mut prev = first.seq;
+    for p in packets {
+        ext += p.seq.wrapping_sub(prev) as i16 as i64;
+        prev = p.seq;
+        seen.insert(ext);
+    }
+    let span =
+        (seen.last().copied().unwrap_or(0) - seen.first().copied().unwrap_or(0) + 1) as usize;
+    (seen.len(), span)
+}
+
+async fn players_on(
+    node: &common::process::NodeProcess,
+    n: usize,
+    epoch: Instant,
+) -> Vec<Subscriber> {
+    let mut players = Vec::new();
+    for i in 0..n {
+        let target = tablecast::client::Target {
+            base_url: node.base_url(),
+            table: "demo".into(),
+            camera: None,
+            token: node.issue_token(TokenRole::Player, "demo", &format!("p{}-{i}", node.id)),
+        };
+        let player = Subscriber::connect(target, SubscribeOptions::default(), epoch)
+            .await
+            .unwrap_or_else(|e| panic!("a player joins node {}: {e}", node.id));
+        assert!(
+            player
+                .resource
+                .location
+                .starts_with(&format!("{}/whep/demo/", node.base_url())),
+            "a player is served by the node it asked, {}: {}",
+            node.id,
+            player.resource.location
+        );
+        players.push(player);
+    }
+    players
+}
+
+async fn all_get_video(players: &[Subscriber], more_than: u64, what: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        what,
+        async || {
+            players
+                .iter()
+                .map(|p| {
+                    let s = p.stats();
+                    s.video_packets.min(s.audio_packets * 4)
+                })
+                .min()
+        },
+        |least| least.is_some_and(|n| n > more_than),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_two_edges_get_the_dealer_through_one_relay_per_edge() {
+    let cluster = Cluster::three("").await;
+    let origin = owner(&cluster, 0, None).await;
+    let (b, c) = ((origin + 1) % 3, (origin + 2) % 3);
+    let epoch = Instant::now();
+    let dealer = common::dealer(cluster.node(origin), epoch).await;
+    let mut players = players_on(cluster.node(b), 5, epoch).await;
+    players.extend(players_on(cluster.node(c), 5, epoch).await);
+    all_get_video(
+        &players,
+        100,
+        "every edge player gets video and audio; the fewest video packets",
+    )
+    .await;
+
+    // The control plane reaches them on the same connection.
+    wait_until(
+        Duration::from_secs(10),
+        "every edge player's control data channel opens",
+        async || players.iter().filter(|p| p.stats().control_open).count(),
+        |&n| n == players.len(),
+    )
+    .await;
+    for p in &players {
+        p.send_control(r#"{"type":"hello","token":""}"#);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every edge player has its welcome on the control data channel",
+        async || {
+            players
+                .iter()
+                .filter(|p| {
+                    p.stats()
+                        .control_messages
+                        .iter()
+                        .any(|m| m.contains("\"welcome\""))
+                })
+                .count()
+        },
+        |&n| n == players.len(),
+    )
+    .await;
+
+    // One relay per edge, at both ends.
+    wait_until(
+        Duration::from_secs(5),
+        "the origin serves two relays and each edge pulls one: (origin out, b in, c in)",
+        async || {
+            (
+                relays(cluster.node(origin), "out").await,
+                relays(cluster.node(b), "in").await,
+                relays(cluster.node(c), "in").await,
+            )
+        },
+        |&r| r == (2.0, 1.0, 1.0),
+    )
+    .await;
+
+    // Over a window, the origin forwards about two streams' worth (one per edge), and each
+    // edge about five (one per player), of what it receives.
+    let before = [
+        (
+            received(cluster.node(origin)).await,
+            forwarded(cluster.node(origin)).await,
+        ),
+        (
+            received(cluster.node(b)).await,
+            forwarded(cluster.node(b)).await,
+        ),
+        (
+            received(cluster.node(c)).await,
+            forwarded(cluster.node(c)).await,
+        ),
+    ];
+    let window = wait_until(
+        Duration::from_secs(20),
+        "the origin has received 300 more packets from the dealer",
+        async || received(cluster.node(origin)).await - before[0].0,
+        |&n| n >= 300.0,
+    )
+    .await;
+    assert!(window >= 300.0);
+    let ratio = async |i: usize, node: usize| {
+        let got = received(cluster.node(node)).await - before[i].0;
+        let sent = forwarded(cluster.node(node)).await - before[i].1;
+        sent / got.max(1.0)
+    };
+    let (ro, rb, rc) = (ratio(0, origin).await, ratio(1, b).await, ratio(2, c).await);
+    println!(
+        "packets forwarded per packet received: origin {ro:.2}, edge b {rb:.2}, edge c {rc:.2}"
+    );
+    assert!(
+        (1.6..=2.4).contains(&ro),
+        "the origin forwards one copy per edge, not per player: {ro:.2}"
+    );
+    assert!(
+        (4.0..=6.0).contains(&rb),
+        "edge b forwards one copy per local player: {rb:.2}"
+    );
+    assert!(
+        (4.0..=6.0).contains(&rc),
+        "edge c forwards one copy per local player: {rc:.2}"
+    );
+
+    for p in &players {
+        let s = p.stats();
+        let (got, span) = coverage(&s.video);
+        let ssrcs: std::collections::BTreeSet<u32> = s.video.iter().map(|r| r.ssrc).collect();
+        assert_eq!(ssrcs.len(), 1, "one video SSRC per player: {ssrcs:?}");
+        assert!(
+            got as f64 >= span as f64 * 0.995,
+            "an edge player receives at least 99.5% of the video: {got} of {span}"
+        );
+    }
+
+    // The last player of an edge leaves: its pull ends a little later, the other stays.
+    let on_c = players.split_off(5);
+    for p in on_c {
+        p.close().await.expect("a player on c hangs up");
+    }
+    let left = Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "edge c drops its pull after its last player left, and the origin serves one relay: (c in, origin out)",
+        async || (relays(cluster.node(c), "in").await, relays(cluster.node(origin), "out").await),
+        |&r| r == (0.0, 1.0),
+    )
+    .await;
+    println!(
+        "edge c dropped its pull {} ms after its last player left",
+        left.elapsed().as_millis()
+    );
+    assert!(
+        left.elapsed() >= Duration::from_secs(4),
+        "a pull lingers a while after its last player, for players who reload"
+    );
+    let b_before = players[0].stats().video_packets;
+    all_get_video(&players, b_before + 50, "players on b keep getting video").await;
+    drop(dealer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_origin_dies_edge_players_keep_their_sessions_and_a_continuous_stream() {
+    let cluster = Cluster::three("").await;
+    let origin = owner(&cluster, 0, None).await;
+    let (b, c) = ((origin + 1) % 3, (origin + 2) % 3);
+    let epoch = Instant::now();
+    let dealer = common::dealer(cluster.node(origin), epoch).await;
+    let mut players = players_on(cluster.node(b), 2, epoch).await;
+    players.extend(players_on(cluster.node(c), 2, epoch).await);
+    all_get_video(
+        &players,
+        100,
+        "every edge player gets video before the origin dies",
+    )
+    .await;
+    let sessions: Vec<String> = players
+        .iter()
+        .map(|p| p.resource.location.clone())
+        .collect();
+
+    cluster.node(origin).kill();
+    drop(dealer);
+    let killed = Instant::now();
+    let heir = successor(&cluster, origin).await;
+    // The dealer's client reconnects as OBS would: a POST to a surviving node, following the
+    // 307 to the new owner.
+    let survivor = if heir == b { c } else { b };
+    let dealer = Publisher::connect(
+        common::target(cluster.node(survivor), TokenRole::Dealer),
+        tablecast::client::PublishOptions::default(),
+        epoch,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the dealer publishes again through a survivor: {e}"));
+    assert!(
+        dealer
+            .resource
+            .location
+            .starts_with(&cluster.node(heir).base_url()),
+        "the dealer lands on the new owner: {}",
+        dealer.resource.location
+    );
+    let counts: Vec<u64> = players.iter().map(|p| p.stats().video_packets).collect();
+    wait_until(
+        Duration::from_secs(20),
+        "every player's video resumes on its own session; (player, packets since)",
+        async || {
+            players
+                .iter()
+                .zip(&counts)
+                .map(|(p, &n)| p.stats().video_packets.saturating_sub(n))
+                .min()
+        },
+        |least| least.is_some_and(|n| n > 100),
+    )
+    .await;
+    println!(
+        "video back on every edge player {} ms after the origin was killed",
+        killed.elapsed().as_millis()
+    );
+    for (p, session) in players.iter().zip(&sessions) {
+        assert_eq!(&p.resource.location, session, "the player kept its session");
+        let s = p.stats();
+        let ssrcs: std::collections::BTreeSet<u32> = s.video.iter().map(|r| r.ssrc).collect();
+        assert_eq!(
+            ssrcs.len(),
+            1,
+            "one video SSRC through the failover: {ssrcs:?}"
+        );
+        let jump = largest_jump(&s.video);
+        assert!(
+            jump <= 2,
+            "video sequence numbers continue through the failover (largest step {jump})"
+        );
+        let audio_jump = largest_jump(&s.audio);
+        assert!(
+            audio_jump <= 2,
+            "audio sequence numbers continue through the failover (largest step {audio_jump})"
+        );
+    }
+    players.clear();
+    drop(dealer);
+}
