@@ -357,3 +357,49 @@ async fn when_the_origin_dies_edge_players_keep_their_sessions_and_a_continuous_
     players.clear();
     drop(dealer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_an_edge_whose_hop_loses_five_percent_still_get_the_video() {
+    let cluster =
+        Cluster::three_with_env(&[(tablecast::media::relay::TEST_LOSS_ENV, "0.05")]).await;
+    let origin = owner(&cluster, 0, None).await;
+    let edge = (origin + 1) % 3;
+    let epoch = Instant::now();
+    let dealer = common::dealer(cluster.node(origin), epoch).await;
+    let players = players_on(cluster.node(edge), 3, epoch).await;
+    all_get_video(
+        &players,
+        1500,
+        "edge players get 1,500 video packets through a lossy hop",
+    )
+    .await;
+    // The hop did lose packets, and the origin resent them to the edge.
+    let resent = metric(
+        cluster.node(origin),
+        "tablecast_rtp_retransmitted_packets_total",
+        "table=\"demo\"",
+    )
+    .await
+    .unwrap_or(0.0);
+    let sent = forwarded(cluster.node(origin)).await;
+    println!("the origin resent {resent} of {sent} packets to the edge");
+    assert!(
+        resent >= sent * 0.02,
+        "the hop loses packets and the origin resends them: {resent} of {sent}"
+    );
+    for p in &players {
+        let s = p.stats();
+        // From the first keyframe on; a few packets at the very end may still be on their way.
+        let (got, span) = coverage(&s.video[..s.video.len() - 20]);
+        let share = got as f64 / span.max(1) as f64;
+        println!(
+            "an edge player received {got} of {span} video packets ({:.2}%) with 5% lost on the hop",
+            share * 100.0
+        );
+        assert!(
+            share >= 0.995,
+            "an edge player receives at least 99.5% of the video: {got} of {span}"
+        );
+    }
+    drop(dealer);
+}

@@ -128,7 +128,12 @@ mod tests {
         let mut directed = Directed::default();
         let a = NodeId::parse("a").unwrap();
         assert_eq!(
-            ids(&join_order(&nodes, "", std::slice::from_ref(&a), &mut directed)),
+            ids(&join_order(
+                &nodes,
+                "",
+                std::slice::from_ref(&a),
+                &mut directed
+            )),
             ["b"]
         );
         let b = NodeId::parse("b").unwrap();

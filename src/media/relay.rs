@@ -60,6 +60,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// The wait before trying again after a pull failed.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// A test hook: the fraction of RTP datagrams from the origin that a pull drops on receipt, as
+/// a lossy link between the nodes would (the cascade's loss test). Unset in production.
+pub const TEST_LOSS_ENV: &str = "TABLECAST_TEST_RELAY_LOSS";
 
 /// Where each table's origin is, and the credential it accepts from this node.
 pub trait Origins: Send + Sync + 'static {
@@ -116,6 +119,8 @@ pub struct Cascade {
     bind_ip: IpAddr,
     announce_ip: IpAddr,
     pulls: Mutex<HashMap<RouterKey, Arc<Mutex<RelayInfo>>>>,
+    /// See [`TEST_LOSS_ENV`].
+    test_loss: f64,
 }
 
 impl Cascade {
@@ -131,6 +136,17 @@ impl Cascade {
             .and_then(|c| c.first())
             .map(|a| a.ip())
             .unwrap_or(bind_ip);
+        let test_loss = std::env::var(TEST_LOSS_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|r| *r > 0.0)
+            .map_or(0.0, |r| r.min(1.0));
+        if test_loss > 0.0 {
+            warn!(
+                loss = test_loss,
+                "{TEST_LOSS_ENV} is set: relays drop this fraction of the origin's packets (a test hook; unset it)"
+            );
+        }
         Arc::new(Self {
             media,
             origins,
@@ -138,6 +154,7 @@ impl Cascade {
             bind_ip,
             announce_ip,
             pulls: Mutex::new(HashMap::new()),
+            test_loss,
         })
     }
 
@@ -370,7 +387,13 @@ impl Cascade {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
                 r = socket.recv_from(&mut buf) => if let Ok((n, from)) = r {
-                    driver::feed(&mut pc, local, from, &buf[..n]);
+                    let data = &buf[..n];
+                    // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the second byte).
+                    let rtp = matches!(data.first(), Some(128..=191)) && !matches!(data.get(1), Some(192..=223));
+                    if rtp && self.test_loss > 0.0 && rand::random::<f64>() < self.test_loss {
+                        continue;
+                    }
+                    driver::feed(&mut pc, local, from, data);
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => { let _ = pc.handle_timeout(Instant::now()); }
                 Some(()) = keyframes.recv() => {

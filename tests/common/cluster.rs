@@ -54,6 +54,30 @@ impl Cluster {
         cluster
     }
 
+    /// [`Cluster::three`] with `env` added to every node's environment.
+    pub async fn three_with_env(env: &[(&str, &str)]) -> Cluster {
+        let redis = RedisServer::start();
+        let nodes = (0..3)
+            .map(|i| {
+                let options = NodeOptions {
+                    redis_url: redis.url(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..NodeOptions::new(THREE_IDS[i], "")
+                };
+                NodeProcess::spawn(options)
+            })
+            .collect();
+        let cluster = Cluster {
+            nodes,
+            redis: Some(redis),
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
     /// [`Cluster::three_with`] with no tweak, where node `a` starts alone: the other two start
     /// once it is ready and `first` has returned (given node `a`).
     pub async fn three_after_first(
