@@ -246,6 +246,32 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         control.clone(),
     )?;
     control.attach_media(media.handle.clone());
+    let cascade = view.clustered.then(|| {
+        crate::media::relay::Cascade::new(
+            media.handle.clone(),
+            view.clone() as Arc<dyn crate::media::relay::Origins>,
+            metrics.clone(),
+            config.media.bind_ip,
+        )
+    });
+    if let Some(cascade) = &cascade {
+        // Weak: the view holds this closure, and must not keep itself alive through it.
+        let (cascade, names) = (Arc::downgrade(cascade), Arc::downgrade(&view));
+        view.set_relay_list(Box::new(move || {
+            let (Some(cascade), Some(names)) = (cascade.upgrade(), names.upgrade()) else {
+                return Vec::new();
+            };
+            cascade
+                .list()
+                .into_iter()
+                .map(|r| crate::cluster::RelayRef {
+                    from: r.origin.as_deref().and_then(|u| names.node_at(u)),
+                    table: r.table,
+                    camera: r.camera,
+                })
+                .collect()
+        }));
+    }
     let state = ApiState {
         media: media.handle.clone(),
         tokens: tokens.clone(),
@@ -256,14 +282,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         control: control.clone(),
         admission: crate::limits::Admission::new(config.limits.clone(), metrics.clone()),
         cluster: view.clone(),
-        cascade: view.clustered.then(|| {
-            crate::media::relay::Cascade::new(
-                media.handle.clone(),
-                view.clone() as Arc<dyn crate::media::relay::Origins>,
-                metrics.clone(),
-                config.media.bind_ip,
-            )
-        }),
+        cascade: cascade.clone(),
         drain: Arc::new(drain_tx),
     };
     let demo = config

@@ -191,6 +191,61 @@ async fn players_on_two_edges_get_the_dealer_through_one_relay_per_edge() {
     )
     .await;
 
+    // The node list says who pulls what from whom.
+    let ops = cluster
+        .node(origin)
+        .issue_token(TokenRole::Operator, "*", "ops");
+    let origin_id = cluster.node(origin).id.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "GET /api/v1/cluster/nodes lists each edge's pull of demo/main from the origin",
+        async || {
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(cluster.node(origin).url("/api/v1/cluster/nodes"))
+                .bearer_auth(&ops)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let pulls: Vec<String> = body["nodes"]
+                .as_array()?
+                .iter()
+                .flat_map(|n| {
+                    let id = n["id"].as_str().unwrap_or_default().to_owned();
+                    n["relays"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |r| {
+                            format!(
+                                "{id}:{}/{}<{}",
+                                r["table"].as_str().unwrap_or("?"),
+                                r["camera"].as_str().unwrap_or("?"),
+                                r["from"].as_str().unwrap_or("?")
+                            )
+                        })
+                })
+                .collect();
+            Some(pulls)
+        },
+        |pulls| {
+            let mut want = vec![
+                format!("{}:demo/main<{origin_id}", cluster.node(b).id),
+                format!("{}:demo/main<{origin_id}", cluster.node(c).id),
+            ];
+            want.sort();
+            pulls.as_ref().is_some_and(|p| {
+                let mut p = p.clone();
+                p.sort();
+                p == want
+            })
+        },
+    )
+    .await;
+
     // Over a window, the origin forwards about two streams' worth (one per edge), and each
     // edge about five (one per player), of what it receives.
     let before = [

@@ -41,6 +41,7 @@ fn info(name: &str) -> NodeInfo {
         },
         tables: vec![table(&format!("table-{name}"))],
         heartbeat_ms: 0,
+        relays: Default::default(),
     }
 }
 
@@ -132,6 +133,7 @@ async fn nodes_see_each_other_and_a_silent_one_is_removed() {
         assert_eq!(
             NodeInfo {
                 heartbeat_ms: 0,
+                relays: Default::default(),
                 ..node.clone()
             },
             sent

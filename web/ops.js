@@ -8,7 +8,8 @@
 // ([{session, role, user, connected_ms, addr}]); a node without it answers 404
 // and the page says "session list unavailable".
 //
-// The cluster's nodes (id, region, state, load, tables, heartbeat age) come from
+// The cluster's nodes (id, region, state, load, tables, the cameras each pulls
+// from an origin, heartbeat age) come from
 // GET /api/v1/cluster/nodes, and each table's owner from its snapshot's `owner`.
 import uPlot from '/web/vendor/uplot/uPlot.esm.js';
 import { getJson, pageToken, parsePrometheus, TablecastError } from '/web/tablecast.js';
@@ -350,6 +351,7 @@ function renderCluster() {
       typeof load.cpu === 'number' ? `${load.cpu.toFixed(2)} cores` : '—',
       fmtMbps(load.bitrate_bps ?? 0),
       (n.tables ?? []).join(', ') || '—',
+      (n.relays ?? []).map((r) => `${r.table}/${r.camera} ← ${r.from ?? '…'}`).join(', ') || '—',
       typeof n.heartbeat_age_ms === 'number' ? `${(n.heartbeat_age_ms / 1000).toFixed(1)} s ago` : '—',
     ];
     cells.forEach((v, i) => {

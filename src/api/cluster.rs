@@ -63,6 +63,7 @@ async fn nodes(State(state): State<ApiState>, headers: HeaderMap) -> Result<Resp
                 "state": n.state,
                 "load": n.load,
                 "tables": n.tables,
+                "relays": n.relays,
                 "heartbeat_age_ms": now.saturating_sub(n.heartbeat_ms),
                 "self": n.id == view.me,
             })

@@ -165,6 +165,7 @@ fn node_info(view: &ClusterView, control: &ControlPlane, load: NodeLoad) -> Node
             .map(|(t, _)| t)
             .collect(),
         heartbeat_ms: crate::control::server_ms(),
+        relays: Default::default(),
     }
 }
 

@@ -94,6 +94,7 @@ mod tests {
             },
             tables: vec![],
             heartbeat_ms: 1_000,
+            relays: Default::default(),
         }
     }
 

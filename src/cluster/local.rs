@@ -119,6 +119,7 @@ mod tests {
             load: NodeLoad::default(),
             tables: vec![table.clone()],
             heartbeat_ms: 5,
+            relays: Default::default(),
         };
         block_on(cluster.heartbeat(&info));
         assert_eq!(block_on(cluster.nodes()), vec![info]);

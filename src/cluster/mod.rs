@@ -99,6 +99,18 @@ pub struct NodeInfo {
     pub tables: Vec<TableId>,
     /// Server time (ms since the Unix epoch) of this heartbeat.
     pub heartbeat_ms: u64,
+    /// The cameras it pulls from other nodes (it is their edge).
+    #[serde(default)]
+    pub relays: Vec<RelayRef>,
+}
+
+/// A camera a node pulls from the table's origin (the cascade), as its heartbeat says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRef {
+    pub table: TableId,
+    pub camera: crate::ids::CameraId,
+    /// The origin node, while the pull is connected.
+    pub from: Option<NodeId>,
 }
 
 /// A table's current owner.

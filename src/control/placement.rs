@@ -40,7 +40,12 @@ pub struct ClusterView {
     pub clustered: bool,
     inner: Mutex<ViewInner>,
     tokens: Arc<Tokens>,
+    /// What this node pulls from other nodes, for its heartbeat (set once media runs).
+    relay_list: OnceLock<RelayList>,
 }
+
+/// Lists the cameras this node pulls from other nodes.
+pub type RelayList = Box<dyn Fn() -> Vec<crate::cluster::RelayRef> + Send + Sync>;
 
 #[derive(Debug, Default)]
 struct ViewInner {
@@ -68,7 +73,28 @@ impl ClusterView {
             clustered,
             inner: Mutex::new(ViewInner::default()),
             tokens,
+            relay_list: OnceLock::new(),
         })
+    }
+
+    /// Sets where the heartbeat reads this node's relays from.
+    pub fn set_relay_list(&self, list: RelayList) {
+        let _ = self.relay_list.set(list);
+    }
+
+    /// The cameras this node pulls from other nodes.
+    pub fn relays(&self) -> Vec<crate::cluster::RelayRef> {
+        self.relay_list.get().map(|f| f()).unwrap_or_default()
+    }
+
+    /// The id of the node whose public URL is `url`.
+    pub fn node_at(&self, url: &str) -> Option<NodeId> {
+        let inner = self.lock();
+        inner
+            .nodes
+            .iter()
+            .find(|n| n.public_url == url)
+            .map(|n| n.id.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ViewInner> {
@@ -242,6 +268,7 @@ impl Placement {
                 .map(|(t, _)| t)
                 .collect(),
             heartbeat_ms: super::server_ms(),
+            relays: self.view.relays(),
         }
     }
 

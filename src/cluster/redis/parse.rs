@@ -116,6 +116,7 @@ mod tests {
             },
             tables: vec![],
             heartbeat_ms: 1,
+            relays: Default::default(),
         };
         let reply: Vec<String> = [
             "b",
