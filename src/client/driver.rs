@@ -264,6 +264,24 @@ pub async fn move_and_restart(
 /// An ICE restart asked of a client's running task; answered with the resource's new state.
 pub type RestartAsk = tokio::sync::oneshot::Sender<Result<Resource, ClientError>>;
 
+/// Adds a recvonly video and a recvonly audio transceiver: what a player (or an edge node's pull)
+/// offers.
+pub fn receive_video_and_audio(pc: &mut RTCPeerConnection) -> Result<(), ClientError> {
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )?;
+    }
+    Ok(())
+}
+
 /// Sends everything the connection has queued.
 pub async fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) {
     while let Some(out) = pc.poll_write() {

@@ -37,8 +37,8 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -283,16 +283,7 @@ impl Cascade {
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    streams: vec![],
-                    send_encodings: vec![],
-                }),
-            )?;
-        }
+        driver::receive_video_and_audio(&mut pc)?;
         let socket = UdpSocket::bind(SocketAddr::new(self.bind_ip, 0)).await?;
         let local = SocketAddr::new(self.announce_ip, socket.local_addr()?.port());
         let http = driver::http_client();
