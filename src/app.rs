@@ -268,6 +268,7 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
                     from: r.origin.as_deref().and_then(|u| names.node_at(u)),
                     table: r.table,
                     camera: r.camera,
+                    layers: r.layers,
                 })
                 .collect()
         }));

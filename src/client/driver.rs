@@ -264,12 +264,16 @@ pub async fn move_and_restart(
 /// An ICE restart asked of a client's running task; answered with the resource's new state.
 pub type RestartAsk = tokio::sync::oneshot::Sender<Result<Resource, ClientError>>;
 
-/// Adds a recvonly video and a recvonly audio transceiver: what a player (or an edge node's pull)
-/// offers.
-pub fn receive_video_and_audio(pc: &mut RTCPeerConnection) -> Result<(), ClientError> {
+/// Adds `video` recvonly video transceivers and a recvonly audio one: what a player offers (one
+/// video), or an edge node's pull (one per simulcast layer it carries).
+pub fn receive_video_and_audio(
+    pc: &mut RTCPeerConnection,
+    video: usize,
+) -> Result<(), ClientError> {
     use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
     use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+    let kinds = std::iter::repeat_n(RtpCodecKind::Video, video).chain([RtpCodecKind::Audio]);
+    for kind in kinds {
         pc.add_transceiver_from_kind(
             kind,
             Some(RTCRtpTransceiverInit {

@@ -136,7 +136,7 @@ impl Subscriber {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
-        driver::receive_video_and_audio(&mut pc)?;
+        driver::receive_video_and_audio(&mut pc, 1)?;
         if options.data_channel {
             pc.create_data_channel("control", None)?;
         }

@@ -111,6 +111,9 @@ pub struct RelayRef {
     pub camera: crate::ids::CameraId,
     /// The origin node, while the pull is connected.
     pub from: Option<NodeId>,
+    /// The video layers it carries (each of the camera's simulcast layers at the origin).
+    #[serde(default)]
+    pub layers: usize,
 }
 
 /// A table's current owner.

@@ -9,6 +9,7 @@
 pub use super::engine::media_engine;
 use super::engine::publisher_ingest;
 use super::keyframe::VideoCodec;
+use super::router::RELAY_LAYERS;
 use super::rtcp_tap::RtcpTap;
 use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
 use super::simulcast::{Layers, Selector};
@@ -85,6 +86,19 @@ impl InTrack {
             .then(|| (0..self.layers.len()).filter_map(|i| self.layers.get(i).map(|l| l.ssrc)));
         chosen.into_iter().chain(all.into_iter().flatten())
     }
+
+    /// The SSRCs a keyframe request for `layers` goes to: [`Self::keyframe_ssrcs`] for 0, else
+    /// those of the layers whose bits are set (a relay to another node asking for its streams).
+    pub fn keyframe_ssrcs_of(&self, layers: u8) -> Box<dyn Iterator<Item = u32> + '_> {
+        if layers == 0 {
+            return Box::new(self.keyframe_ssrcs());
+        }
+        Box::new(
+            (0..self.layers.len().min(8))
+                .filter(move |i| layers & (1 << i) != 0)
+                .filter_map(|i| self.layers.get(i).map(|l| l.ssrc)),
+        )
+    }
 }
 
 /// One outgoing stream of a subscriber.
@@ -136,6 +150,9 @@ pub struct Peer {
     /// Subscriber: outgoing video and audio.
     pub out_video: Option<OutSender>,
     pub out_audio: Option<OutSender>,
+    /// Relay to another node: one outgoing video stream per layer of the camera, by layer
+    /// index (`out_video` is None).
+    pub out_layers: Vec<OutSender>,
     pub control: Option<RTCDataChannelId>,
     /// The deadline currently registered for this peer in the worker's timer heap.
     pub deadline: Option<Instant>,
@@ -151,6 +168,8 @@ pub struct Answered {
     pub video: Option<OutSender>,
     /// Subscriber: the outgoing audio stream, when the offer can receive audio.
     pub audio: Option<OutSender>,
+    /// Relay: the outgoing video stream of each layer, one per video section of the offer.
+    pub layers: Vec<OutSender>,
     /// The answer SDP, with our host candidates.
     pub sdp: String,
 }
@@ -161,6 +180,7 @@ pub struct Answered {
 /// that do not trickle, like OBS, need nothing more).
 pub fn answer(
     role: Role,
+    relay: bool,
     offer_sdp: &str,
     candidates: &[SocketAddr],
     max_message_bytes: usize,
@@ -224,6 +244,7 @@ pub fn answer(
 
     let mut video = None;
     let mut audio = None;
+    let mut layers = Vec::new();
     if role == Role::Subscriber {
         let (has_video, has_audio) = offered_kinds(offer_sdp);
         if !has_video && !has_audio {
@@ -231,12 +252,19 @@ pub fn answer(
                 "the offer has no audio or video section to receive into; add recvonly transceivers".into(),
             ));
         }
-        if has_video {
+        if relay {
+            // One video section per layer: every layer crosses to the other node, whose players
+            // then get the layer chosen there.
+            let sections = video_sections(offer_sdp).min(RELAY_LAYERS);
+            for i in 0..sections {
+                layers.push(add_out_track(&mut pc, RtpCodecKind::Video, false, i)?);
+            }
+        } else if has_video {
             let rtx = rtx::offered(offer_sdp);
-            video = Some(add_out_track(&mut pc, RtpCodecKind::Video, rtx)?);
+            video = Some(add_out_track(&mut pc, RtpCodecKind::Video, rtx, 0)?);
         }
         if has_audio {
-            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio, false)?);
+            audio = Some(add_out_track(&mut pc, RtpCodecKind::Audio, false, 0)?);
         }
     }
 
@@ -296,10 +324,15 @@ pub fn answer(
         Some(sender_id) => Some(out_sender(&mut pc, sender_id, 48_000, false)?),
         None => None,
     };
+    let layers = layers
+        .into_iter()
+        .map(|id| out_sender(&mut pc, id, 90_000, true))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Answered {
         pc,
         video,
         audio,
+        layers,
         sdp,
     })
 }
@@ -325,6 +358,16 @@ fn offered_kinds(sdp: &str) -> (bool, bool) {
     (video, audio)
 }
 
+/// How many video sections the offer has (port not 0).
+fn video_sections(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|l| {
+            let mut parts = l.split_whitespace();
+            parts.next() == Some("m=video") && parts.next().is_some_and(|port| port != "0")
+        })
+        .count()
+}
+
 fn sdp_has_active_media(sdp: &str) -> bool {
     let (video, audio) = offered_kinds(sdp);
     video || audio
@@ -335,6 +378,7 @@ fn add_out_track(
     pc: &mut RTCPeerConnection,
     kind: RtpCodecKind,
     rtx: bool,
+    index: usize,
 ) -> Result<RTCRtpSenderId, MediaError> {
     let ssrc = rand::random::<u32>();
     let rtx = rtx.then(|| RTCRtpRtxParameters {
@@ -345,15 +389,15 @@ fn add_out_track(
             }
         },
     });
-    let label = if kind == RtpCodecKind::Video {
-        "video"
-    } else {
-        "audio"
+    let label = match (kind, index) {
+        (RtpCodecKind::Video, 0) => "video".to_owned(),
+        (RtpCodecKind::Video, i) => format!("video{i}"),
+        _ => "audio".to_owned(),
     };
     let track = MediaStreamTrack::new(
         "tablecast".to_owned(),
-        label.to_owned(),
-        label.to_owned(),
+        label.clone(),
+        label.clone(),
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
@@ -434,6 +478,39 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_gets_one_video_stream_per_offered_video_section_and_a_player_one() {
+        let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let now = Instant::now();
+        for (relay, sections) in [(true, RELAY_LAYERS), (true, 1), (false, 1)] {
+            let mut client = RTCPeerConnectionBuilder::new()
+                .with_media_engine(media_engine(true, true, false).unwrap())
+                .build(now)
+                .unwrap();
+            crate::client::driver::receive_video_and_audio(&mut client, sections).unwrap();
+            let offer = client.create_offer(None).unwrap();
+            let answered = answer(Role::Subscriber, relay, &offer.sdp, &[addr], 16 * 1024, now)
+                .expect("answer");
+            let ssrcs: std::collections::HashSet<u32> =
+                answered.layers.iter().map(|o| o.stream.ssrc).collect();
+            if relay {
+                assert!(answered.video.is_none(), "a relay's video is its layers");
+                assert_eq!(answered.layers.len(), sections);
+                assert_eq!(ssrcs.len(), sections, "each layer has its own SSRC");
+            } else {
+                assert!(answered.video.is_some());
+                assert!(answered.layers.is_empty());
+            }
+            assert!(answered.audio.is_some());
+            assert_eq!(
+                answered.sdp.matches("a=sendonly").count(),
+                sections + 1,
+                "every video section and the audio one send: {}",
+                answered.sdp
+            );
+        }
+    }
+
+    #[test]
     fn the_answer_caps_data_channel_messages_at_the_configured_size() {
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         // The Chromium offer with a data channel section, as a player page's offer has.
@@ -449,8 +526,15 @@ mod tests {
                a=max-message-size:262144\n";
         let offer = offer.replace('\n', "\r\n");
         for limit in [4096, 16 * 1024] {
-            let answered =
-                answer(Role::Subscriber, &offer, &[addr], limit, Instant::now()).expect("answer");
+            let answered = answer(
+                Role::Subscriber,
+                false,
+                &offer,
+                &[addr],
+                limit,
+                Instant::now(),
+            )
+            .expect("answer");
             let line = format!("a=max-message-size:{limit}");
             assert!(
                 answered.sdp.lines().any(|l| l == line),
@@ -464,8 +548,15 @@ mod tests {
     fn a_simulcast_offer_is_answered_with_its_rids_and_the_extensions_that_name_them() {
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         let offer = CHROMIUM_SIMULCAST_OFFER.replace('\n', "\r\n");
-        let answered =
-            answer(Role::Publisher, &offer, &[addr], 16 * 1024, Instant::now()).expect("answer");
+        let answered = answer(
+            Role::Publisher,
+            false,
+            &offer,
+            &[addr],
+            16 * 1024,
+            Instant::now(),
+        )
+        .expect("answer");
         let video = video_section(&answered.sdp);
         assert!(video.contains(&"a=simulcast:recv q;h;f"), "{video:#?}");
         for rid in ["q", "h", "f"] {
@@ -508,8 +599,15 @@ mod tests {
             })
             .map(|l| format!("{l}\r\n"))
             .collect();
-        let answered =
-            answer(Role::Publisher, &offer, &[addr], 16 * 1024, Instant::now()).expect("answer");
+        let answered = answer(
+            Role::Publisher,
+            false,
+            &offer,
+            &[addr],
+            16 * 1024,
+            Instant::now(),
+        )
+        .expect("answer");
         assert!(!answered.sdp.contains("a=simulcast"), "{}", answered.sdp);
         assert!(!answered.sdp.contains("a=rid:"), "{}", answered.sdp);
     }
@@ -523,7 +621,7 @@ mod tests {
         let offer = "v=0\no=- 8 2 IN IP4 1\ns=\nt=0 0\nm=audio 9 0 0\na=ice-ufrag:Z\na=ice-pwd:L\na=fingerprint: s\na=mid:0";
         let addr: SocketAddr = "127.0.0.1:10000".parse().unwrap();
         for role in [Role::Subscriber, Role::Publisher] {
-            let err = answer(role, offer, &[addr], 16 * 1024, Instant::now())
+            let err = answer(role, false, offer, &[addr], 16 * 1024, Instant::now())
                 .err()
                 .expect("refused");
             assert!(
@@ -543,7 +641,7 @@ mod tests {
             "v=0\r\n",
             "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video x",
         ] {
-            let err = answer(Role::Publisher, bad, &[addr], 16 * 1024, now)
+            let err = answer(Role::Publisher, false, bad, &[addr], 16 * 1024, now)
                 .err()
                 .expect("refused");
             assert!(

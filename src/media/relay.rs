@@ -24,7 +24,7 @@
 use super::handle::MediaHandle;
 use super::keyframe::VideoCodec;
 use super::peer::{MediaKind, RouterKey, media_engine};
-use super::router::RelaySource;
+use super::router::{RELAY_LAYERS, RelaySource};
 use super::worker::WorkerMsg;
 use crate::client::driver;
 use crate::client::{ClientError, Target};
@@ -108,6 +108,8 @@ pub struct RelayInfo {
     pub origin: Option<String>,
     pub connected: bool,
     pub packets: u64,
+    /// Video layers the pull carries (the camera's simulcast layers at the origin).
+    pub layers: usize,
 }
 
 /// The pulls of this node (an edge), one per table camera with local players.
@@ -181,6 +183,7 @@ impl Cascade {
                 origin: None,
                 connected: false,
                 packets: 0,
+                layers: 0,
             }));
             pulls.insert(key.clone(), info.clone());
             info
@@ -283,7 +286,7 @@ impl Cascade {
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
-        driver::receive_video_and_audio(&mut pc)?;
+        driver::receive_video_and_audio(&mut pc, RELAY_LAYERS)?;
         let socket = UdpSocket::bind(SocketAddr::new(self.bind_ip, 0)).await?;
         let local = SocketAddr::new(self.announce_ip, socket.local_addr()?.port());
         let http = driver::http_client();
@@ -315,7 +318,8 @@ impl Cascade {
         let mut connected = false;
         let mut buf = vec![0u8; 2048];
         let mut tracks: HashMap<String, (MediaKind, RTCRtpReceiverId)> = HashMap::new();
-        let mut video_ssrc: Option<u32> = None;
+        // Each video stream's SSRC (one per layer of the camera) and its receiver.
+        let mut video_ssrcs: HashMap<u32, RTCRtpReceiverId> = HashMap::new();
         let mut check = tokio::time::interval(CHECK_EVERY);
         let ended = loop {
             driver::flush(&mut pc, &socket).await;
@@ -348,18 +352,27 @@ impl Cascade {
             }
             while let Some(msg) = pc.poll_read() {
                 if let RTCMessage::RtpPacket(track_id, packet) = msg.message {
-                    let Some(&(kind, _)) = tracks.get(&track_id) else {
+                    let Some(&(kind, receiver)) = tracks.get(&track_id) else {
                         continue;
                     };
+                    let mut new_layer = false;
                     let codec = match kind {
                         MediaKind::Video => {
-                            video_ssrc = Some(packet.header.ssrc);
+                            new_layer = video_ssrcs.insert(packet.header.ssrc, receiver).is_none();
                             codecs.get(&packet.header.payload_type).copied()
                         }
                         MediaKind::Audio => None,
                     };
                     if let Ok(mut i) = info.lock() {
                         i.packets += 1;
+                        i.layers = video_ssrcs.len();
+                    }
+                    if new_layer {
+                        debug!(
+                            ssrc = packet.header.ssrc,
+                            layers = video_ssrcs.len(),
+                            "relay carries a new video layer"
+                        );
                     }
                     self.media.relay_send(
                         key,
@@ -387,9 +400,9 @@ impl Cascade {
                     driver::feed(&mut pc, local, from, data);
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => { let _ = pc.handle_timeout(Instant::now()); }
-                Some(()) = keyframes.recv() => {
-                    let video = tracks.values().find(|t| t.0 == MediaKind::Video).map(|t| t.1);
-                    if let (Some(receiver), Some(media_ssrc)) = (video, video_ssrc)
+                Some(media_ssrc) = keyframes.recv() => {
+                    // A keyframe of that layer, asked of the origin on its stream.
+                    if let Some(&receiver) = video_ssrcs.get(&media_ssrc)
                         && let Some(mut r) = pc.rtp_receiver(receiver)
                     {
                         let _ = r.write_rtcp(Instant::now(), vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]);

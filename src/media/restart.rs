@@ -294,7 +294,7 @@ mod tests {
             video,
             sdp: answer,
             ..
-        } = peer::answer(Role::Subscriber, &offer.sdp, &[addr], 16 * 1024, now).unwrap();
+        } = peer::answer(Role::Subscriber, false, &offer.sdp, &[addr], 16 * 1024, now).unwrap();
         let video = video.expect("a video stream");
         let old_ufrag = attribute(&answer, "ice-ufrag").unwrap().to_owned();
 

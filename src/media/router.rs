@@ -15,11 +15,45 @@ use tokio::sync::mpsc;
 pub struct Forward {
     pub kind: MediaKind,
     pub codec: Option<VideoCodec>,
-    /// Identifies the source (publisher session and SSRC); see `subscriber.rs`.
+    /// Identifies the source (publisher session and SSRC, or for video the forwarded layer's
+    /// run); see `subscriber.rs`. Meaningful only when `selected`.
     pub epoch: u64,
+    /// Players get it: audio, or the video layer the camera's selector forwards. A packet of
+    /// another layer travels only to relays (`layer`).
+    pub selected: bool,
+    /// It starts a keyframe (of its layer, for video).
     pub keyframe: bool,
+    /// As players get it (VP8 renumbered for the camera when `selected`).
     pub packet: rtc::rtp::Packet,
+    /// Video, while another node relays the camera: which layer it is, for the relays' streams.
+    pub layer: Option<LayerTag>,
 }
+
+/// A video packet's layer, as a relay to another node carries it: every layer on its own
+/// stream, with the publisher's own payload (the edge numbers VP8 for its players itself).
+#[derive(Debug, Clone)]
+pub struct LayerTag {
+    pub index: u8,
+    /// The layer's own source epoch (`simulcast::Layers::epoch`).
+    pub epoch: u64,
+    /// The publisher's payload when `packet`'s was rewritten for the players.
+    pub original: Option<bytes::Bytes>,
+}
+
+impl Forward {
+    /// The packet as a relay's layer stream carries it.
+    pub fn relay_packet(&self) -> rtc::rtp::Packet {
+        let mut packet = self.packet.clone();
+        if let Some(original) = self.layer.as_ref().and_then(|l| l.original.as_ref()) {
+            packet.payload = original.clone();
+        }
+        packet
+    }
+}
+
+/// Layers a relay to another node carries at most: one video section of its offer each.
+/// Browsers' and OBS's simulcast send at most three.
+pub const RELAY_LAYERS: usize = 3;
 
 /// Recent packets of one track, by sequence number, for answering NACKs.
 /// Holds `rtp::Packet`s whose payloads are shared `Bytes`: no copy per subscriber.
@@ -58,8 +92,9 @@ pub struct RelaySource {
     pub id: u64,
     pub video: InTrack,
     pub audio: InTrack,
-    /// Asks the pull for a keyframe from the origin.
-    pub keyframes: mpsc::UnboundedSender<()>,
+    /// Asks the pull for a keyframe from the origin, of the layer with this SSRC (the origin's
+    /// SSRC for that layer's stream).
+    pub keyframes: mpsc::UnboundedSender<u32>,
     pub metrics: Arc<TableMetrics>,
     pub span: tracing::Span,
 }
@@ -67,7 +102,7 @@ pub struct RelaySource {
 impl RelaySource {
     pub fn new(
         id: u64,
-        keyframes: mpsc::UnboundedSender<()>,
+        keyframes: mpsc::UnboundedSender<u32>,
         metrics: Arc<TableMetrics>,
         span: tracing::Span,
     ) -> Self {
@@ -99,7 +134,12 @@ pub struct Router {
     pub relay: Option<RelaySource>,
     /// Slots of this worker's subscriber sessions.
     pub subscribers: Vec<usize>,
+    /// How many of them are relays to other nodes.
+    pub relays: usize,
     pub video: PacketBuffer,
+    /// Per video layer, for relays' NACKs (their streams are per layer); empty without relays.
+    pub layers: Vec<PacketBuffer>,
+    buffer_packets: usize,
     pub audio: PacketBuffer,
     /// Throttles keyframe requests going toward the publisher.
     pub pli: PliThrottle,
@@ -114,7 +154,10 @@ impl Router {
             publisher: None,
             relay: None,
             subscribers: Vec::new(),
+            relays: 0,
             video: PacketBuffer::new(buffer_packets),
+            layers: Vec::new(),
+            buffer_packets,
             audio: PacketBuffer::new(buffer_packets.min(256)),
             pli: PliThrottle::new(pli_interval),
             vp8: Default::default(),
@@ -126,6 +169,14 @@ impl Router {
             MediaKind::Video => &mut self.video,
             MediaKind::Audio => &mut self.audio,
         }
+    }
+
+    /// The NACK buffer of video layer `i`, made on first use.
+    pub fn layer_buffer(&mut self, i: usize) -> &mut PacketBuffer {
+        while self.layers.len() <= i {
+            self.layers.push(PacketBuffer::new(self.buffer_packets));
+        }
+        &mut self.layers[i]
     }
 
     pub fn is_idle(&self) -> bool {

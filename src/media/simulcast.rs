@@ -57,6 +57,9 @@ pub struct Layer {
     rate: u64,
     /// RTP timestamp of the latest packet, which names the frame it belongs to.
     last_timestamp: Option<u32>,
+    /// The source epoch of this layer's own stream, as relays to other nodes carry it (every
+    /// layer, not only the forwarded one); given out on first use, new with each SSRC.
+    epoch: Option<u64>,
 }
 
 impl Layer {
@@ -72,6 +75,7 @@ impl Layer {
             window_bytes: 0,
             rate: 0,
             last_timestamp: None,
+            epoch: None,
         }
     }
 
@@ -124,6 +128,13 @@ impl Layers {
                 self.layers.len() - 1
             }
         }
+    }
+
+    /// The source epoch of layer `i`'s own stream (see [`Layer`]), taken from `alloc` the first
+    /// time it is asked for.
+    pub fn epoch(&mut self, i: usize, alloc: impl FnOnce() -> u64) -> Option<u64> {
+        let l = self.layers.get_mut(i)?;
+        Some(*l.epoch.get_or_insert_with(alloc))
     }
 
     /// The layer of an SSRC.
@@ -364,6 +375,36 @@ mod tests {
     const Q: (u16, u16) = (320, 180);
     const H: (u16, u16) = (640, 360);
     const F: (u16, u16) = (1280, 720);
+
+    #[test]
+    fn a_layer_keeps_its_own_epoch_until_its_ssrc_changes() {
+        let mut layers = Layers::default();
+        let mut next = 10;
+        let mut alloc = || {
+            next += 1;
+            next
+        };
+        let q = layers.open(Some("q"), 1);
+        let f = layers.open(Some("f"), 2);
+        let eq = layers.epoch(q, &mut alloc).unwrap();
+        let ef = layers.epoch(f, &mut alloc).unwrap();
+        assert_ne!(eq, ef);
+        assert_eq!(
+            layers.epoch(q, &mut alloc),
+            Some(eq),
+            "the same run keeps it"
+        );
+        layers.open(Some("q"), 1);
+        assert_eq!(
+            layers.epoch(q, &mut alloc),
+            Some(eq),
+            "the same SSRC again keeps it"
+        );
+        layers.open(Some("q"), 3);
+        let again = layers.epoch(q, &mut alloc).unwrap();
+        assert!(again > ef, "a new SSRC is a new, later source: {again}");
+        assert_eq!(layers.epoch(7, &mut alloc), None);
+    }
 
     #[test]
     fn only_the_first_packet_of_a_frame_starts_it() {

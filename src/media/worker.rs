@@ -71,15 +71,18 @@ pub enum WorkerMsg {
         key: Arc<RouterKey>,
         fwd: Arc<Forward>,
     },
-    /// Worker `worker` gained (or lost) its first (or last) subscriber of `key`.
+    /// Worker `worker` gained (or lost) its first (or last) subscriber, or relay, of `key`.
     Interest {
         key: RouterKey,
         worker: usize,
+        what: Interest,
         on: bool,
     },
-    /// A subscriber on another worker wants a keyframe of `key`.
+    /// A subscriber on another worker wants a keyframe of `key`: of the layer players get
+    /// (`layers` 0), or (relays to other nodes) of the layers whose bits are set.
     KeyframeRequest {
         key: RouterKey,
+        layers: u8,
     },
     /// A pull of `key` from the table's origin node starts feeding this worker (`relay.rs`).
     RelayOpen {
@@ -158,6 +161,9 @@ pub struct Worker {
     routers: HashMap<RouterKey, Router>,
     /// Other workers with subscribers of a key, as a bit set.
     remote_interest: HashMap<RouterKey, u64>,
+    /// Per table camera, a bit for each other worker with a relay to another node of it: those
+    /// get every video layer, not only the forwarded one.
+    relay_interest: HashMap<RouterKey, u64>,
     workers: Vec<mpsc::Sender<WorkerMsg>>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     send: SendQueue,
@@ -214,6 +220,7 @@ impl Worker {
             by_addr: HashMap::new(),
             routers: HashMap::new(),
             remote_interest: HashMap::new(),
+            relay_interest: HashMap::new(),
             workers,
             timers: BinaryHeap::new(),
             send,
@@ -357,30 +364,32 @@ impl Worker {
                 }
             }
             WorkerMsg::Forward { key, fwd } => self.fan_out(key, Forward::clone(&fwd)),
-            WorkerMsg::Interest { key, worker, on } => {
-                let bits = self.remote_interest.entry(key.clone()).or_insert(0);
+            WorkerMsg::Interest {
+                key,
+                worker,
+                what,
+                on,
+            } => {
+                let map = match what {
+                    Interest::Subscribers => &mut self.remote_interest,
+                    Interest::Relays => &mut self.relay_interest,
+                };
+                let bits = map.entry(key.clone()).or_insert(0);
                 if on {
                     *bits |= 1 << worker;
                 } else {
                     *bits &= !(1 << worker);
                     if *bits == 0 {
-                        self.remote_interest.remove(&key);
+                        map.remove(&key);
                     }
                 }
             }
-            WorkerMsg::KeyframeRequest { key } => {
+            WorkerMsg::KeyframeRequest { key, layers } => {
                 if let Some(router) = self.routers.get_mut(&key)
                     && (router.publisher.is_some() || router.relay.is_some())
                     && router.pli.allow(now)
                 {
-                    match router.publisher {
-                        Some(publisher) => self.send_pli(publisher, now),
-                        None => {
-                            if let Some(relay) = router.relay.as_ref() {
-                                let _ = relay.keyframes.send(());
-                            }
-                        }
-                    }
+                    self.keyframe_from_source(&key, layers, now);
                 }
             }
             WorkerMsg::RelayOpen { key, source } => {
@@ -474,17 +483,27 @@ impl Worker {
         None
     }
 
-    fn announce_interest(&self, key: &RouterKey, on: bool) {
+    fn announce_interest(&self, key: &RouterKey, what: Interest, on: bool) {
         for (i, w) in self.workers.iter().enumerate() {
             if i != self.index {
                 let _ = w.try_send(WorkerMsg::Interest {
                     key: key.clone(),
                     worker: self.index,
+                    what,
                     on,
                 });
             }
         }
     }
+}
+
+/// What a worker tells the others it has of a table camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Subscribers (players or relays): they get the forwarded layer.
+    Subscribers,
+    /// Relays to other nodes: they get every layer.
+    Relays,
 }
 
 /// Sends what `send` holds on `socket`, logging what the kernel would not take.

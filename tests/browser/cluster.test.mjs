@@ -17,6 +17,7 @@ import { createWriteStream } from 'node:fs';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { launchChromium } from './lib/chromium.mjs';
+import { framesSince, recordFrames, setLayer } from './lib/frames.mjs';
 import { freePort, startNode } from './lib/node.mjs';
 import { assertContiguous, dealHttp, decoding, goLive, joined, openPage, waitView } from './lib/pages.mjs';
 import { artifact } from './lib/paths.mjs';
@@ -98,6 +99,36 @@ test('a dealer page publishes through the owner and a player page on an edge nod
   const stats = await decoding(player, 30);
   assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
   console.log(`edge player decodes ${stats.frameWidth}x${stats.frameHeight} at ${stats.fps} fps`);
+  // The edge's pull carries every layer the dealer sends (q, h and f), not only the one its
+  // players get, so that the edge can choose for its own players.
+  const opsToken = await playerNode.token({ role: 'operator', table: '*' });
+  const pull = await waitUntil(
+    async () => {
+      const list = (await playerNode.api('GET', '/api/v1/cluster/nodes', { token: opsToken })).json;
+      const me = (list?.nodes ?? []).find((n) => n.self);
+      return (me?.relays ?? []).find((r) => r.table === TABLE);
+    },
+    (r) => r?.layers === 3,
+    { timeoutMs: 20_000, intervalMs: 250, describe: (r) => `the edge's pull does not carry the dealer's three layers: ${JSON.stringify(r)}` },
+  );
+  console.log(`edge pull: ${JSON.stringify(pull)}`);
+
+  // The dealer's browser stops its top layer, as under a bandwidth limit: the edge itself
+  // switches its players to the next layer down, and back up when the top layer returns.
+  await recordFrames(player);
+  const width = stats.frameWidth;
+  const off = await setLayer(dealer, 'f', false);
+  const down = await waitUntil(() => framesSince(player, off), (f) => f.last?.[1] === width / 2 && f.count > 30, {
+    timeoutMs: 15_000, intervalMs: 250, describe: (f) => `the edge player did not go on at the half-size layer: ${JSON.stringify(f)}`,
+  });
+  const on = await setLayer(dealer, 'f', true);
+  const up = await waitUntil(() => framesSince(player, on), (f) => f.last?.[1] === width && f.count > 30, {
+    timeoutMs: 15_000, intervalMs: 250, describe: (f) => `the edge player did not go back to the top layer: ${JSON.stringify(f)}`,
+  });
+  console.log(`edge player: 'f' off, longest gap ${down.gap} ms (${down.sizes.join(' then ')}); 'f' on, longest gap ${up.gap} ms`);
+  const edgeMetrics = await playerNode.api('GET', '/metrics', { token: opsToken });
+  const switches = Number(new RegExp(`tablecast_simulcast_layer_switches_total\\{table="${TABLE}"\\} (\\d+)`).exec(edgeMetrics.text)?.[1]);
+  assert.ok(switches >= 2, `the edge switched layers itself (its own count): ${switches}`);
 
   // A round, dealt on the owner, plays on the edge player's page.
   const dealerToken = await home.token({ role: 'dealer', table: TABLE, user: 'croupier' });

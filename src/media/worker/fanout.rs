@@ -9,7 +9,7 @@ use crate::media::Role;
 use crate::media::frame_size;
 use crate::media::keyframe::{self, VideoCodec};
 use crate::media::peer::{InTrack, MediaKind, RouterKey};
-use crate::media::router::Forward;
+use crate::media::router::{Forward, LayerTag, RELAY_LAYERS};
 use crate::media::simulcast::{Layers, Switch, Verdict};
 use crate::media::subscriber::Rewrite;
 use rtc::sansio::Protocol;
@@ -32,8 +32,10 @@ const FLUSH_AT: usize = 1024;
 
 /// What taking in one packet of a source's track decided.
 struct Ingested {
-    /// The source epoch to forward it under, or None to drop it (a layer not forwarded).
+    /// The source epoch players get it under, or None (a layer not forwarded to players).
     epoch: Option<u64>,
+    /// Video: the layer it belongs to (relays to other nodes carry every layer).
+    layer: Option<usize>,
     /// It is the first packet of a keyframe of the forwarded layer.
     keyframe: bool,
     /// The forwarded layer changed.
@@ -62,6 +64,7 @@ fn ingest(
     let ssrc = packet.header.ssrc;
     let mut out = Ingested {
         epoch: None,
+        layer: None,
         keyframe: false,
         switch: None,
         keyframe_wanted: None,
@@ -102,6 +105,7 @@ fn ingest(
                 });
             out.switch = track.selector.poll_switch();
             out.keyframe_wanted = track.selector.poll_keyframe_request();
+            out.layer = Some(layer);
             if let Verdict::Forward { epoch } = verdict {
                 out.epoch = Some(epoch);
             }
@@ -125,6 +129,7 @@ impl Worker {
         if peer.role != Role::Publisher {
             return;
         }
+        let relayed = relays_wanted(&self.routers, &self.relay_interest, &peer.key);
         let Some(track) = peer.in_tracks.get_mut(track_id) else {
             return;
         };
@@ -137,12 +142,14 @@ impl Worker {
         if let Some(switch) = got.switch {
             log_switch(peer.span.clone(), &peer.metrics, &track.layers, switch);
         }
+        let layer = relayed
+            .then(|| layer_tag(&mut track.layers, got.layer, &self.epochs))
+            .flatten();
         let key = peer.key.clone();
         if let Some(wanted) = got.keyframe_wanted {
             self.send_pli_to(slot, receiver, wanted, now);
         }
-        let Some(epoch) = got.epoch else { return };
-        self.forward_source(key, kind, codec, epoch, got.keyframe, packet);
+        self.forward_source(key, kind, codec, got.epoch, got.keyframe, packet, layer);
     }
 
     /// A packet of a camera this node pulls from the table's origin node (`relay.rs`): taken in
@@ -155,6 +162,7 @@ impl Worker {
         mut packet: rtc::rtp::Packet,
         now: Instant,
     ) {
+        let relayed = relays_wanted(&self.routers, &self.relay_interest, &key);
         let Some(router) = self.routers.get_mut(&*key) else {
             return;
         };
@@ -174,42 +182,72 @@ impl Worker {
             MediaKind::Video => &mut source.video,
             MediaKind::Audio => &mut source.audio,
         };
+        // Each of the pull's video streams is one layer of the camera at the origin.
+        let ssrc = packet.header.ssrc;
+        if kind == MediaKind::Video
+            && track.layers.by_ssrc(ssrc).is_none()
+            && track.layers.len() < RELAY_LAYERS
+        {
+            let name = format!("relay{}", track.layers.len());
+            track.layers.open(Some(&name), ssrc);
+        }
         let got = ingest(track, &mut packet, &self.epochs, now);
         let codec = track.video_codec;
         if let Some(switch) = got.switch {
             log_switch(source.span.clone(), &source.metrics, &track.layers, switch);
         }
-        if got.keyframe_wanted.is_some() {
-            let _ = source.keyframes.send(());
+        if let Some(wanted) = got.keyframe_wanted {
+            let _ = source.keyframes.send(wanted);
         }
-        let Some(epoch) = got.epoch else { return };
-        self.forward_source(key, kind, codec, epoch, got.keyframe, packet);
+        let layer = relayed
+            .then(|| layer_tag(&mut track.layers, got.layer, &self.epochs))
+            .flatten();
+        self.forward_source(key, kind, codec, got.epoch, got.keyframe, packet, layer);
     }
 
-    /// Forwards a source's packet that its camera's selector let through: to each other worker
-    /// with subscribers of the camera, and to this worker's subscribers.
+    /// Forwards a source's packet: to players when its camera's selector let it through
+    /// (`epoch`), to relays to other nodes when it is tagged with its `layer`. It goes to each
+    /// other worker with such subscribers of the camera, and to this worker's.
+    #[allow(clippy::too_many_arguments)]
     fn forward_source(
         &mut self,
         key: Arc<RouterKey>,
         kind: MediaKind,
         codec: Option<VideoCodec>,
-        epoch: u64,
+        epoch: Option<u64>,
         keyframe: bool,
         mut packet: rtc::rtp::Packet,
+        mut layer: Option<LayerTag>,
     ) {
-        if codec == Some(VideoCodec::Vp8)
+        if epoch.is_none() && layer.is_none() {
+            return;
+        }
+        if epoch.is_some()
+            && codec == Some(VideoCodec::Vp8)
             && let Some(router) = self.routers.get_mut(&*key)
         {
+            if let Some(tag) = layer.as_mut() {
+                tag.original = Some(packet.payload.clone());
+            }
             packet.payload = router.vp8.rewrite(packet.payload, keyframe);
         }
+        let bits = epoch
+            .and_then(|_| self.remote_interest.get(&key).copied())
+            .unwrap_or(0)
+            | layer
+                .as_ref()
+                .and_then(|_| self.relay_interest.get(&key).copied())
+                .unwrap_or(0);
         let fwd = Forward {
             kind,
             codec,
-            epoch,
+            epoch: epoch.unwrap_or(0),
+            selected: epoch.is_some(),
             keyframe,
             packet,
+            layer,
         };
-        if let Some(bits) = self.remote_interest.get(&key).copied() {
+        if bits != 0 {
             let shared = Arc::new(fwd.clone());
             for (i, w) in self.workers.iter().enumerate() {
                 if bits & (1 << i) != 0 && i != self.index {
@@ -253,11 +291,23 @@ impl Worker {
             return;
         };
         for fwd in batch {
-            router
-                .buffer(fwd.kind)
-                .insert(fwd.epoch, fwd.codec, &fwd.packet);
+            if fwd.selected {
+                router
+                    .buffer(fwd.kind)
+                    .insert(fwd.epoch, fwd.codec, &fwd.packet);
+            }
+            if router.relays > 0
+                && let Some(tag) = &fwd.layer
+            {
+                router.layer_buffer(tag.index as usize).insert(
+                    tag.epoch,
+                    fwd.codec,
+                    &fwd.relay_packet(),
+                );
+            }
         }
         let mut want_keyframe = false;
+        let mut want_layers = 0u8;
         for &sub in &router.subscribers {
             let Some(peer) = self.peers[sub].as_mut() else {
                 continue;
@@ -271,16 +321,26 @@ impl Worker {
                         self.send.push(out.transport.peer_addr, out.message);
                     }
                 }
-                let out = match fwd.kind {
-                    MediaKind::Video => peer.out_video.as_mut(),
-                    MediaKind::Audio => peer.out_audio.as_mut(),
+                // Players get the forwarded layer; a relay to another node gets each layer on
+                // its own stream.
+                let (out, epoch, layer) = match (fwd.kind, &fwd.layer) {
+                    (MediaKind::Audio, _) => (peer.out_audio.as_mut(), fwd.epoch, None),
+                    (MediaKind::Video, Some(tag)) if peer.relay => (
+                        peer.out_layers.get_mut(tag.index as usize),
+                        tag.epoch,
+                        Some(tag.index),
+                    ),
+                    (MediaKind::Video, _) if fwd.selected && !peer.relay => {
+                        (peer.out_video.as_mut(), fwd.epoch, None)
+                    }
+                    (MediaKind::Video, _) => continue,
                 };
                 let Some(out) = out else { continue };
                 let Some(pt) = out.payload_type(fwd.codec) else {
                     continue;
                 };
                 let (seq, timestamp) = match out.stream.rewrite(
-                    fwd.epoch,
+                    epoch,
                     fwd.packet.header.sequence_number,
                     fwd.packet.header.timestamp,
                     fwd.keyframe,
@@ -288,12 +348,18 @@ impl Worker {
                 ) {
                     Rewrite::Send { seq, timestamp } => (seq, timestamp),
                     Rewrite::WaitForKeyframe => {
-                        want_keyframe = true;
+                        match layer {
+                            Some(i) => want_layers |= 1 << i,
+                            None => want_keyframe = true,
+                        }
                         continue;
                     }
                     Rewrite::Stale => continue,
                 };
-                let mut packet = fwd.packet.clone();
+                let mut packet = match layer {
+                    Some(_) => fwd.relay_packet(),
+                    None => fwd.packet.clone(),
+                };
                 packet.header.ssrc = out.stream.ssrc;
                 packet.header.sequence_number = seq;
                 packet.header.timestamp = timestamp;
@@ -330,10 +396,36 @@ impl Worker {
                 }
             }
         }
+        // Players first; the throttle lets the relays' layers through at its next turn.
         if want_keyframe {
-            self.request_keyframe(key, now);
+            self.request_keyframe(key, 0, now);
+        } else if want_layers != 0 {
+            self.request_keyframe(key, want_layers, now);
         }
     }
+}
+
+/// Whether any relay to another node takes `key`'s layers: on this worker or another.
+fn relays_wanted(
+    routers: &std::collections::HashMap<RouterKey, crate::media::router::Router>,
+    relay_interest: &std::collections::HashMap<RouterKey, u64>,
+    key: &RouterKey,
+) -> bool {
+    routers.get(key).is_some_and(|r| r.relays > 0) || relay_interest.contains_key(key)
+}
+
+/// The relays' tag of a video packet of `layer`, with the layer's own epoch.
+fn layer_tag(layers: &mut Layers, layer: Option<usize>, epochs: &AtomicU64) -> Option<LayerTag> {
+    let index = layer?;
+    if index >= RELAY_LAYERS {
+        return None;
+    }
+    let epoch = layers.epoch(index, || epochs.fetch_add(1, Relaxed))?;
+    Some(LayerTag {
+        index: index as u8,
+        epoch,
+        original: None,
+    })
 }
 
 /// Logs a change of the forwarded layer and counts it (switches between layers, not the start).

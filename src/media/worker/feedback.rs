@@ -11,6 +11,15 @@ use rtc::sansio::Protocol;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+/// The media SSRC of a keyframe request (PLI or FIR), or None for other RTCP.
+fn keyframe_request_ssrc(any: &dyn std::any::Any) -> Option<u32> {
+    if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+        return Some(pli.media_ssrc);
+    }
+    any.downcast_ref::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
+        .map(|fir| fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc))
+}
+
 impl Worker {
     pub(super) fn on_subscriber_rtcp(
         &mut self,
@@ -25,7 +34,9 @@ impl Worker {
             return;
         }
         let key = peer.key.clone();
+        // Keyframes wanted: of the forwarded layer (a player), or of these layers (a relay).
         let mut keyframe = false;
+        let mut layers_wanted: u8 = 0;
         for p in packets {
             let any = p.as_any();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
@@ -33,24 +44,25 @@ impl Worker {
                 let Some(router) = self.routers.get(&key) else {
                     continue;
                 };
-                let (out, buffer) = if peer
-                    .out_video
-                    .as_ref()
-                    .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
+                let ssrc = nack.media_ssrc;
+                let (out, buffer) = if let Some(o) =
+                    peer.out_video.as_mut().filter(|o| o.stream.ssrc == ssrc)
                 {
-                    (peer.out_video.as_mut(), &router.video)
-                } else if peer
-                    .out_audio
-                    .as_ref()
-                    .is_some_and(|o| o.stream.ssrc == nack.media_ssrc)
+                    (o, &router.video)
+                } else if let Some(o) = peer.out_audio.as_mut().filter(|o| o.stream.ssrc == ssrc) {
+                    (o, &router.audio)
+                } else if let Some((i, o)) = peer
+                    .out_layers
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, o)| o.stream.ssrc == ssrc)
+                    && let Some(buffer) = router.layers.get(i)
                 {
-                    (peer.out_audio.as_mut(), &router.audio)
+                    (o, buffer)
                 } else {
                     continue;
                 };
-                let Some(out) = out else { continue };
                 let sender_id = out.sender;
-                let ssrc = out.stream.ssrc;
                 for pair in &nack.nacks {
                     for lost in pair.packet_list() {
                         let Some((epoch, src_seq)) = out.stream.source_seq(lost) else {
@@ -94,49 +106,73 @@ impl Worker {
                         }
                     }
                 }
-            } else if any.is::<PictureLossIndication>()
-                || any.is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()
-            {
+            } else if let Some(media_ssrc) = keyframe_request_ssrc(any) {
                 peer.metrics.plis_received.fetch_add(1, Relaxed);
-                keyframe = true;
+                match peer
+                    .out_layers
+                    .iter()
+                    .position(|o| o.stream.ssrc == media_ssrc)
+                {
+                    Some(i) => layers_wanted |= 1 << i,
+                    None => keyframe = true,
+                }
             }
         }
         while let Some(out) = peer.pc.poll_write() {
             self.send.push(out.transport.peer_addr, out.message);
         }
-        if keyframe {
-            self.request_keyframe(&key, now);
+        if keyframe || layers_wanted != 0 {
+            self.request_keyframe(&key, layers_wanted, now);
         }
     }
 
-    /// Asks the publisher of `key` for a keyframe, throttled per table camera.
-    pub(super) fn request_keyframe(&mut self, key: &RouterKey, now: Instant) {
+    /// Asks the source of `key` for a keyframe, throttled per table camera: of the layer its
+    /// players get (`layers` 0), or of each layer whose bit `layers` sets (relays' streams of
+    /// those layers; one request for all of them, so the throttle lets a relay's start through
+    /// whole).
+    pub(super) fn request_keyframe(&mut self, key: &RouterKey, layers: u8, now: Instant) {
         let Some(router) = self.routers.get_mut(key) else {
             return;
         };
         if !router.allow_keyframe_request(now) {
             return;
         }
-        match router.publisher {
-            Some(publisher) => self.send_pli(publisher, now),
-            None if router.relay.is_some() => {
-                if let Some(relay) = router.relay.as_ref() {
-                    let _ = relay.keyframes.send(());
-                }
-            }
-            None => {
-                for (i, w) in self.workers.iter().enumerate() {
-                    if i != self.index {
-                        let _ = w.try_send(WorkerMsg::KeyframeRequest { key: key.clone() });
-                    }
-                }
+        if router.publisher.is_some() || router.relay.is_some() {
+            self.keyframe_from_source(key, layers, now);
+            return;
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if i != self.index {
+                let _ = w.try_send(WorkerMsg::KeyframeRequest {
+                    key: key.clone(),
+                    layers,
+                });
             }
         }
     }
 
+    /// Sends a keyframe request to the source of `key` on this worker (its publisher, or the
+    /// pull from the origin node), already throttled. `layers` as for [`Self::request_keyframe`].
+    pub(super) fn keyframe_from_source(&mut self, key: &RouterKey, layers: u8, now: Instant) {
+        let Some(router) = self.routers.get(key) else {
+            return;
+        };
+        match (router.publisher, router.relay.as_ref()) {
+            (Some(publisher), _) => self.send_pli(publisher, layers, now),
+            (None, Some(relay)) => {
+                // Each layer of this node's copy is one of the pull's streams: asking for it
+                // asks the origin for that layer.
+                for ssrc in relay.video.keyframe_ssrcs_of(layers) {
+                    let _ = relay.keyframes.send(ssrc);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
     /// Asks the publisher in `slot` for a keyframe of each video track: of the layer being
-    /// forwarded (a simulcast publisher's other layers are not asked for one).
-    pub(super) fn send_pli(&mut self, slot: usize, now: Instant) {
+    /// forwarded, or of the layers `layers` names (see [`Self::request_keyframe`]).
+    pub(super) fn send_pli(&mut self, slot: usize, layers: u8, now: Instant) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
@@ -144,7 +180,10 @@ impl Worker {
             .in_tracks
             .values()
             .filter(|t| t.kind == MediaKind::Video)
-            .flat_map(|t| t.keyframe_ssrcs().map(move |ssrc| (t.receiver, ssrc)))
+            .flat_map(|t| {
+                t.keyframe_ssrcs_of(layers)
+                    .map(move |ssrc| (t.receiver, ssrc))
+            })
             .collect();
         for (receiver, media_ssrc) in video {
             self.send_pli_to(slot, receiver, media_ssrc, now);

@@ -3,7 +3,7 @@
 //! connected or went silent.
 
 use super::control::control_channel;
-use super::{Worker, WorkerMsg};
+use super::{Interest, Worker, WorkerMsg};
 use crate::ids::SessionId;
 use crate::media::peer::{self, Peer, RouterKey};
 use crate::media::restart;
@@ -30,9 +30,11 @@ impl Worker {
             pc,
             video,
             audio,
+            layers,
             sdp,
         } = peer::answer(
             req.role,
+            req.relay,
             &req.offer_sdp,
             &self.local_addrs,
             self.control.max_message_bytes(),
@@ -68,6 +70,7 @@ impl Worker {
             in_tracks: HashMap::new(),
             out_video: video,
             out_audio: audio,
+            out_layers: layers,
             control: None,
             deadline: None,
             closing: false,
@@ -113,12 +116,21 @@ impl Worker {
                 }
             }
             Role::Subscriber => {
-                if !req.relay {
+                if req.relay {
+                    router.relays += 1;
+                } else {
                     self.viewers.add(&key);
                 }
                 router.subscribers.push(slot);
-                if router.subscribers.len() == 1 {
-                    self.announce_interest(&key, true);
+                let (first, first_relay) = (
+                    router.subscribers.len() == 1,
+                    req.relay && router.relays == 1,
+                );
+                if first {
+                    self.announce_interest(&key, Interest::Subscribers, true);
+                }
+                if first_relay {
+                    self.announce_interest(&key, Interest::Relays, true);
                 }
             }
         }
@@ -219,8 +231,10 @@ impl Worker {
         peer.span
             .in_scope(|| info!(dtls = %dtls, setup_ms, remote = ?peer.paths.addrs().collect::<Vec<_>>(), "connected"));
         let (role, key) = (peer.role, peer.key.clone());
+        // A relay to another node starts each of its layer streams on a keyframe of that layer.
+        let layers = (1u8 << peer.out_layers.len().min(7)) - 1;
         if role == Role::Subscriber {
-            self.request_keyframe(&key, now);
+            self.request_keyframe(&key, layers, now);
         }
     }
 
@@ -274,6 +288,7 @@ impl Worker {
         peer.span
             .in_scope(|| info!(reason, lived_ms, "session closed"));
         let mut lost_interest = false;
+        let mut lost_relays = false;
         if let Some(router) = self.routers.get_mut(&peer.key) {
             match peer.role {
                 Role::Publisher => {
@@ -282,7 +297,13 @@ impl Worker {
                     }
                 }
                 Role::Subscriber => {
-                    if !peer.relay {
+                    if peer.relay {
+                        router.relays = router.relays.saturating_sub(1);
+                        lost_relays = router.relays == 0;
+                        if lost_relays {
+                            router.layers = Vec::new();
+                        }
+                    } else {
                         self.viewers.remove(&peer.key);
                     }
                     router.subscribers.retain(|&s| s != slot);
@@ -294,7 +315,10 @@ impl Worker {
             }
         }
         if lost_interest {
-            self.announce_interest(&peer.key, false);
+            self.announce_interest(&peer.key, Interest::Subscribers, false);
+        }
+        if lost_relays {
+            self.announce_interest(&peer.key, Interest::Relays, false);
         }
     }
 
