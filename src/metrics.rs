@@ -46,6 +46,8 @@ pub struct TableMetrics {
     pub relays_in: AtomicI64,
     /// Relay sessions other nodes pull the table's cameras through (this node is the origin).
     pub relays_out: AtomicI64,
+    /// Packets an edge's pull received but could not hand to its worker (its queue was full).
+    pub relay_drops: AtomicU64,
     pub rtp_packets_in: AtomicU64,
     pub rtp_bytes_in: AtomicU64,
     pub rtp_packets_out: AtomicU64,
@@ -246,6 +248,12 @@ const TABLE_FAMILIES: &[Family] = &[
             (Some("in"), |m| m.relays_in.load(Relaxed).into()),
             (Some("out"), |m| m.relays_out.load(Relaxed).into()),
         ],
+    },
+    Family {
+        name: "tablecast_relay_packets_dropped_total",
+        kind: "counter",
+        help: "Packets an edge's pull from the origin received but dropped because the media worker's queue was full (the node is out of CPU).",
+        series: &[(None, |m| m.relay_drops.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_rtp_packets_received_total",

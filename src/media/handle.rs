@@ -197,15 +197,26 @@ impl MediaHandle {
     /// Sends a message of the pull of `key` to the worker that takes the pull in: the same
     /// worker for every message of one camera. A full queue loses the message (a packet the
     /// players' NACKs recover, or a keyframe request made again).
-    pub(super) fn relay_send(&self, key: &super::peer::RouterKey, msg: WorkerMsg) {
+    /// The worker that takes in the pull of `key` (one per table camera).
+    fn relay_worker(&self, key: &super::peer::RouterKey) -> Option<&mpsc::Sender<WorkerMsg>> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         let n = self.workers.len().max(1);
-        if let Some(w) = self.workers.get(h.finish() as usize % n)
-            && w.try_send(msg).is_err()
-        {
-            tracing::debug!(table = %key.table, "a media worker's queue is full; a relayed packet is lost");
+        self.workers.get(h.finish() as usize % n)
+    }
+
+    /// Hands a pull's packet to its worker; false when the worker's queue is full (the packet is
+    /// lost to the edge's players: the pull has already acknowledged it to the origin).
+    pub(super) fn relay_send(&self, key: &super::peer::RouterKey, msg: WorkerMsg) -> bool {
+        self.relay_worker(key)
+            .is_some_and(|w| w.try_send(msg).is_ok())
+    }
+
+    /// Hands a pull's start or end to its worker, waiting for room in its queue.
+    pub(super) async fn relay_send_wait(&self, key: &super::peer::RouterKey, msg: WorkerMsg) {
+        if let Some(w) = self.relay_worker(key) {
+            let _ = w.send(msg).await;
         }
     }
 

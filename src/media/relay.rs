@@ -230,13 +230,15 @@ impl Cascade {
                     warn!(%origin, error = %e, "cannot pull the table's video from its origin; trying again (check that this node reaches the origin's media ports over UDP)")
                 }
             }
-            self.media.relay_send(
-                key,
-                WorkerMsg::RelayClose {
-                    key: key.clone(),
-                    relay: id,
-                },
-            );
+            self.media
+                .relay_send_wait(
+                    key,
+                    WorkerMsg::RelayClose {
+                        key: key.clone(),
+                        relay: id,
+                    },
+                )
+                .await;
             {
                 let mut i = info.lock().unwrap_or_else(|e| e.into_inner());
                 i.connected = false;
@@ -306,13 +308,15 @@ impl Cascade {
         let metrics = self.metrics.table(&key.table);
         let (keyframes_tx, mut keyframes) = mpsc::unbounded_channel();
         let span = tracing::Span::current();
-        self.media.relay_send(
-            key,
-            WorkerMsg::RelayOpen {
-                key: key.clone(),
-                source: RelaySource::new(id, keyframes_tx, metrics.clone(), span),
-            },
-        );
+        self.media
+            .relay_send_wait(
+                key,
+                WorkerMsg::RelayOpen {
+                    key: key.clone(),
+                    source: RelaySource::new(id, keyframes_tx, metrics.clone(), span),
+                },
+            )
+            .await;
         let shared_key = Arc::new(key.clone());
         let opened = Instant::now();
         let mut connected = false;
@@ -374,7 +378,7 @@ impl Cascade {
                             "relay carries a new video layer"
                         );
                     }
-                    self.media.relay_send(
+                    let handed = self.media.relay_send(
                         key,
                         WorkerMsg::RelayRtp {
                             key: shared_key.clone(),
@@ -384,6 +388,16 @@ impl Cascade {
                             packet,
                         },
                     );
+                    if !handed
+                        && metrics
+                            .relay_drops
+                            .fetch_add(1, Relaxed)
+                            .is_multiple_of(1000)
+                    {
+                        warn!(
+                            "the media worker's queue is full: packets from the origin are dropped (see tablecast_relay_packets_dropped_total); the node needs more CPU or fewer players"
+                        );
+                    }
                 }
             }
             let deadline = pc
