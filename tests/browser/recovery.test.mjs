@@ -3,7 +3,9 @@
 //   "reconnecting", comes back by itself, and the events it missed arrive once
 //   each, in order, with the video playing again;
 // - the browser refuses the data channel: the page plays the video and gets
-//   the table's events (and places bets) over the WebSocket instead.
+//   the table's events (and places bets) over the WebSocket instead;
+// - the dealer's video pauses: the page asks its node whether it is alive and,
+//   as it is, keeps its session; the video comes back on it.
 //
 // Needs `cargo build --release` first (or TABLECAST_BIN). Run: node --test tests/browser/
 import assert from 'node:assert/strict';
@@ -142,5 +144,39 @@ test('a network change makes the page restart ICE (or reconnect where the node r
   const end = await waitView(player, (v) => v.results.length === 1 && v.state === 'idle', 'the round after the network change did not arrive');
   assertContiguous(end.seqLog, 'the player after a network change');
   t.diagnostic(`network change: recovered by ${how} in ${recovery.lastMs} ms; video ${after.framesDecoded} frames at ${after.frameWidth}x${after.frameHeight}`);
+  await player.context().close();
+});
+
+test('a player whose video pauses on a healthy node keeps its session, and the video comes back on it', { timeout: 60_000 }, async (t) => {
+  const player = await openPage(browser, `${node.baseUrl}/play/${TABLE}`, { label: 'paused', log: (l) => log.write(l) });
+  await joined(player);
+  await decoding(player);
+  const before = await player.evaluate(() => ({ session: window.tablecast.client.player.sessionId, recovery: { ...window.tablecast.client.recovery } }));
+
+  // The dealer's camera stops sending (the dealer pauses); the node stays up.
+  const paused = await dealer.evaluate(async () => {
+    window.pausedVideo = window.tablecastDealer.pc.getSenders().filter((s) => s.track?.kind === 'video').map((sender) => ({ sender, track: sender.track }));
+    await Promise.all(window.pausedVideo.map(({ sender }) => sender.replaceTrack(null)));
+    return window.pausedVideo.length;
+  });
+  assert.ok(paused > 0, 'the dealer page has a video sender to pause');
+  try {
+    // The page notices the stall and asks the node, which answers: nothing more happens.
+    const stalled = await waitView(player, (v) => v.recovery.nodeChecks > before.recovery.nodeChecks, 'the page did not check its node when the video stalled', 15_000);
+    assert.equal(stalled.recovery.nodesGone, before.recovery.nodesGone, `recovery: ${JSON.stringify(stalled.recovery)}`);
+    assert.equal(stalled.recovery.reconnects, before.recovery.reconnects, `a paused dealer made the page reconnect: ${JSON.stringify(stalled.recovery)}`);
+    assert.equal(stalled.recovery.iceRestarts, before.recovery.iceRestarts, `a paused dealer made the page restart ICE: ${JSON.stringify(stalled.recovery)}`);
+    assert.equal(stalled.connection.state, 'live');
+  } finally {
+    await dealer.evaluate(() => Promise.all(window.pausedVideo.map(({ sender, track }) => sender.replaceTrack(track))));
+  }
+
+  // The video resumes on the same session.
+  const frames = (await playerView(player)).stats.framesDecoded;
+  const again = await waitView(player, (v) => v.stats && v.stats.framesDecoded > frames + 10, 'the video did not come back after the pause', 20_000);
+  const after = await player.evaluate(() => ({ session: window.tablecast.client.player.sessionId, recovery: { ...window.tablecast.client.recovery } }));
+  assert.equal(after.session, before.session, 'the page kept its session through the pause');
+  assert.equal(after.recovery.reconnects, before.recovery.reconnects, `recovery: ${JSON.stringify(after.recovery)}`);
+  t.diagnostic(`paused dealer: ${after.recovery.nodeChecks - before.recovery.nodeChecks} node check(s), no reconnect; video again at ${again.stats.frameWidth}x${again.stats.frameHeight}`);
   await player.context().close();
 });

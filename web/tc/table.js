@@ -5,19 +5,22 @@
 //   ICE trouble or a network change ─▶ ICE restart (WHEP PATCH, If-Match: *)
 //        │ refused (a node without ICE restart answers 400) or no luck in 5 s
 //        ▼
-//   full reconnect: a new WHEP session, then `hello` with resume_after_seq,
-//   retried with backoff (0, 0.5, 1, 2, 4, 8 s)
+//   full reconnect: a new WHEP session on the next node, then `hello` with
+//   resume_after_seq, retried with backoff (0, 0.5, 1, 2, 4, 8 s)
 //
 // A session the node closes (its data channel or DTLS transport closes) goes
-// straight to the full reconnect. The page sees 'connection' events
-// (connecting → live → reconnecting → live …) and never a gap or a duplicate in
-// the table's events (see ControlSession).
+// straight to the full reconnect, and so does a node found gone: when video
+// stalls for 1 s or ICE goes 'disconnected', the session's node is asked
+// `GET /healthz`, and no answer within 1 s means it is gone (liveness.js).
+// The page sees 'connection' events (connecting → live → reconnecting → live …)
+// and never a gap or a duplicate in the table's events (see ControlSession).
 import { backoffMs, sleep } from './backoff.js';
 import { ControlSession } from './control.js';
 import { channelTransport, openSocket } from './transport.js';
 import { wsUrl } from './http.js';
 import { DEFAULT_GATHER_TIMEOUT_MS } from './session.js';
 import { NodeRing, chooseNodes } from './nodes.js';
+import { StallWatch, nodeAnswers } from './liveness.js';
 import { play } from './whep.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
@@ -80,12 +83,19 @@ export class TableClient extends ControlSession {
     this.player = null;
     /** Connection quality for an indicator: level 'good' | 'poor' | 'reconnecting' | 'connecting', and the numbers. */
     this.quality = { level: 'connecting', bitrate: 0, loss: 0, rtt: null, fps: 0, video: false };
-    /** Recoveries: ICE restarts tried and succeeded, full reconnects. */
-    this.recovery = { iceRestarts: 0, iceRestartsOk: 0, reconnects: 0, lastMs: null };
+    /**
+     * Recoveries: ICE restarts tried and succeeded, full reconnects, and the node
+     * checks made on a video stall or ICE 'disconnected' (`nodeChecks`), of which
+     * found the node gone (`nodesGone`).
+     */
+    this.recovery = { iceRestarts: 0, iceRestartsOk: 0, reconnects: 0, nodeChecks: 0, nodesGone: 0, lastMs: null };
     this._tokenSource = token;
     this._closed = false;
     this._recovering = false;
     this._iceTimer = null;
+    /** @type {StallWatch|null} watches the current session's inbound video */
+    this._stallWatch = null;
+    this._checkingNode = false;
     this._statsTimer = null;
     this._poorSamples = 0;
     this._goodSamples = 0;
@@ -159,6 +169,7 @@ export class TableClient extends ControlSession {
     this._closed = true;
     clearInterval(this._statsTimer);
     clearTimeout(this._iceTimer);
+    this._stallWatch?.stop();
     globalThis.removeEventListener?.('online', this._onNetwork);
     globalThis.navigator?.connection?.removeEventListener?.('change', this._onNetwork);
     const t = this._transport;
@@ -213,7 +224,10 @@ export class TableClient extends ControlSession {
       }
       await this.ready(10_000);
     } catch (err) {
-      if (this.player === player) this.player = null;
+      if (this.player === player) {
+        this.player = null;
+        this._stallWatch?.stop();
+      }
       const t = this._transport;
       this._detach();
       t?.close();
@@ -244,6 +258,8 @@ export class TableClient extends ControlSession {
     // Tracks arrive while the answer is applied, before play() returns, or later.
     if (player.stream.getTracks().length) this._showStream(player.stream);
     player.on('track', () => { if (this.player === player) this._showStream(player.stream); });
+    this._stallWatch?.stop();
+    this._stallWatch = new StallWatch(pc, () => this._checkNode(player, 'the video stalled'));
     pc.addEventListener('iceconnectionstatechange', () => {
       if (this.player !== player) return;
       const s = pc.iceConnectionState;
@@ -251,6 +267,7 @@ export class TableClient extends ControlSession {
         clearTimeout(this._iceTimer);
         this._iceTimer = null;
       } else if (s === 'disconnected') {
+        this._checkNode(player, 'ICE disconnected');
         if (!this._iceTimer) this._iceTimer = setTimeout(() => { this._iceTimer = null; this._recover('ICE disconnected'); }, ICE_GRACE_MS);
       } else if (s === 'failed') {
         this._recover('ICE failed');
@@ -289,6 +306,28 @@ export class TableClient extends ControlSession {
     else this._reconnect('the WebSocket closed');
   }
 
+  /**
+   * Ask the node holding `player`'s session whether it is alive; when it does not
+   * answer, make a full reconnect to the next node at once. An ICE restart cannot
+   * help with a node that is gone, and waiting for ICE to say so takes seconds. A
+   * node that answers is left alone: its video may simply have paused.
+   */
+  async _checkNode(player, why) {
+    if (this._closed || this._checkingNode || this.player !== player || !player.resourceUrl) return;
+    const origin = new URL(player.resourceUrl).origin;
+    this._checkingNode = true;
+    let alive;
+    try {
+      alive = await nodeAnswers(origin);
+    } finally {
+      this._checkingNode = false;
+    }
+    this.recovery.nodeChecks += 1;
+    if (alive || this.player !== player || this._closed) return;
+    this.recovery.nodesGone += 1;
+    this._reconnect(`${why} and ${origin} does not answer`);
+  }
+
   /** ICE restart first; a full reconnect when the node refuses it or it does not help. */
   async _recover(why) {
     if (this._closed || this._recovering) return;
@@ -321,6 +360,8 @@ export class TableClient extends ControlSession {
     this._setConnection('reconnecting', null, { reason: why });
     const old = this.player;
     this.player = null;
+    this._stallWatch?.stop();
+    this._stallWatch = null;
     const t = this._transport;
     this._detach();
     t?.close();
