@@ -50,9 +50,11 @@ before(async () => {
   redis = await startRedis();
   const secret = randomBytes(32).toString('hex');
   for (const id of ['a', 'b', 'c']) {
+    // Each node its own region: a page's join answer then starts with the node the
+    // page asked, so a test places its player on the node it means.
     nodes.push(await startNode({
       name: `cluster-${id}`,
-      env: { TABLECAST_NODE_ID: id, TABLECAST_CLUSTER_REDIS_URL: redis.url, TABLECAST_AUTH_SECRET: secret },
+      env: { TABLECAST_NODE_ID: id, TABLECAST_NODE_REGION: `region-${id}`, TABLECAST_CLUSTER_REDIS_URL: redis.url, TABLECAST_AUTH_SECRET: secret },
     }));
   }
   browser = await launchChromium();
@@ -94,8 +96,11 @@ test('a dealer page publishes through the owner and a player page on an edge nod
 
   const player = await openPage(browser, `${playerNode.baseUrl}/play/${TABLE}`, { label: 'player', log });
   await joined(player);
-  const whep = await player.evaluate(() => window.tablecast.client.player.resourceUrl);
-  assert.ok(whep.startsWith(`${playerNode.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on its own node ${playerNode.baseUrl}: ${whep}`);
+  const { whep, ...chose } = await player.evaluate(() => {
+    const c = window.tablecast.client;
+    return { whep: c.player.resourceUrl, nodes: c.nodes.urls, recovery: c.recovery };
+  });
+  assert.ok(whep.startsWith(`${playerNode.baseUrl}/whep/${TABLE}/`), `the player's WHEP session is on its own node ${playerNode.baseUrl}: ${whep} (${JSON.stringify(chose)})`);
   const stats = await decoding(player, 30);
   assert.ok(stats.frameWidth > 0, `the player decodes real frames: ${JSON.stringify(stats)}`);
   console.log(`edge player decodes ${stats.frameWidth}x${stats.frameHeight} at ${stats.fps} fps`);
