@@ -158,19 +158,32 @@ export class RunningNode {
    * Resolves to how the process ended. Safe to call twice.
    */
   stop({ graceMs = 5000 } = {}) {
-    this._stopped ??= (async () => {
-      let timer;
-      if (this.child.exitCode === null && this.child.signalCode === null) {
-        this.child.kill('SIGTERM');
-        timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-      }
-      const how = await this.exited;
-      clearTimeout(timer);
-      await new Promise((resolve) => this._log.end(resolve));
-      rmSync(this.dataDir, { recursive: true, force: true });
-      return how;
-    })();
+    this._stopped ??= this._end('SIGTERM', graceMs);
     return this._stopped;
+  }
+
+  /**
+   * SIGKILL at once, as a crash: the node closes nothing, releases no lease and
+   * stays in the cluster's node list until it times out. Removes the data
+   * directory. Resolves to how the process ended. The node counts as stopped
+   * (a later stop() does nothing more).
+   */
+  kill() {
+    this._stopped ??= this._end('SIGKILL', 0);
+    return this._stopped;
+  }
+
+  async _end(signal, graceMs) {
+    let timer;
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill(signal);
+      if (signal !== 'SIGKILL') timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    }
+    const how = await this.exited;
+    clearTimeout(timer);
+    await new Promise((resolve) => this._log.end(resolve));
+    rmSync(this.dataDir, { recursive: true, force: true });
+    return how;
   }
 
   /**
