@@ -181,6 +181,16 @@ fn bench(args: &tablecast::bench::BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    if args.cascade {
+        let report = runtime.block_on(tablecast::bench::cascade::run(args))?;
+        print!("\n{}", tablecast::bench::cascade_report::render(&report));
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     if let Some(nodes) = args.cluster {
         let report = runtime.block_on(tablecast::bench::cluster::run(args, nodes))?;
         print!("\n{}", tablecast::bench::cluster_report::render(&report));

@@ -32,10 +32,12 @@ use tracing::{info, warn};
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// A redis-server and the nodes on it. Dropping it kills them all (nodes first).
-struct Cluster {
-    nodes: Vec<Tablecast>,
-    ids: Vec<String>,
-    redis: Spawned,
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<Tablecast>,
+    pub(super) ids: Vec<String>,
+    /// Each node's metrics listener (`http://127.0.0.1:PORT/metrics`), when it has one.
+    pub(super) metrics_urls: Vec<Option<String>>,
+    pub(super) redis: Spawned,
 }
 
 impl Drop for Cluster {
@@ -52,7 +54,13 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    async fn start(count: usize, keep: bool) -> Result<Cluster, BenchError> {
+    /// Starts a redis-server and `count` nodes on it, each with a metrics listener when
+    /// `metrics`; returns once every node is ready.
+    pub(super) async fn start(
+        count: usize,
+        keep: bool,
+        metrics: bool,
+    ) -> Result<Cluster, BenchError> {
         let redis_port = free_tcp_port()?;
         let redis_dir = temp_dir("redis")?;
         let redis_args: Vec<String> = [
@@ -89,20 +97,29 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             ids: Vec::new(),
+            metrics_urls: Vec::new(),
             redis,
         };
         for i in 0..count {
             let id = node_id(i);
             let port = free_tcp_port()?;
+            let metrics_port = if metrics {
+                Some(free_tcp_port()?)
+            } else {
+                None
+            };
             let config = format!(
                 "{}\n[node]\nid = \"{id}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\n[cluster]\nredis_url = \"{redis_url}\"\n",
-                node_config(port, 1, &secret)
+                node_config(port, 1, &secret, metrics_port)
             );
             let dir = temp_dir(&format!("node-{id}"))?;
             cluster
                 .nodes
                 .push(Tablecast::launch(dir, port, &config, &secret, None, keep)?);
             cluster.ids.push(id);
+            cluster
+                .metrics_urls
+                .push(metrics_port.map(|p| format!("http://127.0.0.1:{p}/metrics")));
         }
         for node in &mut cluster.nodes {
             node.wait_ready().await?;
@@ -111,7 +128,7 @@ impl Cluster {
     }
 
     /// Waits until every node names the same owner of the table; returns its index.
-    async fn wait_for_owner(&self) -> Result<usize, BenchError> {
+    pub(super) async fn wait_for_owner(&self) -> Result<usize, BenchError> {
         let http = crate::client::driver::http_client();
         let deadline = Instant::now() + READY_WITHIN;
         loop {
@@ -147,8 +164,8 @@ impl Cluster {
         }
     }
 
-    /// Cores each node, and redis, used since `earlier`.
-    fn cpu(&self) -> Vec<Option<procfs::CpuReading>> {
+    /// CPU time of each node, then of redis.
+    pub(super) fn cpu(&self) -> Vec<Option<procfs::CpuReading>> {
         self.nodes
             .iter()
             .map(|n| n.pid)
@@ -159,7 +176,7 @@ impl Cluster {
 }
 
 /// `a`, `b`, `c`, … `z`, then `n26`, `n27`, …
-fn node_id(i: usize) -> String {
+pub(super) fn node_id(i: usize) -> String {
     match u8::try_from(i) {
         Ok(i) if i < 26 => char::from(b'a' + i).to_string(),
         _ => format!("n{i}"),
@@ -199,7 +216,7 @@ pub async fn run(args: &BenchArgs, count: usize) -> Result<ClusterReport, BenchE
         ));
     }
     let machine = Machine::probe(None);
-    let cluster = Cluster::start(count, args.keep).await?;
+    let cluster = Cluster::start(count, args.keep, false).await?;
     let owner = cluster.wait_for_owner().await?;
     info!(
         nodes = count,

@@ -15,18 +15,24 @@
 //! - `stats`, `procfs`, `report`: loss and percentiles, `/proc` CPU and RSS, the table and JSON;
 //! - `cluster` (`--cluster`): a redis-server and three nodes, control WebSockets (`ws_player`)
 //!   on every node, fan-out and bet latency on the table's owner against the other nodes;
-//!   `cluster_report` prints and serialises it.
+//!   `cluster_report` prints and serialises it;
+//! - `cascade` (`--cascade`): a redis-server, an origin and two edges; players on the origin
+//!   against players on the edges (the origin's CPU and fan-out, the hop's latency, join on a
+//!   warm and a cold edge); `pinning` places the processes on cores, `cascade_report` prints.
 //!
 //! Every latency is measured on one clock: the dealer stamps its send time into each payload and
 //! the players read it in the same process; control events carry the node's `server_ms`, read
 //! against the same host's wall clock.
 
+pub mod cascade;
+pub mod cascade_report;
 pub mod cluster;
 pub mod cluster_report;
 mod feeder;
 mod janus;
 mod loadgen;
 mod node;
+mod pinning;
 mod poll;
 mod procfs;
 pub mod report;
@@ -152,6 +158,15 @@ pub struct BenchArgs {
     /// With --cluster: each player bets at a random point this long after a round opens.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub bet_spread: Duration,
+    /// Measure the cascade instead: a redis-server, the table's origin and two edges on
+    /// loopback, each pinned to its own core where there are enough; --subscribers players on
+    /// the origin, then as many spread over the edges, a --duration window each; then join
+    /// probes on the origin and on warm and cold edges. Media only.
+    #[arg(long, conflicts_with_all = ["cluster", "ramp", "url"])]
+    pub cascade: bool,
+    /// Join probes of each kind (origin, each edge warm, each edge cold) in a --cascade run.
+    #[arg(long, default_value_t = 3)]
+    pub probes: usize,
 }
 
 /// Why a run could not be made.

@@ -116,6 +116,55 @@ pub fn allowed_cpus() -> usize {
     (unsafe { libc::CPU_COUNT(&set) } as usize).max(1)
 }
 
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn allowed_cpu_list() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ok != 0 {
+        return Vec::new();
+    }
+    // SAFETY: `set` was filled by the kernel above; CPU_ISSET reads it within CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins every thread of `pid` (`None`: this process) to `cpus`, as `taskset -a -p` does.
+/// Threads they start later inherit it.
+pub fn pin(pid: Option<u32>, cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it for c < CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // Twice: a thread started while the first pass ran inherited the old mask.
+    for _ in 0..2 {
+        for entry in std::fs::read_dir(stat_path(pid, "task"))? {
+            let Some(tid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: `set` is initialised and its size is passed; the tid may have exited, which
+            // is an error we tell from the others below.
+            let r = unsafe {
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -157,5 +206,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(30));
         let (busy, steal) = machine().expect("/proc/stat").since(&m0);
         assert!(busy >= 0.0 && steal >= 0.0);
+    }
+
+    #[test]
+    fn pinning_to_the_cpus_we_have_changes_nothing_and_works() {
+        let cpus = allowed_cpu_list();
+        assert_eq!(cpus.len(), allowed_cpus(), "{cpus:?}");
+        pin(None, &cpus).expect("pin to our own mask");
+        assert_eq!(allowed_cpu_list(), cpus);
     }
 }
