@@ -251,7 +251,9 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
             media.handle.clone(),
             view.clone() as Arc<dyn crate::media::relay::Origins>,
             metrics.clone(),
-            config.media.bind_ip,
+            // `[media] relay_bind_ip` is announced as it is; else the workers' bind address.
+            config.media.relay_bind_ip.unwrap_or(config.media.bind_ip),
+            config.media.relay_bind_ip.filter(|ip| !ip.is_unspecified()),
         )
     });
     if let Some(cascade) = &cascade {
@@ -259,9 +261,9 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         let (cascade, names) = (Arc::downgrade(cascade), Arc::downgrade(&view));
         view.set_relay_list(Box::new(move || {
             let (Some(cascade), Some(names)) = (cascade.upgrade(), names.upgrade()) else {
-                return Vec::new();
+                return Default::default();
             };
-            cascade
+            let relays = cascade
                 .list()
                 .into_iter()
                 .map(|r| crate::cluster::RelayRef {
@@ -270,7 +272,21 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
                     camera: r.camera,
                     layers: r.layers,
                 })
-                .collect()
+                .collect();
+            let unreachable = cascade
+                .unreachable()
+                .into_iter()
+                .map(|(table, u)| crate::cluster::UnreachableOrigin {
+                    origin: names.node_at(&u.origin),
+                    table,
+                    since_ms: u.since_ms,
+                    error: u.error,
+                })
+                .collect();
+            crate::control::placement::Pulls {
+                relays,
+                unreachable,
+            }
         }));
     }
     let state = ApiState {

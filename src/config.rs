@@ -113,6 +113,10 @@ pub struct MediaConfig {
     pub idle_timeout_secs: u64,
     /// RTP packets each track keeps for answering NACKs (power of two).
     pub nack_buffer_packets: usize,
+    /// Address the sockets of this node's pulls of other nodes' cameras (the cascade) bind to,
+    /// and announce. `""`: `bind_ip`. A distinct address lets a firewall tell the pulls apart.
+    #[serde(with = "optional_ip")]
+    pub relay_bind_ip: Option<IpAddr>,
 }
 
 /// `[auth]`: the keys tokens are signed with, and demo mode. See `auth::keys`.
@@ -261,6 +265,31 @@ mod optional_addr {
     }
 }
 
+/// `Option<IpAddr>` written as a string, `""` meaning none, as [`optional_addr`].
+mod optional_ip {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use std::net::IpAddr;
+
+    pub fn serialize<S: Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match ip {
+            Some(ip) => s.collect_str(ip),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim().parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "{text:?} is not an IP address: use one such as \"10.0.0.5\", or \"\" for media.bind_ip"
+            ))
+        })
+    }
+}
+
 /// `[control]`: limits of the control plane's connections and players.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -344,6 +373,7 @@ impl Default for MediaConfig {
             connect_timeout_secs: 15,
             idle_timeout_secs: 30,
             nack_buffer_packets: 1024,
+            relay_bind_ip: None,
         }
     }
 }

@@ -42,6 +42,7 @@ fn info(name: &str) -> NodeInfo {
         tables: vec![table(&format!("table-{name}"))],
         heartbeat_ms: 0,
         relays: Default::default(),
+        unreachable_origins: Default::default(),
     }
 }
 
@@ -134,6 +135,7 @@ async fn nodes_see_each_other_and_a_silent_one_is_removed() {
             NodeInfo {
                 heartbeat_ms: 0,
                 relays: Default::default(),
+                unreachable_origins: Default::default(),
                 ..node.clone()
             },
             sent

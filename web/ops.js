@@ -351,7 +351,10 @@ function renderCluster() {
       typeof load.cpu === 'number' ? `${load.cpu.toFixed(2)} cores` : '—',
       fmtMbps(load.bitrate_bps ?? 0),
       (n.tables ?? []).join(', ') || '—',
-      (n.relays ?? []).map((r) => `${r.table}/${r.camera} ← ${r.from ?? '…'}${r.layers > 1 ? ` (${r.layers} layers)` : ''}`).join(', ') || '—',
+      [
+        ...(n.relays ?? []).map((r) => `${r.table}/${r.camera} ← ${r.from ?? '…'}${r.layers > 1 ? ` (${r.layers} layers)` : ''}`),
+        ...(n.unreachable_origins ?? []).map((u) => `${u.table}: cannot reach origin ${u.origin ?? '?'} (${u.error})`),
+      ].join(', ') || '—',
       typeof n.heartbeat_age_ms === 'number' ? `${(n.heartbeat_age_ms / 1000).toFixed(1)} s ago` : '—',
     ];
     cells.forEach((v, i) => {

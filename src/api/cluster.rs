@@ -64,6 +64,7 @@ async fn nodes(State(state): State<ApiState>, headers: HeaderMap) -> Result<Resp
                 "load": n.load,
                 "tables": n.tables,
                 "relays": n.relays,
+                "unreachable_origins": n.unreachable_origins,
                 "heartbeat_age_ms": now.saturating_sub(n.heartbeat_ms),
                 "self": n.id == view.me,
             })

@@ -76,16 +76,41 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    // Ready whatever Redis does: the node serves what it has. `degraded` says why it cannot
-    // coordinate with the cluster right now.
+    // Ready whatever Redis does, and whatever origin this node cannot reach: the node serves
+    // what it has (other tables, control). `degraded` says why it cannot coordinate with the
+    // cluster right now, or which tables' video it cannot pull.
     let mut body = serde_json::json!({ "status": ready.as_str(), "tables": state.tables.len() });
-    if ready == ReadyState::Ready
-        && let Some(reason) = state.cluster.degraded()
-    {
-        body["status"] = "degraded".into();
-        body["reason"] = reason.into();
+    if ready == ReadyState::Ready {
+        let mut reasons = Vec::new();
+        if let Some(reason) = state.cluster.degraded() {
+            reasons.push(reason);
+        }
+        let unreachable = state.cluster.pulls().unreachable;
+        if !unreachable.is_empty() {
+            reasons.push(unreachable_reason(&unreachable));
+            body["unreachable_origins"] = serde_json::json!(unreachable);
+        }
+        if !reasons.is_empty() {
+            body["status"] = "degraded".into();
+            body["reason"] = reasons.join("; ").into();
+        }
     }
     (status, axum::Json(body)).into_response()
+}
+
+/// One sentence naming each table whose origin this node cannot reach, and what to check.
+fn unreachable_reason(unreachable: &[crate::cluster::UnreachableOrigin]) -> String {
+    let tables: Vec<String> = unreachable
+        .iter()
+        .map(|u| match &u.origin {
+            Some(origin) => format!("{} (origin node {origin}: {})", u.table, u.error),
+            None => format!("{} (origin: {})", u.table, u.error),
+        })
+        .collect();
+    format!(
+        "cannot pull the video of {} from the origin; players of these tables are sent to other nodes; check that this node reaches the origin's media ports over UDP",
+        tables.join(", ")
+    )
 }
 
 /// The router of the `[metrics] listen` listener: `GET /metrics` without a token.

@@ -126,7 +126,7 @@ async fn join(
     if view.state() != NodeState::Serving {
         exclude.push(view.me.clone());
     }
-    let order = view.join_order(&region, &exclude);
+    let order = view.join_order(&table.id, &region, &exclude);
     let Some(first) = order.first() else {
         return Err(ApiError::Unavailable(format!(
             "no serving node for table {} (every node is excluded, draining or gone); retry in a moment",
@@ -141,6 +141,7 @@ async fn join(
                 "url": c.node.public_url,
                 "region": c.node.region,
                 "players": c.players,
+                "reaches_origin": c.reaches_origin,
                 "self": c.node.id == view.me,
             })
         })

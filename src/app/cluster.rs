@@ -166,6 +166,7 @@ fn node_info(view: &ClusterView, control: &ControlPlane, load: NodeLoad) -> Node
             .collect(),
         heartbeat_ms: crate::control::server_ms(),
         relays: Default::default(),
+        unreachable_origins: Default::default(),
     }
 }
 

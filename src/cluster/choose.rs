@@ -1,13 +1,18 @@
 //! Which node a player should use (`GET /api/v1/tables/{table}/join`): the least-loaded serving
 //! node of the player's region, else the least-loaded serving node anywhere.
 //!
+//! A node whose heartbeat says it cannot reach the table's origin (its pull of the table's video
+//! fails, `media::relay::Unreachable`) goes last, after every node that can, whatever its region
+//! and load: it is kept in the list, not left out, so that a player still has somewhere to go
+//! when no node can (the origin itself never carries the mark).
+//!
 //! Load is the heartbeat's `players` (control connections), plus the players this node has sent
 //! to that node since its last heartbeat: heartbeats come every quarter lease, and a join storm
 //! answered from one stale figure would send everyone to the same node. CPU breaks ties, then
 //! the node id, so the order is stable.
 
 use super::{NodeInfo, NodeState};
-use crate::ids::NodeId;
+use crate::ids::{NodeId, TableId};
 use std::collections::HashMap;
 
 /// Players sent to each node since its heartbeat at `heartbeat_ms`.
@@ -44,12 +49,16 @@ pub struct Choice {
     pub players: u64,
     /// In the region asked for.
     pub in_region: bool,
+    /// False when its heartbeat says it cannot reach the table's origin.
+    pub reaches_origin: bool,
 }
 
 /// Every serving node not in `exclude`, best first: the region's nodes by load, then the
-/// others by load. The first is counted in `directed` as a player sent there.
+/// others by load, then the nodes that cannot reach `table`'s origin. The first is counted in
+/// `directed` as a player sent there.
 pub fn join_order(
     nodes: &[NodeInfo],
+    table: &TableId,
     region: &str,
     exclude: &[NodeId],
     directed: &mut Directed,
@@ -60,12 +69,14 @@ pub fn join_order(
         .map(|n| Choice {
             players: n.load.players + directed.since(n),
             in_region: n.region == region,
+            reaches_origin: !n.cannot_reach_origin_of(table),
             node: n.clone(),
         })
         .collect();
     order.sort_by(|a, b| {
-        b.in_region
-            .cmp(&a.in_region)
+        b.reaches_origin
+            .cmp(&a.reaches_origin)
+            .then(b.in_region.cmp(&a.in_region))
             .then(a.players.cmp(&b.players))
             .then(a.node.load.cpu.total_cmp(&b.node.load.cpu))
             .then(a.node.id.cmp(&b.node.id))
@@ -95,7 +106,12 @@ mod tests {
             tables: vec![],
             heartbeat_ms: 1_000,
             relays: Default::default(),
+            unreachable_origins: Default::default(),
         }
+    }
+
+    fn demo() -> TableId {
+        TableId::parse("demo").unwrap()
     }
 
     fn ids(order: &[Choice]) -> Vec<&str> {
@@ -112,11 +128,11 @@ mod tests {
             node("ap-1", "ap", 5, NodeState::Serving),
         ];
         let mut directed = Directed::default();
-        let order = join_order(&nodes, "us", &[], &mut directed);
+        let order = join_order(&nodes, &demo(), "us", &[], &mut directed);
         assert_eq!(ids(&order), ["us-2", "us-1", "ap-1", "eu-1"]);
         assert!(order[0].in_region && !order[2].in_region);
         // A region with no serving node: the least-loaded anywhere.
-        let order = join_order(&nodes, "sa", &[], &mut directed);
+        let order = join_order(&nodes, &demo(), "sa", &[], &mut directed);
         assert_eq!(ids(&order), ["ap-1", "eu-1", "us-2", "us-1"]);
     }
 
@@ -131,6 +147,7 @@ mod tests {
         assert_eq!(
             ids(&join_order(
                 &nodes,
+                &demo(),
                 "",
                 std::slice::from_ref(&a),
                 &mut directed
@@ -138,8 +155,33 @@ mod tests {
             ["b"]
         );
         let b = NodeId::parse("b").unwrap();
-        assert!(join_order(&nodes, "", &[a, b], &mut directed).is_empty());
-        assert!(join_order(&[], "", &[], &mut directed).is_empty());
+        assert!(join_order(&nodes, &demo(), "", &[a, b], &mut directed).is_empty());
+        assert!(join_order(&[], &demo(), "", &[], &mut directed).is_empty());
+    }
+
+    #[test]
+    fn nodes_that_cannot_reach_the_tables_origin_go_last_for_that_table_only() {
+        let mut nodes = vec![
+            node("us-1", "us", 0, NodeState::Serving),
+            node("us-2", "us", 50, NodeState::Serving),
+            node("eu-1", "eu", 90, NodeState::Serving),
+        ];
+        nodes[0]
+            .unreachable_origins
+            .push(crate::cluster::UnreachableOrigin {
+                table: demo(),
+                origin: Some(NodeId::parse("us-2").unwrap()),
+                since_ms: 1,
+                error: "did not connect".into(),
+            });
+        let mut directed = Directed::default();
+        let order = join_order(&nodes, &demo(), "us", &[], &mut directed);
+        assert_eq!(ids(&order), ["us-2", "eu-1", "us-1"]);
+        assert!(!order[2].reaches_origin && order[0].reaches_origin);
+        // Another table: us-1 is first again.
+        let other = TableId::parse("other").unwrap();
+        let order = join_order(&nodes, &other, "us", &[], &mut directed);
+        assert_eq!(ids(&order), ["us-1", "us-2", "eu-1"]);
     }
 
     #[test]
@@ -152,7 +194,7 @@ mod tests {
         let mut directed = Directed::default();
         let mut sent: HashMap<String, u64> = HashMap::new();
         for _ in 0..90 {
-            let first = join_order(&nodes, "", &[], &mut directed)[0]
+            let first = join_order(&nodes, &demo(), "", &[], &mut directed)[0]
                 .node
                 .id
                 .to_string();
@@ -165,7 +207,7 @@ mod tests {
         // A newer heartbeat carries its own count: what was sent before it no longer adds.
         nodes[0].heartbeat_ms = 2_000;
         nodes[0].load.players = 150;
-        let order = join_order(&nodes, "", &[], &mut directed);
+        let order = join_order(&nodes, &demo(), "", &[], &mut directed);
         assert_eq!(ids(&order), ["b", "c", "a"]);
         assert_eq!(order[2].players, 150);
     }

@@ -120,6 +120,7 @@ mod tests {
             tables: vec![table.clone()],
             heartbeat_ms: 5,
             relays: Default::default(),
+            unreachable_origins: Default::default(),
         };
         block_on(cluster.heartbeat(&info));
         assert_eq!(block_on(cluster.nodes()), vec![info]);

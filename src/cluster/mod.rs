@@ -102,6 +102,29 @@ pub struct NodeInfo {
     /// The cameras it pulls from other nodes (it is their edge).
     #[serde(default)]
     pub relays: Vec<RelayRef>,
+    /// The tables whose origin it cannot pull from (see `media::relay::Unreachable`): `join`
+    /// sends their players to other nodes first.
+    #[serde(default)]
+    pub unreachable_origins: Vec<UnreachableOrigin>,
+}
+
+impl NodeInfo {
+    /// Whether the node says it cannot reach the origin of `table`.
+    pub fn cannot_reach_origin_of(&self, table: &TableId) -> bool {
+        self.unreachable_origins.iter().any(|u| u.table == *table)
+    }
+}
+
+/// A table whose origin a node cannot pull the video from, as its heartbeat and `/readyz` say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreachableOrigin {
+    pub table: TableId,
+    /// The origin node (`None` if its URL matches no live node).
+    pub origin: Option<NodeId>,
+    /// Server time (ms since the Unix epoch) since when no pull from it has worked.
+    pub since_ms: u64,
+    /// What the last attempt ran into.
+    pub error: String,
 }
 
 /// A camera a node pulls from the table's origin (the cascade), as its heartbeat says.

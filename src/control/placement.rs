@@ -44,8 +44,16 @@ pub struct ClusterView {
     relay_list: OnceLock<RelayList>,
 }
 
-/// Lists the cameras this node pulls from other nodes.
-pub type RelayList = Box<dyn Fn() -> Vec<crate::cluster::RelayRef> + Send + Sync>;
+/// Lists the cameras this node pulls from other nodes, and the origins it cannot reach.
+pub type RelayList = Box<dyn Fn() -> Pulls + Send + Sync>;
+
+/// This node's pulls of other nodes' cameras, as its heartbeat and `/readyz` report them.
+#[derive(Debug, Default)]
+pub struct Pulls {
+    pub relays: Vec<crate::cluster::RelayRef>,
+    /// The tables whose origin no pull of this node reaches now.
+    pub unreachable: Vec<crate::cluster::UnreachableOrigin>,
+}
 
 #[derive(Debug, Default)]
 struct ViewInner {
@@ -82,8 +90,8 @@ impl ClusterView {
         let _ = self.relay_list.set(list);
     }
 
-    /// The cameras this node pulls from other nodes.
-    pub fn relays(&self) -> Vec<crate::cluster::RelayRef> {
+    /// The cameras this node pulls from other nodes, and the origins it cannot reach.
+    pub fn pulls(&self) -> Pulls {
         self.relay_list.get().map(|f| f()).unwrap_or_default()
     }
 
@@ -123,14 +131,14 @@ impl ClusterView {
             .map(|n| n.public_url.clone())
     }
 
-    /// The serving nodes a player of `region` should use, best first, leaving out `exclude`
+    /// The serving nodes a player of `table` in `region` should use, best first, leaving out `exclude`
     /// (see [`crate::cluster::choose`]). Counts a player sent to the first.
-    pub fn join_order(&self, region: &str, exclude: &[NodeId]) -> Vec<Choice> {
+    pub fn join_order(&self, table: &TableId, region: &str, exclude: &[NodeId]) -> Vec<Choice> {
         let mut inner = self.lock();
         let ViewInner {
             nodes, directed, ..
         } = &mut *inner;
-        choose::join_order(nodes, region, exclude, directed)
+        choose::join_order(nodes, table, region, exclude, directed)
     }
 
     /// Every live node, as last seen.
@@ -255,6 +263,7 @@ impl Placement {
     }
 
     fn me(&self) -> NodeInfo {
+        let pulls = self.view.pulls();
         NodeInfo {
             id: self.view.me.clone(),
             region: self.view.region.clone(),
@@ -268,7 +277,8 @@ impl Placement {
                 .map(|(t, _)| t)
                 .collect(),
             heartbeat_ms: super::server_ms(),
-            relays: self.view.relays(),
+            relays: pulls.relays,
+            unreachable_origins: pulls.unreachable,
         }
     }
 

@@ -20,6 +20,11 @@
 //! - A pull lives while the camera has players on this node, and [`LINGER`] after the last one
 //!   leaves. It follows the table's owner: when the owner changes (a failover), the pull moves to
 //!   the new one.
+//! - A pull that has not been connected for [`UNREACHABLE_AFTER`] (the relay session cannot be
+//!   opened, ICE/DTLS does not connect, or the connection was lost and does not come back) marks
+//!   the table's origin unreachable from this node ([`RelayInfo::unreachable`], kept by
+//!   `reach.rs`); the mark goes as soon as a pull connects again. `/readyz`, the heartbeat and
+//!   `join` read it.
 
 use super::handle::MediaHandle;
 use super::keyframe::VideoCodec;
@@ -48,6 +53,11 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+mod reach;
+
+use reach::{Reach, mark, observe};
+pub use reach::{UNREACHABLE_AFTER, Unreachable};
 
 /// The path a relay session is opened at on the origin, before `/{table}`.
 pub const RELAY_PATH: &str = "cluster/v1/relay";
@@ -110,6 +120,8 @@ pub struct RelayInfo {
     pub packets: u64,
     /// Video layers the pull carries (the camera's simulcast layers at the origin).
     pub layers: usize,
+    /// Set while no pull of this camera has worked for [`UNREACHABLE_AFTER`].
+    pub unreachable: Option<Unreachable>,
 }
 
 /// The pulls of this node (an edge), one per table camera with local players.
@@ -131,12 +143,17 @@ impl Cascade {
         origins: Arc<dyn Origins>,
         metrics: Arc<Metrics>,
         bind_ip: IpAddr,
+        announce_ip: Option<IpAddr>,
     ) -> Arc<Self> {
-        let announce_ip = media
-            .candidates
-            .first()
-            .and_then(|c| c.first())
-            .map(|a| a.ip())
+        // Unless told, the address the workers announce first.
+        let announce_ip = announce_ip
+            .or_else(|| {
+                media
+                    .candidates
+                    .first()
+                    .and_then(|c| c.first())
+                    .map(|a| a.ip())
+            })
             .unwrap_or(bind_ip);
         let test_loss = std::env::var(TEST_LOSS_ENV)
             .ok()
@@ -169,6 +186,24 @@ impl Cascade {
             .collect()
     }
 
+    /// The tables whose origin this node cannot reach now: one entry per table, the camera
+    /// that has been failing longest.
+    pub fn unreachable(&self) -> Vec<(TableId, Unreachable)> {
+        let mut tables: HashMap<TableId, Unreachable> = HashMap::new();
+        for relay in self.list() {
+            let Some(u) = relay.unreachable else { continue };
+            match tables.get(&relay.table) {
+                Some(have) if have.since_ms <= u.since_ms => {}
+                _ => {
+                    tables.insert(relay.table, u);
+                }
+            }
+        }
+        let mut list: Vec<_> = tables.into_iter().collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
     /// Makes sure `key` is pulled from its origin while it has players here. Called when a
     /// player opens a session for a table this node does not own.
     pub fn ensure(self: &Arc<Self>, key: RouterKey) {
@@ -184,6 +219,7 @@ impl Cascade {
                 connected: false,
                 packets: 0,
                 layers: 0,
+                unreachable: None,
             }));
             pulls.insert(key.clone(), info.clone());
             info
@@ -203,12 +239,15 @@ impl Cascade {
     /// Runs pulls of `key` until it has had no local player for [`LINGER`].
     async fn supervise(&self, key: &RouterKey, info: &Mutex<RelayInfo>) {
         let mut idle_since: Option<Instant> = None;
+        let mut reach = Reach::default();
         loop {
             if self.idle_too_long(key, &mut idle_since) {
                 return;
             }
             let Some(origin) = self.origins.origin_url(&key.table) else {
                 // This node owns the table (its dealer publishes here), or nobody does.
+                reach = Reach::default();
+                mark(info, None);
                 tokio::time::sleep(CHECK_EVERY).await;
                 continue;
             };
@@ -216,18 +255,30 @@ impl Cascade {
                 warn!(
                     "cannot issue this node's credential; the table's video cannot reach its players here"
                 );
+                reach.failed(&origin, "this node cannot issue its node credential".into());
+                observe(&mut reach, info, &origin);
                 tokio::time::sleep(RETRY_AFTER * 4).await;
                 continue;
             };
             let id = rand::random::<u64>() | 1;
             let started = Instant::now();
-            match self
-                .pull(key, id, &origin, token, info, &mut idle_since)
-                .await
-            {
-                Ok(ended) => info!(%origin, ended, "relay ended"),
+            let attempt = self.pull(key, id, &origin, token, info, &mut idle_since);
+            tokio::pin!(attempt);
+            let mut watch = tokio::time::interval(CHECK_EVERY);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut attempt => break outcome,
+                    _ = watch.tick() => observe(&mut reach, info, &origin),
+                }
+            };
+            match outcome {
+                Ok(ended) => {
+                    info!(%origin, ended, "relay ended");
+                    reach.failed(&origin, format!("the relay session ended: {ended}"));
+                }
                 Err(e) => {
-                    warn!(%origin, error = %e, "cannot pull the table's video from its origin; trying again (check that this node reaches the origin's media ports over UDP)")
+                    warn!(%origin, error = %e, "cannot pull the table's video from its origin; trying again (check that this node reaches the origin's media ports over UDP)");
+                    reach.failed(&origin, e.to_string());
                 }
             }
             self.media
@@ -244,6 +295,7 @@ impl Cascade {
                 i.connected = false;
                 i.origin = None;
             }
+            observe(&mut reach, info, &origin);
             if started.elapsed() < RETRY_AFTER * 4 {
                 tokio::time::sleep(RETRY_AFTER).await;
             }

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod control;
 pub mod log;
 pub mod netns;
+pub mod nft;
 pub mod process;
 pub mod proxy;
 pub mod redis;

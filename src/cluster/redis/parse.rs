@@ -117,6 +117,7 @@ mod tests {
             tables: vec![],
             heartbeat_ms: 1,
             relays: Default::default(),
+            unreachable_origins: Default::default(),
         };
         let reply: Vec<String> = [
             "b",

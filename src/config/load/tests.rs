@@ -286,6 +286,27 @@ fn the_metrics_listener_can_be_moved_or_turned_off() {
 }
 
 #[test]
+fn the_pulls_bind_address_is_the_media_one_unless_set() {
+    assert_eq!(Config::default().media.relay_bind_ip, None);
+    let c = load(
+        &missing(),
+        env(&[("TABLECAST_MEDIA_RELAY_BIND_IP", "127.0.0.3")]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.media.relay_bind_ip, Some("127.0.0.3".parse().unwrap()));
+    let c = from_toml("[media]\nrelay_bind_ip = \"\"\n").unwrap();
+    assert_eq!(c.media.relay_bind_ip, None);
+    let e = from_toml("[media]\nrelay_bind_ip = \"10.0.0.300\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("relay_bind_ip") && e.contains("not an IP address"),
+        "{e}"
+    );
+}
+
+#[test]
 fn demo_limits_come_from_the_file_or_the_environment() {
     let d = Config::default();
     assert!(d.auth.demo);
