@@ -106,8 +106,8 @@ impl CascadeReport {
         );
         let both = a.latency_ms.samples > 0 && b.latency_ms.samples > 0;
         self.hop_added = HopAdded {
-            p50_ms: both.then(|| b.latency_ms.p50 - a.latency_ms.p50),
-            p99_ms: both.then(|| b.latency_ms.p99 - a.latency_ms.p99),
+            p50_ms: both.then_some(b.latency_ms.p50 - a.latency_ms.p50),
+            p99_ms: both.then_some(b.latency_ms.p99 - a.latency_ms.p99),
         };
         self
     }
@@ -125,7 +125,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v[mid - 1] + v[mid]) / 2.0
     } else {
         v[mid]
