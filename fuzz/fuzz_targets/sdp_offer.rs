@@ -3,7 +3,8 @@
 //! which STUN is routed) and the simulcast rids are read back from the answer. Whatever the offer,
 //! an answer the node sends must parse as SDP and carry a ufrag.
 //!
-//! Input: one byte whose low bit picks the role (0: WHIP publisher, 1: WHEP subscriber), then
+//! Input: one byte whose low bit picks the role (0: WHIP publisher, 1: WHEP subscriber) and whose
+//! next bit makes a subscriber a node's relay pull (one stream per video section), then
 //! the offer. Offers that are not UTF-8 never get this far (the HTTP layer refuses them).
 
 #![no_main]
@@ -25,8 +26,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Role::Subscriber
     };
+    // A subscriber offer may be a node's relay pull, answered with one stream per video section.
+    let relay = role == Role::Subscriber && flags & 2 != 0;
     let local = "127.0.0.1:10000".parse().expect("a socket address");
-    if let Ok(answered) = peer::answer(role, offer, &[local], 16 * 1024, Instant::now()) {
+    if let Ok(answered) = peer::answer(role, relay, offer, &[local], 16 * 1024, Instant::now()) {
         restart::attribute(&answered.sdp, "ice-ufrag").expect("an answer has a=ice-ufrag");
         let _ = simulcast::received_rids(&answered.sdp);
         RTCSessionDescription::answer(answered.sdp).expect("the answer parses as SDP");

@@ -61,7 +61,7 @@ pub struct Session {
 /// A session of `role`, answered at `now` exactly as `Worker::open` answers it.
 pub fn session(role: Role, now: Instant) -> Session {
     let local: SocketAddr = LOCAL.parse().expect("a socket address");
-    let answered = peer::answer(role, &offer(role), &[local], 16 * 1024, now)
+    let answered = peer::answer(role, false, &offer(role), &[local], 16 * 1024, now)
         .expect("the node answers its own test offer");
     let ufrag = restart::attribute(&answered.sdp, "ice-ufrag")
         .expect("an answer has a=ice-ufrag")
