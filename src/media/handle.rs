@@ -8,7 +8,7 @@ use super::udp;
 use super::worker::{Worker, WorkerConfig, WorkerMsg, WorkerShared};
 use super::{MediaError, PatchOutcome, PatchRequest, Role, SessionAnswer, SessionRequest};
 use crate::config::MediaConfig;
-use crate::ids::{NodeId, SessionId, TableId};
+use crate::ids::{NodeId, SessionId, TableId, UserId};
 use crate::metrics::Metrics;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -314,6 +314,23 @@ impl MediaHandle {
         };
         if let Err(e) = worker.try_send(msg) {
             warn!(error = %e, %session, "media worker queue full: a control message was dropped; the player will resume");
+        }
+    }
+
+    /// Records how a player's page shows the video (`video.view`). Ignored unless `session` is a
+    /// subscriber of `user`'s on this node. Never waits; a full worker queue drops it (the page
+    /// sends its view again when it changes, and every few seconds).
+    pub fn set_view(&self, session: &SessionId, user: &UserId, view: super::View) {
+        let Some(worker) = self.worker_of(session) else {
+            return;
+        };
+        let msg = WorkerMsg::View {
+            session: session.clone(),
+            user: user.clone(),
+            view,
+        };
+        if let Err(e) = worker.try_send(msg) {
+            warn!(error = %e, %session, "media worker queue full: a player's view was dropped");
         }
     }
 

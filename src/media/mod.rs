@@ -158,6 +158,32 @@ pub struct SessionInfo {
     pub relay: bool,
 }
 
+/// How a player's page shows the video, as it says over the control channel (`video.view`,
+/// docs/protocol.md). The player's layer is the highest that fits both this and its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct View {
+    /// The video element's rendered size in device pixels; 0 when not known.
+    pub width: u16,
+    pub height: u16,
+    /// The page is hidden: no video is sent until it is shown again, and then from a keyframe.
+    pub hidden: bool,
+    /// The player's own choice of quality.
+    pub quality: Quality,
+}
+
+/// A player's quality preference: the page's quality menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// The highest layer the link and the rendered size call for.
+    #[default]
+    Auto,
+    /// The highest layer the link carries, whatever the rendered size.
+    High,
+    /// The lowest layer.
+    Low,
+}
+
 fn role_str<S: serde::Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(role.as_str())
 }

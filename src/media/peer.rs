@@ -159,6 +159,8 @@ pub struct Peer {
     pub closing: bool,
     /// A subscriber that is another node's pull of the camera (`relay.rs`).
     pub relay: bool,
+    /// Player: how its page shows the video.
+    pub view: super::View,
 }
 
 /// A connection that has answered its offer.

@@ -107,6 +107,12 @@ pub enum WorkerMsg {
         sessions: Arc<[SessionId]>,
         text: Arc<str>,
     },
+    /// How a player's page shows the video (`MediaHandle::set_view`).
+    View {
+        session: SessionId,
+        user: crate::ids::UserId,
+        view: super::View,
+    },
     /// Close a session for a reason of the node's (a flooding client, an operator's kick).
     Kick {
         session: SessionId,
@@ -433,6 +439,20 @@ impl Worker {
                     if let Some(&slot) = self.by_session.get(session) {
                         self.control_send(slot, &text, now);
                     }
+                }
+            }
+            WorkerMsg::View {
+                session,
+                user,
+                view,
+            } => {
+                if let Some(&slot) = self.by_session.get(&session)
+                    && let Some(peer) = self.peers[slot].as_mut()
+                    && peer.role == Role::Subscriber
+                    && !peer.relay
+                    && peer.user == user
+                {
+                    peer.view = view;
                 }
             }
             WorkerMsg::Kick {

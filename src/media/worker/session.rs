@@ -75,6 +75,7 @@ impl Worker {
             deadline: None,
             closing: false,
             relay: req.relay,
+            view: Default::default(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
