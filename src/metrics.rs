@@ -64,7 +64,7 @@ pub struct TableMetrics {
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
     pub plis_sent: AtomicU64,
-    /// Changes of the simulcast layer forwarded (the start of a stream not counted).
+    /// Changes of a player's simulcast layer (the start of a stream not counted).
     pub layer_switches: AtomicU64,
     /// Control connections (data channels and WebSockets) attached to the table.
     pub control_members: AtomicU64,
@@ -316,7 +316,7 @@ const TABLE_FAMILIES: &[Family] = &[
     Family {
         name: "tablecast_simulcast_layer_switches_total",
         kind: "counter",
-        help: "Changes of the simulcast layer forwarded to the table's players (a layer stopped, or a higher one came back).",
+        help: "Changes of the simulcast layer a player of the table gets (a layer stopped or came back, the player's link estimate, rendered size or quality choice); the start of a stream is not counted.",
         series: &[(None, |m| m.layer_switches.load(Relaxed).into())],
     },
 ];

@@ -88,7 +88,7 @@ impl Publisher {
         let registry = Registry::new()
             .with(Slot::NackResponder, NackResponderBuilder::new().build())
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(11_500usize), RtcpTap::default());
+            .with(Slot::from(11_500usize), RtcpTap::new(Default::default()));
         let me = media_engine(
             options.video == Some(VideoCodec::H264),
             options.video == Some(VideoCodec::Vp8),

@@ -4,7 +4,7 @@
 use super::MediaError;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only, configure_twcc_sender_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
@@ -131,4 +131,34 @@ pub(super) fn publisher_ingest(
     })?;
     configure_twcc_receiver_only(registry, engine)
         .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))
+}
+
+/// What a subscriber's leg negotiates on top of the codecs, each only with a peer that offers it:
+///
+/// - transport-wide congestion control: the node numbers every packet it sends in a
+///   `transport-cc` header extension and the player reports each one's arrival time, from which
+///   `estimate.rs` estimates what the player's link carries;
+/// - `goog-remb`, for players that report their own estimate instead.
+///
+/// The TWCC sender numbers packets; the congestion-control interceptor, wire-most, records what
+/// left and drives the estimator.
+pub(super) fn subscriber_feedback(
+    registry: Registry,
+    engine: &mut MediaEngine,
+    link: std::sync::Arc<super::estimate::LinkStats>,
+) -> Result<Registry, MediaError> {
+    engine.register_feedback(
+        RTCPFeedback {
+            typ: "goog-remb".into(),
+            parameter: String::new(),
+        },
+        RtpCodecKind::Video,
+    );
+    let registry = configure_twcc_sender_only(registry, engine)
+        .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))?;
+    Ok(registry.with(
+        rtc::interceptor::Slot::CongestionControl,
+        rtc::interceptor::CongestionControlBuilder::new(super::estimate::LinkEstimator::new(link))
+            .build(),
+    ))
 }

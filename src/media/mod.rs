@@ -20,6 +20,7 @@ pub mod control;
 pub mod demux;
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod frame_size;
 pub mod keyframe;
 pub mod peer;
@@ -156,6 +157,29 @@ pub struct SessionInfo {
     pub control: bool,
     /// Another node's pull of the camera (`relay.rs`), not a player.
     pub relay: bool,
+    /// Subscriber: what its feedback says about its link (`estimate.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<estimate::Link>,
+    /// Player: how its page shows the video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<View>,
+    /// Player: the video layer it gets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<PlayerLayer>,
+}
+
+/// The video layer a player gets, as the session listing shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PlayerLayer {
+    /// The layer's index among the camera's layers, in the order the publisher sent them.
+    pub index: Option<usize>,
+    pub width: u16,
+    pub height: u16,
+    pub bitrate_bps: u32,
+    /// A switch waits for a keyframe of this layer.
+    pub pending: Option<usize>,
+    /// The page is hidden: no video is sent.
+    pub paused: bool,
 }
 
 /// How a player's page shows the video, as it says over the control channel (`video.view`,

@@ -7,7 +7,8 @@
 //! worker reads the ufrag back from the answer.
 
 pub use super::engine::media_engine;
-use super::engine::publisher_ingest;
+use super::engine::{publisher_ingest, subscriber_feedback};
+use super::estimate::LinkStats;
 use super::keyframe::VideoCodec;
 use super::router::RELAY_LAYERS;
 use super::rtcp_tap::RtcpTap;
@@ -65,39 +66,17 @@ pub struct InTrack {
     /// session or new SSRC) so that subscribers re-anchor.
     pub ssrc: u32,
     pub epoch: u64,
-    /// Video: its layers (one without simulcast), and which one is forwarded; the selector
-    /// hands out the epochs of video.
+    /// Video: its layers (one without simulcast). Each player's selector picks among them.
     pub layers: Layers,
-    pub selector: Selector,
 }
 
 impl InTrack {
-    /// The SSRCs a keyframe request should go to: the forwarded layer's, else the one a switch
-    /// waits for, else every layer's.
-    pub fn keyframe_ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
-        let chosen = self
-            .selector
-            .current()
-            .or(self.selector.pending())
-            .and_then(|i| self.layers.get(i))
-            .map(|l| l.ssrc);
-        let all = chosen
-            .is_none()
-            .then(|| (0..self.layers.len()).filter_map(|i| self.layers.get(i).map(|l| l.ssrc)));
-        chosen.into_iter().chain(all.into_iter().flatten())
-    }
-
-    /// The SSRCs a keyframe request for `layers` goes to: [`Self::keyframe_ssrcs`] for 0, else
-    /// those of the layers whose bits are set (a relay to another node asking for its streams).
-    pub fn keyframe_ssrcs_of(&self, layers: u8) -> Box<dyn Iterator<Item = u32> + '_> {
-        if layers == 0 {
-            return Box::new(self.keyframe_ssrcs());
-        }
-        Box::new(
-            (0..self.layers.len().min(8))
-                .filter(move |i| layers & (1 << i) != 0)
-                .filter_map(|i| self.layers.get(i).map(|l| l.ssrc)),
-        )
+    /// The SSRCs a keyframe request for `layers` goes to: those of the layers whose bits are
+    /// set (players and relays ask for the layers they wait for), every layer's for 0.
+    pub fn keyframe_ssrcs_of(&self, layers: u8) -> impl Iterator<Item = u32> + '_ {
+        (0..self.layers.len().min(8))
+            .filter(move |i| layers == 0 || layers & (1 << i) != 0)
+            .filter_map(|i| self.layers.get(i).map(|l| l.ssrc))
     }
 }
 
@@ -161,6 +140,10 @@ pub struct Peer {
     pub relay: bool,
     /// Player: how its page shows the video.
     pub view: super::View,
+    /// Player: which video layer it gets.
+    pub selector: Selector,
+    /// Subscriber: what its feedback says about its link.
+    pub link: Arc<LinkStats>,
 }
 
 /// A connection that has answered its offer.
@@ -174,6 +157,8 @@ pub struct Answered {
     pub layers: Vec<OutSender>,
     /// The answer SDP, with our host candidates.
     pub sdp: String,
+    /// Subscriber: what its feedback says about its link.
+    pub link: Arc<LinkStats>,
 }
 
 /// Builds a peer connection for `role` and answers `offer_sdp`.
@@ -207,6 +192,8 @@ pub fn answer(
         .build();
     // Where the worker's RTX packets go; set once the answer says what was negotiated.
     let rtx_route = Arc::new(RtxRoute::default());
+    // What the player's feedback says about its link (`estimate.rs`).
+    let link = Arc::new(LinkStats::default());
     let mut engine = media_engine(true, true, role == Role::Subscriber)?;
     let registry = match role {
         Role::Publisher => publisher_ingest(
@@ -220,11 +207,15 @@ pub fn answer(
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
             &mut engine,
         )?,
-        Role::Subscriber => Registry::new()
-            .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(11_500usize), RtcpTap::default())
-            // Application-ward of the sender reports, so they never count a retransmission.
-            .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone())),
+        Role::Subscriber => subscriber_feedback(
+            Registry::new()
+                .with(Slot::SenderReport, SenderReportBuilder::new().build())
+                .with(Slot::from(11_500usize), RtcpTap::new(link.clone()))
+                // Application-ward of the sender reports, so they never count a retransmission.
+                .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone())),
+            &mut engine,
+            link.clone(),
+        )?,
     };
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -336,6 +327,7 @@ pub fn answer(
         audio,
         layers,
         sdp,
+        link,
     })
 }
 

@@ -5,6 +5,7 @@
 
 use super::keyframe::{PliThrottle, VideoCodec};
 use super::peer::{InTrack, MediaKind};
+use super::simulcast::LayerStates;
 use crate::metrics::TableMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,45 +16,30 @@ use tokio::sync::mpsc;
 pub struct Forward {
     pub kind: MediaKind,
     pub codec: Option<VideoCodec>,
-    /// Identifies the source (publisher session and SSRC, or for video the forwarded layer's
-    /// run); see `subscriber.rs`. Meaningful only when `selected`.
+    /// Audio: identifies the source (publisher session and SSRC); see `subscriber.rs`.
+    /// Video carries its layer's in `layer`.
     pub epoch: u64,
-    /// Players get it: audio, or the video layer the camera's selector forwards. A packet of
-    /// another layer travels only to relays (`layer`).
-    pub selected: bool,
     /// It starts a keyframe (of its layer, for video).
     pub keyframe: bool,
-    /// As players get it (VP8 renumbered for the camera when `selected`).
+    /// As the source sent it, less the header extensions of its leg.
     pub packet: rtc::rtp::Packet,
-    /// Video, while another node relays the camera: which layer it is, for the relays' streams.
+    /// Video: which layer it is. Each player's selector picks its layer among them, and a relay
+    /// to another node carries every layer on its own stream.
     pub layer: Option<LayerTag>,
 }
 
-/// A video packet's layer, as a relay to another node carries it: every layer on its own
-/// stream, with the publisher's own payload (the edge numbers VP8 for its players itself).
+/// A video packet's layer.
 #[derive(Debug, Clone)]
 pub struct LayerTag {
     pub index: u8,
     /// The layer's own source epoch (`simulcast::Layers::epoch`).
     pub epoch: u64,
-    /// The publisher's payload when `packet`'s was rewritten for the players.
-    pub original: Option<bytes::Bytes>,
-}
-
-impl Forward {
-    /// The packet as a relay's layer stream carries it.
-    pub fn relay_packet(&self) -> rtc::rtp::Packet {
-        let mut packet = self.packet.clone();
-        if let Some(original) = self.layer.as_ref().and_then(|l| l.original.as_ref()) {
-            packet.payload = original.clone();
-        }
-        packet
-    }
+    /// What every layer of the camera was doing when the packet came in.
+    pub states: LayerStates,
 }
 
 /// Layers a relay to another node carries at most: one video section of its offer each.
-/// Browsers' and OBS's simulcast send at most three.
-pub const RELAY_LAYERS: usize = 3;
+pub const RELAY_LAYERS: usize = super::simulcast::MAX_LAYERS;
 
 /// Recent packets of one track, by sequence number, for answering NACKs.
 /// Holds `rtp::Packet`s whose payloads are shared `Bytes`: no copy per subscriber.
@@ -113,7 +99,6 @@ impl RelaySource {
             ssrc: 0,
             epoch: 0,
             layers: Default::default(),
-            selector: Default::default(),
         };
         Self {
             id,
@@ -136,16 +121,14 @@ pub struct Router {
     pub subscribers: Vec<usize>,
     /// How many of them are relays to other nodes.
     pub relays: usize,
-    pub video: PacketBuffer,
-    /// Per video layer, for relays' NACKs (their streams are per layer); empty without relays.
+    /// Per video layer, for NACKs (players' and relays').
     pub layers: Vec<PacketBuffer>,
+    /// What the camera's layers are doing, from the latest video packet.
+    pub states: LayerStates,
     buffer_packets: usize,
     pub audio: PacketBuffer,
     /// Throttles keyframe requests going toward the publisher.
     pub pli: PliThrottle,
-    /// The camera's VP8 numbering as its players see it (`vp8.rs`); it outlives publishers,
-    /// so a dealer who reconnects continues it too.
-    pub vp8: crate::media::vp8::Vp8Numbering,
 }
 
 impl Router {
@@ -155,19 +138,11 @@ impl Router {
             relay: None,
             subscribers: Vec::new(),
             relays: 0,
-            video: PacketBuffer::new(buffer_packets),
             layers: Vec::new(),
+            states: LayerStates::default(),
             buffer_packets,
             audio: PacketBuffer::new(buffer_packets.min(256)),
             pli: PliThrottle::new(pli_interval),
-            vp8: Default::default(),
-        }
-    }
-
-    pub fn buffer(&mut self, kind: MediaKind) -> &mut PacketBuffer {
-        match kind {
-            MediaKind::Video => &mut self.video,
-            MediaKind::Audio => &mut self.audio,
         }
     }
 

@@ -4,22 +4,37 @@
 //! `DeliverToApplication`. The node answers NACKs from its own per-track packet buffer (one
 //! buffer per track, not one per subscriber) and relays keyframe requests to the publisher, so it
 //! needs exactly those: PLI, FIR and generic NACK. Receiver reports and the rest stay with the
-//! interceptors.
+//! interceptors. A player's REMB (its own estimate of its link) is read here into its
+//! [`LinkStats`], for players without transport-wide congestion control.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::estimate::LinkStats;
+
 /// Marks PLI, FIR and NACK for delivery; strips everything else from the compound packet.
-#[derive(Default)]
 pub struct RtcpTap {
+    link: Arc<LinkStats>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtcpTap {
+    pub fn new(link: Arc<LinkStats>) -> Self {
+        Self {
+            link,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
 }
 
 fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
@@ -37,6 +52,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    self.link.on_remb(f64::from(remb.bitrate));
+                }
+            }
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| wanted(p.as_ref()))
         {

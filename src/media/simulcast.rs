@@ -7,18 +7,23 @@
 //! - [`Layers`]: what the camera's layers are doing — per layer its rid and SSRC, when its
 //!   current run of packets began and when its last packet came, its picture size (from its
 //!   keyframes) and its byte rate. One per camera, on the publisher's worker.
-//! - [`Selector`]: which layer goes out, switched only at a keyframe of the layer switched to,
-//!   with a fresh source epoch, so the subscribers' rewriters (`subscriber.rs`) splice the layers
-//!   into one continuous stream exactly as they splice a reconnecting dealer. Today one selector
-//!   per camera serves every subscriber: the highest layer that is flowing. Per-player choice is
-//!   a selector per subscriber over the same `Layers`.
+//! - [`Selector`]: which layer one player gets, switched only at a keyframe of the layer
+//!   switched to, with a fresh epoch of the player's own, so its rewriter (`subscriber.rs`)
+//!   splices the layers into one continuous stream exactly as it splices a reconnecting dealer.
+//!   One per player. It takes the highest layer that is flowing, that the player's view calls
+//!   for (a 390-pixel-wide phone does not need 1280x720; a hidden page gets none; the player's
+//!   quality choice) and that its link carries (`estimate.rs`), with headroom and hysteresis.
+//!
+//! Every layer travels to every worker with players of the camera, tagged with its index, its
+//! own epoch and a snapshot of every layer's [`LayerState`]; each player's selector picks there.
 //!
 //! Both are sans-IO: time is an input, and nothing here allocates per packet.
 //!
 //! ```text
-//!   idle --keyframe of any layer--> forwarding(L)               [Start]
-//!   forwarding(L) --best flowing layer B != L--> pending(L→B)   keyframe requested on B's SSRC
-//!   pending(L→B) --keyframe of B--> forwarding(B)               [LayerStopped | LayerReturned]
+//!   idle --keyframe of the chosen layer--> forwarding(L)        [Start]
+//!   forwarding(L) --chosen layer B != L--> pending(L→B)         keyframe requested of B
+//!   pending(L→B) --keyframe of B--> forwarding(B)               [LayerStopped | Up | Link | View]
+//!   any --page hidden--> idle (paused)
 //!   pending(L→B) --no keyframe of B after KEYFRAME_RETRY--> pending(L→B), requested again
 //! ```
 //!
@@ -96,12 +101,6 @@ impl Layer {
                 || self
                     .run_start
                     .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STABLE))
-    }
-
-    /// Ordering of layers: picture size first, then byte rate (for sizes that cannot be read).
-    fn rank(&self) -> (u32, u64) {
-        let pixels = self.size.map_or(0, |(w, h)| w as u32 * h as u32);
-        (pixels, self.rate)
     }
 }
 
@@ -204,28 +203,93 @@ impl Layers {
             }
         }
     }
+}
 
-    /// The best layer to forward now: the highest-ranked eligible layer, counting `current` as
-    /// eligible while it flows (it is already being sent).
-    fn best(&self, current: Option<usize>, now: Instant) -> Option<usize> {
-        self.layers
-            .iter()
-            .enumerate()
-            .filter(|(i, l)| l.eligible(now) || (Some(*i) == current && l.flowing(now)))
-            .max_by_key(|(i, l)| (l.rank(), *i))
-            .map(|(i, _)| i)
+/// Layers of a camera that are forwarded at most: one per simulcast encoding. Browsers' and
+/// OBS's simulcast send at most three.
+pub const MAX_LAYERS: usize = 3;
+
+/// What one layer of a camera is doing, as the players' selectors on every worker see it: taken
+/// where the camera comes in, on each packet, and carried with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerState {
+    /// Bits per second over the last complete second.
+    pub bitrate: u32,
+    /// Picture size from its latest keyframe (0 when not known).
+    pub width: u16,
+    pub height: u16,
+    pub flowing: bool,
+    /// Flowing, and not a layer that has only just come back ([`LAYER_STABLE`]).
+    pub eligible: bool,
+}
+
+impl LayerState {
+    fn rank(&self) -> (u32, u32) {
+        (u32::from(self.width) * u32::from(self.height), self.bitrate)
+    }
+
+    /// Whether this layer's picture is large enough for a video shown at `width`x`height`
+    /// device pixels (a little upscaling allowed). The video keeps its aspect ratio inside the
+    /// element, so the smaller of the two scale factors is what it is drawn at.
+    fn covers(&self, width: u16, height: u16) -> bool {
+        if self.width == 0 || self.height == 0 {
+            return false;
+        }
+        let scale = (f64::from(width) / f64::from(self.width))
+            .min(f64::from(height) / f64::from(self.height));
+        scale <= UPSCALE_ALLOWED
     }
 }
 
-/// Why the forwarded layer changed.
+/// The layers of one camera, as [`Layers::states`] gives them.
+pub type LayerStates = [LayerState; MAX_LAYERS];
+
+impl Layers {
+    /// What each layer (up to [`MAX_LAYERS`]) is doing now.
+    pub fn states(&self, now: Instant) -> LayerStates {
+        let mut out = LayerStates::default();
+        for (o, l) in out.iter_mut().zip(&self.layers) {
+            let (width, height) = l.size.unwrap_or((0, 0));
+            *o = LayerState {
+                bitrate: (l.rate * 8).min(u64::from(u32::MAX)) as u32,
+                width,
+                height,
+                flowing: l.flowing(now),
+                eligible: l.eligible(now),
+            };
+        }
+        out
+    }
+}
+
+/// A layer drawn at most this much larger than its picture is large enough.
+pub const UPSCALE_ALLOWED: f64 = 1.15;
+/// Kept aside from a player's estimate for its audio, which always goes first.
+pub const AUDIO_RESERVE_BPS: u64 = 64_000;
+/// Switching up needs the estimate to carry the higher layer's rate times this.
+pub const UP_HEADROOM: f64 = 1.25;
+/// A higher layer must fit (or, with no estimate, be wanted) this long before a switch up.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// A player the link held below its layer this recently goes up one layer at a time, each after
+/// [`UP_HOLD`], even once its estimate no longer limits it: the estimator lifts a limit it has
+/// no fresh evidence of, and the step up is then a trial.
+pub const LIMITED_MEMORY: Duration = Duration::from_secs(30);
+/// How often a player's layer is chosen again.
+pub const DECIDE_EVERY: Duration = Duration::from_millis(100);
+
+/// Why a player's layer changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwitchReason {
-    /// The first layer forwarded.
+    /// The first layer the player gets (also after a pause).
     Start,
-    /// The layer being forwarded stopped; a lower one took over.
+    /// The layer being forwarded stopped; another took over.
     LayerStopped,
-    /// A higher layer is flowing (again); it took over.
-    HigherLayer,
+    /// A higher layer fits (again).
+    Up,
+    /// The player's link does not carry the layer.
+    Link,
+    /// The player's rendered size or quality choice calls for another layer.
+    View,
 }
 
 impl SwitchReason {
@@ -233,12 +297,14 @@ impl SwitchReason {
         match self {
             SwitchReason::Start => "start",
             SwitchReason::LayerStopped => "layer stopped",
-            SwitchReason::HigherLayer => "higher layer flowing",
+            SwitchReason::Up => "higher layer fits",
+            SwitchReason::Link => "link estimate",
+            SwitchReason::View => "rendered size or quality choice",
         }
     }
 }
 
-/// A change of the forwarded layer, for logs and metrics.
+/// A change of a player's layer, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switch {
     pub from: Option<usize>,
@@ -249,29 +315,56 @@ pub struct Switch {
 /// What to do with one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward it as a packet of source `epoch`.
+    /// Forward it as a packet of the player's source `epoch`.
     Forward { epoch: u64 },
-    /// Not the layer being forwarded.
+    /// Not the layer this player gets.
     Drop,
 }
 
-/// Chooses the forwarded layer of one camera (see the module doc).
+/// What a player's layer must fit: its link and how it shows the video.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// What the player's link carries, bits per second; None: no limit known.
+    pub budget: Option<u64>,
+    pub view: super::View,
+}
+
+/// Chooses the layer one player gets (see the module doc): switched only at a keyframe of the
+/// layer switched to, under a fresh epoch of the player's own, so its rewriter
+/// (`subscriber.rs`) splices the layers into one continuous stream.
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
-    current: Option<usize>,
+    /// The layer being forwarded, and the source epoch of that layer's run.
+    current: Option<(usize, u64)>,
+    /// The player's epoch for it.
     epoch: u64,
     target: Option<(usize, SwitchReason)>,
     last_request: Option<Instant>,
+    next_decision: Option<Instant>,
+    /// A higher layer that fits, and since when.
+    fits_since: Option<(usize, Instant)>,
+    /// When the link last held the player below the layer its view calls for.
+    limited_at: Option<Instant>,
+    /// The player's video is paused (a hidden page).
+    paused: bool,
     /// A switch that happened, until taken by `poll_switch`.
     switched: Option<Switch>,
-    /// A keyframe to ask for (the SSRC of the layer switched to), until taken.
-    keyframe_wanted: Option<u32>,
+    /// Layers a keyframe should be asked of (bits), until taken.
+    keyframe_wanted: u8,
+    /// The player's VP8 numbering (`vp8.rs`): continuous across its layers.
+    pub vp8: super::vp8::Vp8Numbering,
 }
 
 impl Selector {
     /// The layer being forwarded.
     pub fn current(&self) -> Option<usize> {
-        self.current
+        self.current.map(|(l, _)| l)
+    }
+
+    /// The layer being forwarded, with its source epoch, when `epoch` is the player's epoch
+    /// for it (a NACK's packet is looked up there).
+    pub fn source_of(&self, epoch: u64) -> Option<(usize, u64)> {
+        self.current.filter(|_| epoch == self.epoch)
     }
 
     /// The layer a switch is waiting for a keyframe of.
@@ -279,69 +372,185 @@ impl Selector {
         self.target.map(|(t, _)| t)
     }
 
-    /// Forget the forwarded layer (its source went away): the next keyframe starts afresh.
-    pub fn reset(&mut self) {
-        *self = Self::default();
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
-    /// Decides about a packet of layer `layer` (already recorded in `layers`). `new_epoch` gives
-    /// a fresh source epoch, taken only when the forwarded layer changes.
+    /// Decides about a packet of layer `layer` (of its source epoch `source`). `new_epoch` gives
+    /// a fresh epoch, taken when the player's source changes.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_packet(
         &mut self,
-        layers: &Layers,
+        states: &LayerStates,
         layer: usize,
+        source: u64,
         keyframe: bool,
+        limits: Limits,
         now: Instant,
-        new_epoch: impl FnOnce() -> u64,
+        mut new_epoch: impl FnMut() -> u64,
     ) -> Verdict {
-        self.retarget(layers, now);
-        if let Some((target, reason)) = self.target
-            && target == layer
-            && keyframe
+        // Chosen again every DECIDE_EVERY, and at a keyframe of another layer, which may be
+        // the one to switch to.
+        if self.next_decision.is_none_or(|t| now >= t)
+            || (keyframe && self.current() != Some(layer))
         {
-            self.switched = Some(Switch {
-                from: self.current,
-                to: target,
-                reason,
-            });
-            self.current = Some(target);
-            self.epoch = new_epoch();
-            self.target = None;
-            self.last_request = None;
+            self.decide(states, limits, now);
+            self.next_decision = Some(now + DECIDE_EVERY);
         }
-        if self.current == Some(layer) {
-            Verdict::Forward { epoch: self.epoch }
-        } else {
-            Verdict::Drop
+        if let Some((target, reason)) = self.target {
+            if target == layer && keyframe {
+                self.switched = Some(Switch {
+                    from: self.current(),
+                    to: target,
+                    reason,
+                });
+                self.current = Some((target, source));
+                self.epoch = new_epoch();
+                self.target = None;
+                self.last_request = None;
+            } else if self
+                .last_request
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
+            {
+                self.keyframe_wanted |= 1 << target;
+                self.last_request = Some(now);
+            }
+        }
+        match &mut self.current {
+            Some((l, e)) if *l == layer => {
+                if *e != source {
+                    // The layer's source restarted (a new SSRC): a new epoch, which the
+                    // rewriter starts at that source's first keyframe.
+                    *e = source;
+                    self.epoch = new_epoch();
+                }
+                Verdict::Forward { epoch: self.epoch }
+            }
+            _ => Verdict::Drop,
         }
     }
 
-    fn retarget(&mut self, layers: &Layers, now: Instant) {
-        let best = match (self.current, layers.best(self.current, now)) {
-            // Nothing flows: keep what we had; there is nothing to switch to.
-            (_, None) => return,
-            (Some(c), Some(b)) if b == c => {
-                self.target = None;
-                return;
-            }
-            (_, Some(b)) => b,
+    fn decide(&mut self, states: &LayerStates, limits: Limits, now: Instant) {
+        if limits.view.hidden {
+            self.current = None;
+            self.target = None;
+            self.fits_since = None;
+            self.paused = true;
+            return;
+        }
+        let was_paused = std::mem::take(&mut self.paused);
+        let current = self.current();
+        let Some((want, reason)) = self.choose(states, limits, now) else {
+            return;
         };
-        let reason = match self.current {
-            None => SwitchReason::Start,
-            Some(c) if !layers.get(c).is_some_and(|l| l.flowing(now)) => SwitchReason::LayerStopped,
-            Some(_) => SwitchReason::HigherLayer,
+        if Some(want) == current {
+            self.target = None;
+            return;
+        }
+        let reason = if current.is_none() || was_paused {
+            SwitchReason::Start
+        } else {
+            reason
         };
-        if self.target.map(|(t, _)| t) != Some(best) {
-            self.target = Some((best, reason));
+        if self.target.map(|(t, _)| t) != Some(want) {
+            self.target = Some((want, reason));
             self.last_request = None;
         }
-        let due = self
-            .last_request
-            .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY);
-        if due && let Some(l) = layers.get(best) {
-            self.keyframe_wanted = Some(l.ssrc);
-            self.last_request = Some(now);
+    }
+
+    /// The layer the player should get, and why it differs from the current one.
+    fn choose(
+        &mut self,
+        states: &LayerStates,
+        limits: Limits,
+        now: Instant,
+    ) -> Option<(usize, SwitchReason)> {
+        let current = self.current();
+        // The layers that can be switched to, lowest first.
+        let mut cands = [0usize; MAX_LAYERS];
+        let mut n = 0;
+        for (i, s) in states.iter().enumerate() {
+            if s.eligible || (Some(i) == current && s.flowing) {
+                cands[n] = i;
+                n += 1;
+            }
         }
+        let cands = &mut cands[..n];
+        if cands.is_empty() {
+            // Nothing flows: keep what we had; there is nothing to switch to.
+            return None;
+        }
+        cands.sort_by_key(|&i| (states[i].rank(), i));
+        let pos_of = |layer: Option<usize>| layer.and_then(|l| cands.iter().position(|&c| c == l));
+        let cur = pos_of(current);
+        let stopped = current.is_some() && cur.is_none();
+        let view = limits.view;
+        // The highest layer the player's view calls for.
+        let cap = match view.quality {
+            super::Quality::Low => 0,
+            super::Quality::High => n - 1,
+            super::Quality::Auto if view.width == 0 || view.height == 0 => n - 1,
+            super::Quality::Auto => cands
+                .iter()
+                .position(|&i| states[i].covers(view.width, view.height))
+                .unwrap_or(n - 1),
+        };
+        // The highest layer up to that which the link carries.
+        let (pick, link_bound) = match limits.budget {
+            Some(budget) => {
+                let budget = budget.saturating_sub(AUDIO_RESERVE_BPS) as f64;
+                let fits = |pos: usize| {
+                    let headroom = if cur.is_none_or(|c| pos > c) {
+                        UP_HEADROOM
+                    } else {
+                        1.0
+                    };
+                    f64::from(states[cands[pos]].bitrate) * headroom <= budget
+                };
+                let pick = (0..=cap).rev().find(|&p| fits(p)).unwrap_or(0);
+                (pick, pick < cap)
+            }
+            None => (cap, false),
+        };
+        let mut pick = pick;
+        let recently_limited = self
+            .limited_at
+            .is_some_and(|t| now.saturating_duration_since(t) < LIMITED_MEMORY);
+        if link_bound {
+            self.limited_at = Some(now);
+        }
+        if let Some(c) = cur
+            && pick > c
+            && (limits.budget.is_some() || recently_limited)
+        {
+            // Up one layer at a time, each once it has fit for a while.
+            let next = cands[c + 1];
+            match self.fits_since {
+                // Granted until the switch is made (at the next layer's keyframe).
+                Some((l, since))
+                    if l == next && now.saturating_duration_since(since) >= UP_HOLD =>
+                {
+                    pick = c + 1;
+                }
+                Some((l, _)) if l == next => pick = c,
+                _ => {
+                    self.fits_since = Some((next, now));
+                    pick = c;
+                }
+            }
+        } else {
+            self.fits_since = None;
+        }
+        let reason = if stopped {
+            SwitchReason::LayerStopped
+        } else if cur.is_some_and(|c| pick > c) {
+            SwitchReason::Up
+        } else if link_bound {
+            SwitchReason::Link
+        } else {
+            SwitchReason::View
+        };
+        Some((cands[pick], reason))
     }
 
     /// The switch made by the last packets, if any.
@@ -349,9 +558,9 @@ impl Selector {
         self.switched.take()
     }
 
-    /// The SSRC a keyframe should be requested on (PLI), if any.
-    pub fn poll_keyframe_request(&mut self) -> Option<u32> {
-        self.keyframe_wanted.take()
+    /// The layers a keyframe should be requested of (bits), if any.
+    pub fn poll_keyframe_request(&mut self) -> u8 {
+        std::mem::take(&mut self.keyframe_wanted)
     }
 }
 
@@ -434,18 +643,22 @@ mod tests {
         assert!(!layers.starts_frame(l, 12000));
     }
 
-    /// A camera sending q, h and f (listed lowest first, like Chromium's dealer page), driven in
-    /// 10 ms steps.
+    /// A camera sending q, h and f (listed lowest first, like Chromium's dealer page) at about
+    /// 160 kbit/s, 560 kbit/s and 2.4 Mbit/s, driven in 10 ms steps, and one player's selector.
     struct Camera {
         layers: Layers,
         selector: Selector,
+        limits: Limits,
         epochs: u64,
         now: Instant,
         /// Which layer each forwarded packet came from, with its epoch.
         forwarded: Vec<(usize, u64)>,
         switches: Vec<Switch>,
-        plis: Vec<u32>,
+        /// Keyframe requests (layer bits).
+        plis: Vec<u8>,
     }
+
+    const BYTES_PER_10MS: [usize; 3] = [200, 700, 3000];
 
     impl Camera {
         fn new() -> Self {
@@ -456,6 +669,7 @@ mod tests {
             Self {
                 layers,
                 selector: Selector::default(),
+                limits: Limits::default(),
                 epochs: 10,
                 now: Instant::now(),
                 forwarded: Vec::new(),
@@ -466,19 +680,30 @@ mod tests {
 
         fn packet(&mut self, layer: usize, keyframe: bool) {
             let size = keyframe.then_some([Q, H, F][layer]);
-            self.layers.on_packet(layer, 1000, size, self.now);
+            self.layers
+                .on_packet(layer, BYTES_PER_10MS[layer], size, self.now);
+            let states = self.layers.states(self.now);
             let epochs = &mut self.epochs;
-            let verdict = self
-                .selector
-                .on_packet(&self.layers, layer, keyframe, self.now, || {
+            let verdict = self.selector.on_packet(
+                &states,
+                layer,
+                1000 + layer as u64,
+                keyframe,
+                self.limits,
+                self.now,
+                || {
                     *epochs += 1;
                     *epochs
-                });
+                },
+            );
             if let Verdict::Forward { epoch } = verdict {
                 self.forwarded.push((layer, epoch));
             }
             self.switches.extend(self.selector.poll_switch());
-            self.plis.extend(self.selector.poll_keyframe_request());
+            let bits = self.selector.poll_keyframe_request();
+            if bits != 0 {
+                self.plis.push(bits);
+            }
         }
 
         /// `ms` of packets of the `active` layers, keyframes only where `keyframes` says.
@@ -490,6 +715,23 @@ mod tests {
                 self.now += Duration::from_millis(10);
             }
         }
+
+        /// `ms` of all three layers, each with a keyframe every 500 ms.
+        fn play(&mut self, ms: u64) {
+            for step in 0..ms / 10 {
+                for l in 0..3 {
+                    self.packet(l, step % 50 == 0);
+                }
+                self.now += Duration::from_millis(10);
+            }
+        }
+
+        fn reasons(&self) -> Vec<(Option<usize>, usize, SwitchReason)> {
+            self.switches
+                .iter()
+                .map(|s| (s.from, s.to, s.reason))
+                .collect()
+        }
     }
 
     #[test]
@@ -498,20 +740,17 @@ mod tests {
         // q's keyframe comes first: better something than nothing.
         cam.run(10, &[0], &[0]);
         assert_eq!(cam.selector.current(), Some(0));
-        // h and f start flowing with keyframes: up at once (new layers need no probation).
-        cam.run(100, &[0, 1, 2], &[1, 2]);
+        // h and f start flowing with keyframes: up at once (new layers need no probation, and
+        // a link that has shown no limit is not held back).
+        cam.run(100, &[0, 1, 2], &[1]);
+        cam.run(100, &[0, 1, 2], &[2]);
         assert_eq!(cam.selector.current(), Some(2));
-        let reasons: Vec<_> = cam
-            .switches
-            .iter()
-            .map(|s| (s.from, s.to, s.reason))
-            .collect();
         assert_eq!(
-            reasons,
+            cam.reasons(),
             [
                 (None, 0, SwitchReason::Start),
-                (Some(0), 1, SwitchReason::HigherLayer),
-                (Some(1), 2, SwitchReason::HigherLayer),
+                (Some(0), 1, SwitchReason::Up),
+                (Some(1), 2, SwitchReason::Up),
             ]
         );
         // Only one layer is ever forwarded at a time, and each switch brings a new epoch.
@@ -530,15 +769,15 @@ mod tests {
         // f stops. Within LAYER_IDLE nothing changes; after it, a keyframe is asked of h only.
         cam.run(LAYER_IDLE.as_millis() as u64 - 10, &[0, 1], &[]);
         assert_eq!(cam.selector.pending(), None);
-        cam.run(20, &[0, 1], &[]);
+        cam.run(120, &[0, 1], &[]);
         assert_eq!(cam.selector.pending(), Some(1));
-        assert_eq!(cam.plis, [200], "a keyframe is requested on h's SSRC");
+        assert_eq!(cam.plis, [0b010], "a keyframe is requested of h");
         // Until h's keyframe, h's packets are not forwarded (they cannot be decoded), and the
         // request is repeated while none comes.
         let before = cam.forwarded.len();
         cam.run(400, &[0, 1], &[]);
         assert_eq!(cam.forwarded.len(), before);
-        assert_eq!(cam.plis, [200, 200]);
+        assert_eq!(cam.plis, [0b010, 0b010]);
         cam.run(10, &[0, 1], &[1]);
         assert_eq!(cam.selector.current(), Some(1));
         let s = *cam.switches.last().unwrap();
@@ -549,11 +788,11 @@ mod tests {
 
         // f comes back: it must flow for LAYER_STABLE before the switch up is even asked for.
         cam.plis.clear();
-        cam.run(LAYER_STABLE.as_millis() as u64 - 20, &[0, 1, 2], &[2]);
+        cam.run(LAYER_STABLE.as_millis() as u64 - 120, &[0, 1, 2], &[2]);
         assert_eq!(cam.selector.current(), Some(1));
         assert!(cam.plis.is_empty(), "asked for f too early: {:?}", cam.plis);
-        cam.run(30, &[0, 1, 2], &[]);
-        assert_eq!(cam.plis, [300]);
+        cam.run(130, &[0, 1, 2], &[]);
+        assert_eq!(cam.plis, [0b100]);
         // h keeps going out until f's keyframe, then f does.
         cam.run(50, &[0, 1, 2], &[]);
         assert_eq!(cam.forwarded.last().unwrap().0, 1);
@@ -561,7 +800,7 @@ mod tests {
         assert_eq!(cam.selector.current(), Some(2));
         assert_eq!(
             cam.switches.last().map(|s| s.reason),
-            Some(SwitchReason::HigherLayer)
+            Some(SwitchReason::Up)
         );
     }
 
@@ -574,7 +813,22 @@ mod tests {
         let now = Instant::now();
         layers.on_packet(0, 1000, Some(F), now);
         layers.on_packet(1, 1000, Some(Q), now);
-        assert_eq!(layers.best(None, now), Some(0));
+        let states = layers.states(now);
+        let mut sel = Selector::default();
+        sel.on_packet(&states, 1, 1, true, Limits::default(), now, || 5);
+        assert_eq!(sel.pending(), Some(0), "the 1280x720 layer is wanted");
+        // A 390-pixel-wide phone wants the small one.
+        let mut sel = Selector::default();
+        let phone = Limits {
+            budget: None,
+            view: crate::media::View {
+                width: 300,
+                height: 650,
+                ..Default::default()
+            },
+        };
+        sel.on_packet(&states, 0, 1, true, phone, now, || 5);
+        assert_eq!(sel.pending(), Some(1));
     }
 
     #[test]
@@ -584,25 +838,114 @@ mod tests {
         assert!(!layers.is_simulcast());
         let mut sel = Selector::default();
         let now = Instant::now();
+        let lim = Limits::default();
         layers.on_packet(l, 100, None, now);
-        assert_eq!(sel.on_packet(&layers, l, false, now, || 7), Verdict::Drop);
-        assert_eq!(sel.poll_keyframe_request(), Some(42));
-        layers.on_packet(l, 100, None, now);
+        let st = layers.states(now);
         assert_eq!(
-            sel.on_packet(&layers, l, true, now, || 7),
+            sel.on_packet(&st, l, 9, false, lim, now, || 7),
+            Verdict::Drop
+        );
+        assert_eq!(sel.poll_keyframe_request(), 1);
+        assert_eq!(
+            sel.on_packet(&st, l, 9, true, lim, now, || 7),
             Verdict::Forward { epoch: 7 }
         );
         // Once started, a pause longer than LAYER_IDLE does not stop or re-key the stream.
         let later = now + Duration::from_secs(3);
         layers.on_packet(l, 100, None, later);
+        let st = layers.states(later);
         assert_eq!(
-            sel.on_packet(&layers, l, false, later, || 8),
+            sel.on_packet(&st, l, 9, false, lim, later, || 8),
             Verdict::Forward { epoch: 7 }
+        );
+        // A new source of the layer (a new SSRC) is a new epoch.
+        assert_eq!(
+            sel.on_packet(&st, l, 10, false, lim, later, || 8),
+            Verdict::Forward { epoch: 8 }
         );
         assert_eq!(
             sel.poll_switch().map(|s| s.reason),
             Some(SwitchReason::Start)
         );
         assert_eq!(sel.poll_switch(), None);
+    }
+
+    #[test]
+    fn the_link_estimate_picks_the_layer_steps_down_at_once_and_up_only_after_holding() {
+        let mut cam = Camera::new();
+        cam.play(2000);
+        assert_eq!(cam.selector.current(), Some(2));
+        // The link carries 600 kbit/s: h (560 kbit/s) plus audio does not fit, q does.
+        cam.limits.budget = Some(600_000);
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(0));
+        assert_eq!(
+            cam.switches.last().map(|s| (s.to, s.reason)),
+            Some((0, SwitchReason::Link))
+        );
+        // An estimate wobbling just over h's rate with headroom does not make it flap:
+        // 560k × 1.25 + 64k = 764k must hold for UP_HOLD.
+        let switches = cam.switches.len();
+        for i in 0..20 {
+            cam.limits.budget = Some(if i % 2 == 0 { 800_000 } else { 700_000 });
+            cam.play(500);
+        }
+        assert_eq!(cam.switches.len(), switches, "{:?}", cam.reasons());
+        // The estimate stays up: one layer up after UP_HOLD, then the next after another.
+        cam.limits.budget = Some(5_000_000);
+        cam.play(UP_HOLD.as_millis() as u64 + 600);
+        assert_eq!(cam.selector.current(), Some(1));
+        cam.play(UP_HOLD.as_millis() as u64 + 600);
+        assert_eq!(cam.selector.current(), Some(2));
+        // Nothing fits at all: the lowest layer, not none.
+        cam.limits.budget = Some(10_000);
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(0));
+        // The limit is lifted (no evidence of one any more): still one step at a time.
+        cam.limits.budget = None;
+        cam.play(1000);
+        assert_eq!(cam.selector.current(), Some(0));
+        cam.play(UP_HOLD.as_millis() as u64);
+        assert_eq!(cam.selector.current(), Some(1));
+    }
+
+    #[test]
+    fn the_view_caps_the_layer_and_a_hidden_page_pauses_until_shown() {
+        use crate::media::{Quality, View};
+        let mut cam = Camera::new();
+        cam.limits.view = View {
+            width: 390,
+            height: 844,
+            hidden: false,
+            quality: Quality::Auto,
+        };
+        cam.play(2000);
+        assert_eq!(
+            cam.selector.current(),
+            Some(1),
+            "640x360 covers a 390-wide phone"
+        );
+        cam.limits.view.quality = Quality::Low;
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(0));
+        cam.limits.view.quality = Quality::High;
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(2));
+        // Hidden: nothing is forwarded.
+        cam.limits.view.hidden = true;
+        cam.play(100);
+        let before = cam.forwarded.len();
+        cam.play(1000);
+        assert_eq!(cam.forwarded.len(), before);
+        assert!(cam.selector.paused());
+        // Shown again: from the next keyframe, under a new epoch.
+        cam.limits.view.hidden = false;
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(2));
+        assert!(cam.forwarded.len() > before);
+        assert_eq!(
+            cam.switches.last().map(|s| s.reason),
+            Some(SwitchReason::Start)
+        );
     }
 }

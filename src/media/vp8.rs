@@ -1,4 +1,4 @@
-//! Keeps a table camera's VP8 picture ids and TL0PICIDX monotonic for its players.
+//! Keeps each player's VP8 picture ids and TL0PICIDX monotonic across its layers.
 //!
 //! A VP8 payload descriptor (RFC 7741 §4.2) numbers frames with a picture id and base-layer
 //! frames with TL0PICIDX. Each simulcast layer has its own numbering, and Chromium restarts it
@@ -8,10 +8,11 @@
 //! (with no loss, NACK or PLI) until the node switched layers again or the player asked for a
 //! keyframe itself: 0.9–3 s in about one run in five of `tests/browser/simulcast.test.mjs`.
 //!
-//! The rewrite is per table camera, not per player: every player of a camera receives the same
-//! sequence of frames, and each starts at a keyframe. At each keyframe the numbering is
-//! re-anchored to continue from the last number sent; between keyframes it is the source's plus
-//! that offset. Nothing after a keyframe refers to a frame before it, so no reference breaks.
+//! The rewrite is per player: players of one camera get different layers and switch at
+//! different keyframes. At each keyframe the numbering is re-anchored to continue from the last
+//! number sent; between keyframes it is the source's plus that offset. Nothing after a keyframe
+//! refers to a frame before it, so no reference breaks. A player that never switched has no
+//! offset, and its payloads are forwarded as they came, without a copy.
 
 use bytes::{Bytes, BytesMut};
 
@@ -118,6 +119,28 @@ impl Vp8Numbering {
         }
         if let (Some(at), Some(idx)) = (f.tl0, out_tl0) {
             out[at] = idx;
+        }
+        out.freeze()
+    }
+}
+
+impl Vp8Numbering {
+    /// A retransmission's payload, numbered as the packet was when first sent (the current
+    /// offsets; a retransmission is of the frames since the last keyframe).
+    pub fn renumber(&self, payload: Bytes) -> Bytes {
+        let Some(f) = fields(&payload) else {
+            return payload;
+        };
+        if self.picture_offset == 0 && self.tl0_offset == 0 {
+            return payload;
+        }
+        let mut out = BytesMut::from(&payload[..]);
+        if let Some(p) = f.picture_id {
+            let id = read_picture_id(&payload, p).wrapping_add(self.picture_offset) & 0x7fff;
+            write_picture_id(&mut out, p, id);
+        }
+        if let Some(at) = f.tl0 {
+            out[at] = payload[at].wrapping_add(self.tl0_offset);
         }
         out.freeze()
     }

@@ -494,6 +494,28 @@ impl Worker {
                         addr: addrs.get(&slot).copied(),
                         control: p.control.is_some(),
                         relay: p.relay,
+                        link: (p.role == Role::Subscriber).then(|| p.link.snapshot()),
+                        view: (p.role == Role::Subscriber && !p.relay).then_some(p.view),
+                        layer: (p.role == Role::Subscriber && !p.relay).then(|| {
+                            let states = self
+                                .routers
+                                .get(&*p.key)
+                                .map(|r| r.states)
+                                .unwrap_or_default();
+                            let index = p.selector.current();
+                            let state = index
+                                .and_then(|i| states.get(i))
+                                .copied()
+                                .unwrap_or_default();
+                            super::PlayerLayer {
+                                index,
+                                width: state.width,
+                                height: state.height,
+                                bitrate_bps: state.bitrate,
+                                pending: p.selector.pending(),
+                                paused: p.selector.paused(),
+                            }
+                        }),
                     })
                     .collect();
                 let _ = reply.send(list);

@@ -8,7 +8,7 @@ use super::control::control_channel;
 use crate::media::demux::{self, Kind, NewPath};
 use crate::media::keyframe;
 use crate::media::peer::{InTrack, MediaKind};
-use crate::media::simulcast::{Layers, Selector};
+use crate::media::simulcast::Layers;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -136,11 +136,9 @@ impl Worker {
                                 }
                                 MediaKind::Audio => {}
                                 MediaKind::Video if track.layers.by_ssrc(init.ssrc).is_none() => {
-                                    let layer = track.layers.open(rid, init.ssrc);
-                                    if track.selector.current() == Some(layer) {
-                                        // The forwarded layer has a new source.
-                                        track.selector.reset();
-                                    }
+                                    // A layer with a new SSRC is a new source: a new epoch,
+                                    // which players start at its first keyframe.
+                                    track.layers.open(rid, init.ssrc);
                                 }
                                 MediaKind::Video => {}
                             }
@@ -173,7 +171,6 @@ impl Worker {
                                     ssrc: init.ssrc,
                                     epoch: self.epochs.fetch_add(1, Relaxed),
                                     layers,
-                                    selector: Selector::default(),
                                 },
                             );
                         }

@@ -34,8 +34,7 @@ impl Worker {
             return;
         }
         let key = peer.key.clone();
-        // Keyframes wanted: of the forwarded layer (a player), or of these layers (a relay).
-        let mut keyframe = false;
+        // Keyframes wanted, of these layers: a player's current one, a relay's streams'.
         let mut layers_wanted: u8 = 0;
         for p in packets {
             let any = p.as_any();
@@ -45,30 +44,38 @@ impl Worker {
                     continue;
                 };
                 let ssrc = nack.media_ssrc;
-                let (out, buffer) = if let Some(o) =
-                    peer.out_video.as_mut().filter(|o| o.stream.ssrc == ssrc)
-                {
-                    (o, &router.video)
-                } else if let Some(o) = peer.out_audio.as_mut().filter(|o| o.stream.ssrc == ssrc) {
-                    (o, &router.audio)
-                } else if let Some((i, o)) = peer
-                    .out_layers
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, o)| o.stream.ssrc == ssrc)
-                    && let Some(buffer) = router.layers.get(i)
-                {
-                    (o, buffer)
+                // A player's video is one of the camera's layers, the one its selector
+                // forwards; a relay's streams are one layer each.
+                let video = peer
+                    .out_video
+                    .as_ref()
+                    .is_some_and(|o| o.stream.ssrc == ssrc);
+                let relay_layer = peer.out_layers.iter().position(|o| o.stream.ssrc == ssrc);
+                let selector = &peer.selector;
+                let out = if video {
+                    peer.out_video.as_mut()
+                } else if let Some(i) = relay_layer {
+                    peer.out_layers.get_mut(i)
                 } else {
-                    continue;
+                    peer.out_audio.as_mut().filter(|o| o.stream.ssrc == ssrc)
                 };
+                let Some(out) = out else { continue };
                 let sender_id = out.sender;
                 for pair in &nack.nacks {
                     for lost in pair.packet_list() {
                         let Some((epoch, src_seq)) = out.stream.source_seq(lost) else {
                             continue;
                         };
-                        let Some((codec, original)) = buffer.get(epoch, src_seq) else {
+                        let found = if video {
+                            selector.source_of(epoch).and_then(|(layer, source)| {
+                                router.layers.get(layer)?.get(source, src_seq)
+                            })
+                        } else if let Some(i) = relay_layer {
+                            router.layers.get(i).and_then(|b| b.get(epoch, src_seq))
+                        } else {
+                            router.audio.get(epoch, src_seq)
+                        };
+                        let Some((codec, original)) = found else {
                             continue;
                         };
                         let Some((seq, timestamp)) = out.stream.rewrite_retransmission(
@@ -82,6 +89,9 @@ impl Worker {
                             continue;
                         };
                         let mut packet = original.clone();
+                        if video && codec == Some(crate::media::keyframe::VideoCodec::Vp8) {
+                            packet.payload = selector.vp8.renumber(packet.payload);
+                        }
                         packet.header.ssrc = ssrc;
                         packet.header.sequence_number = seq;
                         packet.header.timestamp = timestamp;
@@ -114,22 +124,29 @@ impl Worker {
                     .position(|o| o.stream.ssrc == media_ssrc)
                 {
                     Some(i) => layers_wanted |= 1 << i,
-                    None => keyframe = true,
+                    // A player's: of the layer it gets, or is waiting for (every layer's
+                    // before it has one).
+                    None => {
+                        layers_wanted |= peer
+                            .selector
+                            .current()
+                            .or(peer.selector.pending())
+                            .map_or(0xff, |l| 1 << l)
+                    }
                 }
             }
         }
         while let Some(out) = peer.pc.poll_write() {
             self.send.push(out.transport.peer_addr, out.message);
         }
-        if keyframe || layers_wanted != 0 {
+        if layers_wanted != 0 {
             self.request_keyframe(&key, layers_wanted, now);
         }
     }
 
-    /// Asks the source of `key` for a keyframe, throttled per table camera: of the layer its
-    /// players get (`layers` 0), or of each layer whose bit `layers` sets (relays' streams of
-    /// those layers; one request for all of them, so the throttle lets a relay's start through
-    /// whole).
+    /// Asks the source of `key` for a keyframe of each layer whose bit `layers` sets (every
+    /// layer for 0), throttled per table camera: one request for all of them, so the throttle
+    /// lets a relay's start through whole.
     pub(super) fn request_keyframe(&mut self, key: &RouterKey, layers: u8, now: Instant) {
         let Some(router) = self.routers.get_mut(key) else {
             return;
@@ -170,8 +187,8 @@ impl Worker {
         }
     }
 
-    /// Asks the publisher in `slot` for a keyframe of each video track: of the layer being
-    /// forwarded, or of the layers `layers` names (see [`Self::request_keyframe`]).
+    /// Asks the publisher in `slot` for a keyframe of the layers `layers` names (see
+    /// [`Self::request_keyframe`]).
     pub(super) fn send_pli(&mut self, slot: usize, layers: u8, now: Instant) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;

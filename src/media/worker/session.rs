@@ -32,6 +32,7 @@ impl Worker {
             audio,
             layers,
             sdp,
+            link,
         } = peer::answer(
             req.role,
             req.relay,
@@ -76,6 +77,8 @@ impl Worker {
             closing: false,
             relay: req.relay,
             view: Default::default(),
+            selector: Default::default(),
+            link,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
