@@ -301,7 +301,15 @@ pub async fn start(config: Config) -> Result<RunningNode, AppError> {
         cluster: view.clone(),
         cascade: cascade.clone(),
         drain: Arc::new(drain_tx),
+        turn: crate::turn::TurnServers::from_config(&config.turn).map(Arc::new),
     };
+    if let Some(turn) = &state.turn {
+        tracing::info!(
+            urls = %turn.urls().join(" "),
+            ttl_secs = config.turn.ttl_secs,
+            "TURN: WHIP/WHEP replies carry these servers, with credentials from [turn] secret"
+        );
+    }
     let demo = config
         .auth
         .demo

@@ -23,6 +23,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Caps and rates on what one client may open (sessions, WebSockets).
     pub limits: LimitsConfig,
+    /// TURN servers handed to clients in WHIP/WHEP replies, for networks that block UDP.
+    pub turn: TurnConfig,
     /// Tables this node serves (`[[tables]]`). Kept as raw TOML here; the control plane parses it.
     pub tables: Vec<toml::Table>,
 }
@@ -403,10 +405,12 @@ impl Default for LogConfig {
 
 mod load;
 mod network;
+mod turn;
 
 pub(crate) use load::from_text_with_env;
 pub use load::{ConfigError, ENV_PREFIX, Loaded, SHIPPED_CONFIG};
 pub use network::{InvalidNetwork, IpNetwork};
+pub use turn::{TurnConfig, TurnSecret};
 
 impl Config {
     /// Reads `path` (or the built-in defaults when it does not exist), applies `TABLECAST_*`

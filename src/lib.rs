@@ -4,7 +4,8 @@
 //! - [`app`]: the composition root — picks implementations, spawns workers and actors, builds the
 //!   router, handles graceful shutdown.
 //! - [`config`], [`ids`] (typed IDs from one macro), [`telemetry`], [`metrics`], [`limits`]
-//!   (caps and rates on what one user or address may open).
+//!   (caps and rates on what one user or address may open), [`turn`] (TURN credentials for
+//!   clients, from the secret shared with the TURN server).
 //! - [`api`]: the axum layer — WHIP, WHEP, tokens, health, metrics, pages; `api/error.rs` is the
 //!   one place where errors become HTTP responses.
 //! - [`media`]: workers, peers, router, subscribers, keyframes — our own sockets and event loop
@@ -34,3 +35,4 @@ pub mod protocol;
 pub mod store;
 pub mod table;
 pub mod telemetry;
+pub mod turn;

@@ -56,6 +56,8 @@ pub struct ApiState {
     pub cascade: Option<Arc<crate::media::relay::Cascade>>,
     /// Set to true to drain this node (`POST /api/v1/cluster/nodes/{id}/drain`).
     pub drain: Arc<tokio::sync::watch::Sender<bool>>,
+    /// TURN servers handed to WHIP/WHEP clients in `Link` headers (`[turn]`), if any.
+    pub turn: Option<Arc<crate::turn::TurnServers>>,
 }
 
 /// Options that change which routes exist.

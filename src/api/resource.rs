@@ -7,6 +7,13 @@
 //! - `DELETE /{kind}/{table}/{session}` → `200`;
 //! - `OPTIONS` on both → `204` with CORS and `Accept-Post` / `Accept-Patch`.
 //!
+//! With `[turn]` configured, a `201` carries one `Link: <turn:…>; rel="ice-server"; username=…;
+//! credential=…; credential-type="password"` per TURN server (RFC 9725 §4.6), with credentials
+//! made for the token's user. So does an `OPTIONS` on the endpoint that carries the same token
+//! a `POST` would need: a client learns its TURN servers before it creates its peer connection
+//! (tablecast.js does). An `OPTIONS` without a token (a browser's CORS pre-flight) gets none:
+//! credentials go only to callers entitled to use them. Relays between nodes get none either.
+//!
 //! Checks run before the body is read, the token first so that nothing about a table leaks to
 //! a caller without one: token (`401`), its role and table (`403`), the table (`404`), the
 //! `[limits]` caps and setup rate (`429` with `Retry-After`), content type (`415`), then the
@@ -52,7 +59,10 @@ pub fn routes<E: Endpoint>(max_body: usize) -> Router<ApiState> {
     let collection = format!("/{}/{{table}}", E::KIND);
     let resource = format!("/{}/{{table}}/{{session}}", E::KIND);
     Router::new()
-        .route(&collection, post(create::<E>).options(options_collection))
+        .route(
+            &collection,
+            post(create::<E>).options(options_collection::<E>),
+        )
         .route(
             &resource,
             axum::routing::patch(patch::<E>)
@@ -144,7 +154,24 @@ async fn create<E: Endpoint>(
     headers.insert(header::LOCATION, header_value(&location)?);
     headers.insert(header::ETAG, header_value(&quote_etag(&answer.etag))?);
     headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    ice_server_links::<E>(&state, &identity, &mut headers)?;
     Ok((StatusCode::CREATED, headers, answer.answer_sdp).into_response())
+}
+
+/// One `Link: <url>; rel="ice-server"; …` per `[turn]` server, with credentials for this
+/// identity's user (RFC 9725 §4.6). Nothing for relays between nodes, or without `[turn]`.
+fn ice_server_links<E: Endpoint>(
+    state: &ApiState,
+    identity: &Identity,
+    headers: &mut HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(turn) = state.turn.as_ref().filter(|_| !E::RELAY) else {
+        return Ok(());
+    };
+    for link in turn.link_headers(&identity.user, std::time::SystemTime::now()) {
+        headers.append(header::LINK, header_value(&link)?);
+    }
+    Ok(())
 }
 
 async fn patch<E: Endpoint>(
@@ -210,14 +237,28 @@ async fn delete<E: Endpoint>(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn options_collection() -> Response {
+/// `OPTIONS` on the endpoint: what it accepts, and with the token a `POST` needs, the TURN
+/// servers (`Link` headers) the client should create its peer connection with. Without an
+/// `Authorization` header (a CORS pre-flight) it is a plain `204`; with one, the token is
+/// checked as for a `POST`, so a bad one fails here already.
+async fn options_collection<E: Endpoint>(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let mut headers = HeaderMap::new();
+    if request_headers.contains_key(header::AUTHORIZATION) {
+        let identity = authenticate(&state, &request_headers, false)?;
+        let Path(table) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        known_table::<E>(&state, &identity, &table)?;
+        ice_server_links::<E>(&state, &identity, &mut headers)?;
+    }
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, OPTIONS"),
     );
     headers.insert("accept-post", HeaderValue::from_static(SDP));
-    (StatusCode::NO_CONTENT, headers).into_response()
+    Ok((StatusCode::NO_CONTENT, headers).into_response())
 }
 
 async fn options_resource() -> Response {

@@ -269,6 +269,7 @@ fn parse_array(value: &str) -> Result<toml::Value, String> {
 /// Checks what types alone cannot. Each error names the key and the fix.
 fn validate(c: &Config) -> Result<(), ConfigError> {
     validate_cluster(c)?;
+    super::turn::validate(&c.turn).map_err(|(key, message)| invalid(key, message))?;
     if c.http.max_sdp_bytes < 1024 {
         return Err(invalid(
             "http.max_sdp_bytes",

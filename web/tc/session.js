@@ -3,6 +3,22 @@
 // its own candidates, so the client gathers its candidates before the POST (at
 // most `gatherTimeoutMs`) and no trickle is needed. A session is ended with
 // DELETE, and restarts ICE with PATCH (If-Match: *).
+//
+// TURN. A node with `[turn]` lists its TURN servers as RFC 9725 `Link: <turn:…>;
+// rel="ice-server"; username=…; credential=…` headers, on the 201 and on an OPTIONS
+// that carries the token. The peer connection must know them before it gathers, and
+// it gathers as soon as the offer is set, before the POST. Two ways to get there:
+//   1. ask first: OPTIONS with the token, create the peer connection with the servers,
+//      then offer and POST as always (one more round trip, before any media);
+//   2. POST first, then setConfiguration() with the 201's servers and an ICE restart
+//      (a PATCH): the new servers only take effect on a restart, so that is a second
+//      offer, a second gathering and two more round trips, after a first connection
+//      attempt that cannot succeed where UDP is blocked.
+// We do 1 (`iceServersFor`). The node is ICE-lite: it answers connectivity checks but
+// sends none, so Chromium (the controlling agent) checks from every candidate it has,
+// including relay candidates it finishes gathering after the POST; the offer need not
+// carry them and the gather timeout stays as it is. An ICE restart (`restartIce`)
+// asks again, so a long session never restarts with expired TURN credentials.
 import { TablecastError, request } from './http.js';
 
 /** DTLS protocol versions as `RTCTransportStats.tlsVersion` reports them (hex of the wire version). */
@@ -15,6 +31,8 @@ export const DEFAULT_GATHER_TIMEOUT_MS = 1000;
 export class Session extends EventTarget {
   constructor(pc, resource, info) {
     super();
+    /** How to ask for TURN servers again on an ICE restart (set by play()/publish()). */
+    this._ice = info.ice ?? null;
     /** @type {RTCPeerConnection} */
     this.pc = pc;
     /** @type {{url: string, etag: string|null, token: string}|null} the WHIP/WHEP session resource */
@@ -81,6 +99,11 @@ export class Session extends EventTarget {
     const pc = this.pc;
     const url = this.resourceUrl;
     if (!url || pc.signalingState === 'closed') throw new TablecastError('ICE restart: no session', { status: 0 });
+    if (this._ice?.fromNode) {
+      // Fresh TURN credentials: the first ones may have expired by now.
+      const fromNode = await iceServersFor(this._ice.url, this._resource?.token);
+      if (fromNode.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: [...this._ice.extra, ...fromNode] });
+    }
     const offer = await pc.createOffer({ iceRestart: true });
     await pc.setLocalDescription(offer);
     try {
@@ -118,6 +141,88 @@ export class Session extends EventTarget {
     if (!prev || now <= prev.now || bytes < prev.bytes) return 0;
     return Math.round(((bytes - prev.bytes) * 8 * 1000) / (now - prev.now));
   }
+}
+
+/**
+ * The TURN servers a node lists for an endpoint (`url`, the POST's URL), asked with
+ * `OPTIONS` and the token before the peer connection exists. `[]` when the node has no
+ * `[turn]`, refuses, or cannot be reached: the POST then says what is wrong.
+ * @returns {Promise<RTCIceServer[]>}
+ */
+export async function iceServersFor(url, token) {
+  try {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const res = await fetch(url, { method: 'OPTIONS', headers, cache: 'no-store' });
+    return res.ok ? parseIceServerLinks(res.headers.get('Link')) : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The RTCIceServer of every `rel="ice-server"` in a Link header (RFC 9725 §4.6; RFC 8288
+ * syntax). Several Link headers reach the page joined by ", ". `turns:` URLs (TURN over
+ * TLS, e.g. on port 443) are passed on as they are: to the browser it is just a URL.
+ * @param {string|null} header
+ * @returns {RTCIceServer[]}
+ */
+export function parseIceServerLinks(header) {
+  const servers = [];
+  for (const link of splitLinks(header ?? '')) {
+    const m = /^\s*<([^>]*)>(.*)$/s.exec(link);
+    if (!m) continue;
+    const params = {};
+    const re = /;\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*)))?/g;
+    for (let p = re.exec(m[2]); p; p = re.exec(m[2])) {
+      const name = p[1].toLowerCase();
+      if (!(name in params)) params[name] = p[2] !== undefined ? p[2].replace(/\\(.)/g, '$1') : (p[3] ?? '');
+    }
+    if (!(params.rel ?? '').toLowerCase().split(/\s+/).includes('ice-server')) continue;
+    const server = { urls: m[1] };
+    if (params.username !== undefined) server.username = params.username;
+    if (params.credential !== undefined) server.credential = params.credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
+/** A Link header's links: split at commas outside <…> and quoted strings. */
+function splitLinks(header) {
+  const out = [];
+  let start = 0;
+  let inUrl = false;
+  let inQuote = false;
+  for (let i = 0; i < header.length; i += 1) {
+    const c = header[i];
+    if (inQuote) {
+      if (c === '\\') i += 1;
+      else if (c === '"') inQuote = false;
+    } else if (inUrl) {
+      if (c === '>') inUrl = false;
+    } else if (c === '"') inQuote = true;
+    else if (c === '<') inUrl = true;
+    else if (c === ',') {
+      out.push(header.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(header.slice(start));
+  return out.filter((l) => l.trim() !== '');
+}
+
+/**
+ * The RTCConfiguration of a session: the caller's `iceServers`, then the node's TURN
+ * servers (asked first, see the top of this file) unless `nodeIceServers` is false.
+ * `iceTransportPolicy: 'relay'` uses TURN only (for tests, or for operators who want
+ * players' addresses hidden from the node).
+ * @returns {Promise<{config: RTCConfiguration, ice: {url: string, extra: RTCIceServer[], fromNode: boolean}}>}
+ */
+export async function sessionConfig(url, token, { iceServers = [], iceTransportPolicy = 'all', nodeIceServers = true } = {}) {
+  const fromNode = nodeIceServers ? await iceServersFor(url, token) : [];
+  return {
+    config: { iceServers: [...iceServers, ...fromNode], iceTransportPolicy, bundlePolicy: 'max-bundle' },
+    ice: { url, extra: iceServers, fromNode: nodeIceServers },
+  };
 }
 
 /**

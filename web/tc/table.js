@@ -47,7 +47,8 @@ const ICE_RESTART_TIMEOUT_MS = 5000;
  *   lost (default: true unless `nodes` is given; a node that cannot say leaves the list as it is)
  * @param {string} [opts.region] the player's region for that choice (default: the node's own)
  * @param {boolean} [opts.dataChannel=true] false: table events over the WebSocket only
- * @param {RTCIceServer[]} [opts.iceServers=[]]
+ * @param {RTCIceServer[]} [opts.iceServers=[]] used besides the node's TURN servers (`[turn]`)
+ * @param {RTCIceTransportPolicy} [opts.iceTransportPolicy='all'] 'relay': video through TURN only
  * @returns {Promise<TableClient>}
  */
 export async function joinTable(opts) {
@@ -60,7 +61,7 @@ export class TableClient extends ControlSession {
   constructor({
     table, token, video = null, camera = 'main', baseUrl = '', nodes, chooseNode = nodes === undefined, region,
     dataChannel = true,
-    iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
+    iceServers = [], iceTransportPolicy = 'all', gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
     statsIntervalMs = 1000, ...rest
   }) {
     super({ table, ...rest });
@@ -72,6 +73,7 @@ export class TableClient extends ControlSession {
     this.chooseNode = chooseNode;
     this.region = region;
     this.iceServers = iceServers;
+    this.iceTransportPolicy = iceTransportPolicy;
     this.gatherTimeoutMs = gatherTimeoutMs;
     this.channelTimeoutMs = channelTimeoutMs;
     this.statsIntervalMs = statsIntervalMs;
@@ -200,7 +202,8 @@ export class TableClient extends ControlSession {
     this._setToken(token);
     const player = await play({
       table: this.tableId, camera: this.camera, token, control: this.useDataChannel,
-      baseUrl: this.baseUrl, iceServers: this.iceServers, gatherTimeoutMs: this.gatherTimeoutMs,
+      baseUrl: this.baseUrl, iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy,
+      gatherTimeoutMs: this.gatherTimeoutMs,
     });
     if (this._closed) {
       await player.stop().catch(() => {});

@@ -1,5 +1,7 @@
 // Watching a table over WHEP, with the `control` data channel for its events.
-import { DEFAULT_GATHER_TIMEOUT_MS, Session, negotiate, transportStats } from './session.js';
+import {
+  DEFAULT_GATHER_TIMEOUT_MS, Session, negotiate, sessionConfig, transportStats,
+} from './session.js';
 
 /**
  * Watch a table over WHEP, with the `control` data channel for table events.
@@ -16,16 +18,21 @@ import { DEFAULT_GATHER_TIMEOUT_MS, Session, negotiate, transportStats } from '.
  * @param {HTMLVideoElement} [opts.video] gets the received stream as `srcObject`
  * @param {boolean} [opts.control=true] open the `control` data channel
  * @param {string} [opts.baseUrl='']
- * @param {RTCIceServer[]} [opts.iceServers=[]]
+ * @param {RTCIceServer[]} [opts.iceServers=[]] used besides the node's TURN servers
+ * @param {boolean} [opts.nodeIceServers=true] ask the node for its TURN servers (`[turn]`) first
+ * @param {RTCIceTransportPolicy} [opts.iceTransportPolicy='all'] 'relay': through TURN only
  * @param {number} [opts.gatherTimeoutMs=1000]
  * @returns {Promise<Player>}
  */
 export async function play({
   table, camera = 'main', token, video, control = true, baseUrl = '',
-  iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS,
+  iceServers = [], nodeIceServers = true, iceTransportPolicy = 'all',
+  gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS,
 }) {
   if (!table) throw new TypeError('play: table is required');
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  const url = `${baseUrl}/whep/${encodeURIComponent(table)}?camera=${encodeURIComponent(camera)}`;
+  const { config, ice } = await sessionConfig(url, token, { iceServers, iceTransportPolicy, nodeIceServers });
+  const pc = new RTCPeerConnection(config);
   const stream = new MediaStream();
   try {
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -46,8 +53,7 @@ export async function play({
         video.play().catch(() => { /* autoplay policy: the page offers tap-to-play */ });
       }
     });
-    const url = `${baseUrl}/whep/${encodeURIComponent(table)}?camera=${encodeURIComponent(camera)}`;
-    const player = new Player(pc, null, { table, camera }, channel, stream);
+    const player = new Player(pc, null, { table, camera, ice }, channel, stream);
     player.channelError = channelError;
     player._resource = await negotiate(pc, url, token, 'WHEP', gatherTimeoutMs);
     return player;

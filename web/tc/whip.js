@@ -1,6 +1,8 @@
 // Publishing a camera to a table over WHIP.
 import { TablecastError } from './http.js';
-import { DEFAULT_GATHER_TIMEOUT_MS, Session, negotiate, preferCodec, transportStats } from './session.js';
+import {
+  DEFAULT_GATHER_TIMEOUT_MS, Session, negotiate, preferCodec, sessionConfig, transportStats,
+} from './session.js';
 
 /** Simulcast layers, lowest first, as the dealer console offers them. */
 export const SIMULCAST_ENCODINGS = Object.freeze([
@@ -26,17 +28,22 @@ export const SIMULCAST_MIN = Object.freeze({ width: 960, height: 540 });
  * @param {boolean} [opts.simulcast=false] send three encodings (needs at least 960x540)
  * @param {string} [opts.baseUrl=''] node origin, e.g. `https://node:8443`; '' means this page's origin
  * @param {string} [opts.videoCodec] preferred video codec, e.g. 'VP8' or 'H264'
- * @param {RTCIceServer[]} [opts.iceServers=[]]
+ * @param {RTCIceServer[]} [opts.iceServers=[]] used besides the node's TURN servers
+ * @param {boolean} [opts.nodeIceServers=true] ask the node for its TURN servers (`[turn]`) first
+ * @param {RTCIceTransportPolicy} [opts.iceTransportPolicy='all'] 'relay': through TURN only
  * @param {number} [opts.gatherTimeoutMs=1000]
  * @returns {Promise<Publisher>}
  */
 export async function publish({
   table, camera = 'main', token, stream, simulcast = false, baseUrl = '',
-  videoCodec, iceServers = [], gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS,
+  videoCodec, iceServers = [], nodeIceServers = true, iceTransportPolicy = 'all',
+  gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS,
 }) {
   if (!table) throw new TypeError('publish: table is required');
   if (!stream) throw new TypeError('publish: stream is required');
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  const url = `${baseUrl}/whip/${encodeURIComponent(table)}?camera=${encodeURIComponent(camera)}`;
+  const { config, ice } = await sessionConfig(url, token, { iceServers, iceTransportPolicy, nodeIceServers });
+  const pc = new RTCPeerConnection(config);
   try {
     const video = stream.getVideoTracks()[0];
     const audio = stream.getAudioTracks()[0];
@@ -49,7 +56,6 @@ export async function publish({
     }
     if (audio) pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
 
-    const url = `${baseUrl}/whip/${encodeURIComponent(table)}?camera=${encodeURIComponent(camera)}`;
     const resource = await negotiate(pc, url, token, 'WHIP', gatherTimeoutMs);
     if (simulcast && !takesSimulcast(pc.remoteDescription?.sdp ?? '')) {
       // Chromium accepts an answer that leaves simulcast out and then sends only the first,
@@ -58,7 +64,7 @@ export async function publish({
       fetch(resource.url, { method: 'DELETE', headers }).catch(() => {});
       throw new Error('the answer does not take simulcast (no a=simulcast:recv)');
     }
-    return new Publisher(pc, resource, { table, camera, simulcast });
+    return new Publisher(pc, resource, { table, camera, simulcast, ice });
   } catch (err) {
     pc.close();
     // A node that cannot take simulcast answers without the RID header extension (the browser
@@ -66,7 +72,8 @@ export async function publish({
     // rather than nothing, and say so.
     if (simulcast && !(err instanceof TablecastError) && /simulcast|\bRID\b/i.test(err.message)) {
       const single = await publish({
-        table, camera, token, stream, simulcast: false, baseUrl, videoCodec, iceServers, gatherTimeoutMs,
+        table, camera, token, stream, simulcast: false, baseUrl, videoCodec, iceServers, nodeIceServers,
+        iceTransportPolicy, gatherTimeoutMs,
       });
       single.simulcastRefused = err.message;
       return single;

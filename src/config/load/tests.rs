@@ -362,3 +362,37 @@ fn demo_limits_come_from_the_file_or_the_environment() {
         .to_string();
     assert!(e.contains("demo_tables"), "{e}");
 }
+
+#[test]
+fn turn_servers_and_their_secret_come_from_the_file_or_the_environment() {
+    let d = Config::default();
+    assert!(d.turn.urls.is_empty() && d.turn.secret.is_empty());
+    assert_eq!(d.turn.ttl_secs, 3600);
+    let c = load(
+        &missing(),
+        env(&[
+            (
+                "TABLECAST_TURN_URLS",
+                "turn:turn.example.com:3478?transport=udp, turns:turn.example.com:443?transport=tcp",
+            ),
+            ("TABLECAST_TURN_SECRET", "0123456789"),
+            ("TABLECAST_TURN_TTL_SECS", "600"),
+        ]),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.turn.urls.len(), 2);
+    assert_eq!(
+        c.turn.secret.expose(),
+        "0123456789",
+        "a numeric secret stays a string"
+    );
+    assert_eq!(c.turn.ttl_secs, 600);
+    let e = load(
+        &missing(),
+        env(&[("TABLECAST_TURN_URLS", "stun:stun.example.com")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("turn.urls") && e.contains("turn:"), "{e}");
+}

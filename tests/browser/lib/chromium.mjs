@@ -34,10 +34,13 @@ export const CHROMIUM_FLAGS = Object.freeze([
  * the only additions are what Playwright needs to talk to the browser at all:
  * a profile directory, the DevTools pipe and no startup window.
  *
- * @param {{clip?: string, extraArgs?: string[]}} [opts]
+ * `executablePath` replaces the binary, e.g. with a wrapper that runs Chromium in a network
+ * namespace (`ip netns exec NS /usr/bin/chromium "$@"`; the DevTools pipe passes through).
+ *
+ * @param {{clip?: string, extraArgs?: string[], executablePath?: string}} [opts]
  * @returns {Promise<import('playwright-core').Browser>} closing it also removes the profile
  */
-export async function launchChromium({ clip, extraArgs = [] } = {}) {
+export async function launchChromium({ clip, extraArgs = [], executablePath = CHROMIUM_BINARY } = {}) {
   const profile = mkdtempSync(path.join(os.tmpdir(), 'tablecast-chromium-'));
   const args = [
     ...CHROMIUM_FLAGS,
@@ -50,7 +53,7 @@ export async function launchChromium({ clip, extraArgs = [] } = {}) {
   let browser;
   try {
     browser = await chromium.launch({
-      executablePath: CHROMIUM_BINARY,
+      executablePath,
       headless: true,
       ignoreDefaultArgs: true,
       args,
@@ -58,7 +61,7 @@ export async function launchChromium({ clip, extraArgs = [] } = {}) {
     });
   } catch (err) {
     rmSync(profile, { recursive: true, force: true });
-    throw new Error(`cannot launch ${CHROMIUM_BINARY} (install Debian's chromium): ${err.message}`);
+    throw new Error(`cannot launch ${executablePath} (install Debian's chromium): ${err.message}`);
   }
   // Chromium may still be writing its profile when the pipe closes; remove it
   // after close() has seen the process exit, and never fail a test over it.

@@ -43,13 +43,14 @@ export function freePort() {
  * @param {string} [opts.name='node'] names the log file: .artifacts/<name>.node.log
  * @param {Record<string,string>} [opts.env] extra environment (wins over the defaults)
  * @param {boolean} [opts.tls=false] serve HTTPS with the node's self-signed certificate
+ * @param {string} [opts.host='127.0.0.1'] the address the node listens on (and is reached at)
  * @param {number} [opts.readyTimeoutMs=30000]
  * @param {string} [opts.binary] defaults to NODE_BINARY
  * @param {string} [opts.config] defaults to NODE_CONFIG
  * @returns {Promise<RunningNode>}
  */
 export async function startNode({
-  name = 'node', env = {}, tls = false, readyTimeoutMs = 30_000,
+  name = 'node', env = {}, tls = false, host = '127.0.0.1', readyTimeoutMs = 30_000,
   binary = NODE_BINARY, config = NODE_CONFIG,
 } = {}) {
   if (!existsSync(binary)) {
@@ -63,7 +64,7 @@ export async function startNode({
   let lastError;
   for (let attempt = 1; attempt <= 3; attempt += 1) {
     try {
-      return await startOnce({ name, env, tls, readyTimeoutMs, binary, config, attempt });
+      return await startOnce({ name, env, tls, host, readyTimeoutMs, binary, config, attempt });
     } catch (err) {
       lastError = err;
       if (!err.exitedEarly) break;
@@ -72,7 +73,7 @@ export async function startNode({
   throw lastError;
 }
 
-async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attempt }) {
+async function startOnce({ name, env, tls, host, readyTimeoutMs, binary, config, attempt }) {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), `tablecast-${name}-`));
   const logPath = artifact(`${name}.node.log`);
@@ -81,7 +82,7 @@ async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attem
   const childEnv = {
     ...process.env,
     RUST_LOG: process.env.RUST_LOG || 'info',
-    TABLECAST_HTTP_LISTEN: `127.0.0.1:${port}`,
+    TABLECAST_HTTP_LISTEN: `${host}:${port}`,
     TABLECAST_HTTP_TLS: tls ? 'true' : 'false',
     TABLECAST_MEDIA_UDP_PORT: '0',
     TABLECAST_MEDIA_ANNOUNCE_IPS: '127.0.0.1',
@@ -113,7 +114,7 @@ async function startOnce({ name, env, tls, readyTimeoutMs, binary, config, attem
     });
   });
 
-  const baseUrl = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const baseUrl = `${tls ? 'https' : 'http'}://${host}:${port}`;
   const node = new RunningNode({ child, exited, baseUrl, port, dataDir, logPath, log, secret: childEnv.TABLECAST_AUTH_SECRET, binary, config });
 
   const ready = await Promise.race([
