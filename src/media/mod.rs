@@ -156,6 +156,8 @@ pub struct SessionInfo {
     pub control: bool,
     /// Another node's pull of the camera (`relay.rs`), not a player.
     pub relay: bool,
+    /// A player: how its page shows the video, as it last said (`video.view`).
+    pub view: View,
 }
 
 /// How a player's page shows the video, as it says over the control channel (`video.view`,

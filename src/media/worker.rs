@@ -494,6 +494,7 @@ impl Worker {
                         addr: addrs.get(&slot).copied(),
                         control: p.control.is_some(),
                         relay: p.relay,
+                        view: p.view,
                     })
                     .collect();
                 let _ = reply.send(list);
