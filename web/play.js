@@ -4,6 +4,9 @@
 //
 // What tests and embedding pages can read: `window.tablecast` (the client, its
 // seqLog, countdownMs(), results) and `window.tablecastPage` ({table, state, error}).
+//
+// The connection indicator shows the video layer being received ('720p'); its
+// panel has the quality menu (Auto, High, Low), kept in localStorage.
 import { joinTable, pageToken, tableFromLocation, tokenClaims, formatChip, outcomeList } from '/web/tablecast.js';
 import { $, spotName, sortSpots, money as moneyFor, oddsText, fmtRate, toast } from '/web/ui.js';
 import { ResultsView, resultText } from '/web/play-results.js';
@@ -48,6 +51,7 @@ async function start() {
       camera,
       video,
       token: playerToken,
+      videoQuality: savedQuality(),
     });
   } catch (err) {
     showError(err);
@@ -130,6 +134,7 @@ function setConnection(c) {
     renderQuality(client?.quality ?? { level: 'good' });
   } else {
     conn.dataset.level = c.state;
+    $('conn-layer').hidden = true;
     $('conn-text').textContent = CONNECTION_TEXT[c.state] ?? c.state;
     conn.setAttribute('aria-label', `Connection: ${CONNECTION_TEXT[c.state] ?? c.state}`);
   }
@@ -148,6 +153,11 @@ function renderQuality(q) {
   $('conn-text').textContent = level === 'poor' ? 'Poor' : 'Live';
   conn.setAttribute('aria-label', `Connection: ${text}. Show details`);
   $('q-video').textContent = q.frameWidth ? `${q.frameWidth}×${q.frameHeight}` : 'waiting for the dealer';
+  const layer = $('conn-layer');
+  layer.hidden = !q.layer;
+  layer.textContent = q.layer ?? '';
+  layer.title = q.layer ? `Receiving ${q.frameWidth}×${q.frameHeight} at ${fmtRate(q.bitrate ?? 0)}` : '';
+  if (q.layer) conn.setAttribute('aria-label', `Connection: ${text}, ${q.layer} video at ${fmtRate(q.bitrate ?? 0)}. Show details`);
   $('q-bitrate').textContent = fmtRate(q.bitrate ?? 0);
   $('q-fps').textContent = `${Math.round(q.fps ?? 0)} fps`;
   $('q-loss').textContent = `${((q.loss ?? 0) * 100).toFixed(1)} %`;
@@ -166,6 +176,46 @@ $('conn').addEventListener('click', () => {
   panel.hidden = !panel.hidden;
   $('conn').setAttribute('aria-expanded', String(!panel.hidden));
 });
+
+// ---------------------------------------------------------------------------
+// Video quality: Auto (what the screen and the link need), High, Low
+// ---------------------------------------------------------------------------
+
+const QUALITY_KEY = 'tablecast:video-quality';
+const QUALITY_CHOICES = ['auto', 'high', 'low'];
+
+function savedQuality() {
+  let q = null;
+  try { q = localStorage.getItem(QUALITY_KEY); } catch { /* storage refused: the default */ }
+  return QUALITY_CHOICES.includes(q) ? q : 'auto';
+}
+
+function markQuality(quality, focus) {
+  for (const b of $('quality').children) {
+    const on = b.dataset.quality === quality;
+    b.setAttribute('aria-checked', String(on));
+    b.tabIndex = on ? 0 : -1;
+    if (on && focus) b.focus();
+  }
+}
+
+function selectQuality(quality, focus) {
+  markQuality(quality, focus);
+  try { localStorage.setItem(QUALITY_KEY, quality); } catch { /* kept for this page only */ }
+  client?.setQuality(quality);
+}
+
+for (const b of $('quality').children) {
+  b.addEventListener('click', () => selectQuality(b.dataset.quality, true));
+  b.addEventListener('keydown', (ev) => {
+    const i = QUALITY_CHOICES.indexOf(b.dataset.quality);
+    const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[ev.key];
+    if (step === undefined) return;
+    ev.preventDefault();
+    selectQuality(QUALITY_CHOICES[(i + step + QUALITY_CHOICES.length) % QUALITY_CHOICES.length], true);
+  });
+}
+markQuality(savedQuality(), false);
 
 function overlay(text) {
   $('overlay').hidden = !text;

@@ -1,7 +1,7 @@
 //! Control-protocol messages from players and dealers, through to the table, as a control
 //! connection and the table actor take them: `ControlSession::on_message` (size limit, JSON parse,
-//! `hello`, roles, rate limits, `ping`), then the sans-IO `Table` for every command it lets
-//! through (`handle_command`, timers, `poll_output`).
+//! `hello`, roles, rate limits, `ping`, `video.view`), then the sans-IO `Table` for every
+//! command it lets through (`handle_command`, timers, `poll_output`).
 //!
 //! Checked as it goes: every reply is JSON; every log record survives the log's JSON encoding;
 //! and at the end the log replays to the table's snapshot.
@@ -99,6 +99,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::Command { speaker, msg } => {
                 table.handle_command(ServerTime(server_ms), &speaker.user, msg);
+            }
+            Step::View { view, .. } => {
+                assert!(view.width <= protocol::MAX_VIEW_PX && view.height <= protocol::MAX_VIEW_PX);
             }
             Step::Close { .. } => {}
         }

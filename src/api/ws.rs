@@ -1,10 +1,11 @@
 //! `GET /ws/{table}`: the control protocol over a WebSocket, for players whose data channel
 //! cannot be had and for consoles. The socket's first message must be `hello` with a token
 //! (browsers cannot set headers on a WebSocket); everything after is exactly as on a `control`
-//! data channel, read by the same `control::session` code.
+//! data channel, read by the same `control::session` code, except that a `video.view` must name
+//! its WHEP session.
 
 use super::{ApiError, ApiState};
-use crate::control::session::{ControlSession, Step};
+use crate::control::session::{self, ControlSession, Step};
 use crate::control::{self, ConnId, ControlPlane, Outlet, TableRef};
 use crate::ids::TableId;
 use crate::limits::Permit;
@@ -155,6 +156,12 @@ async fn serve(
                         let Some(table) = &table else { break Closing::quietly() };
                         if !table.writer().command(conn, speaker.user, msg) {
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
+                        }
+                    }
+                    Step::View { session: Some(session), user, view } => plane.set_view(&session, &user, view),
+                    Step::View { session: None, .. } => {
+                        if socket.send(Message::Text(session::view_needs_session().into())).await.is_err() {
+                            break Closing::quietly();
                         }
                     }
                     Step::Close { code, reason } => break Closing::because(code, reason),

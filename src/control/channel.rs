@@ -78,6 +78,11 @@ impl ControlHook for ControlPlane {
                     media.control_send(ch.session, Arc::from(unavailable(table.id())));
                 }
             }
+            Step::View {
+                session,
+                user,
+                view,
+            } => self.set_view(session.as_ref().unwrap_or(ch.session), &user, view),
             Step::Close { code, reason } => {
                 warn!(session = %ch.session, table_id = %ch.table, user = %ch.user, %reason, "closing a control connection");
                 if let Some(media) = media {

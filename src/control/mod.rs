@@ -515,6 +515,15 @@ impl ControlPlane {
         let _ = self.media.set(media);
     }
 
+    /// Tells the media worker of WHEP `session` how `user`'s page shows its video
+    /// (`video.view`). The session is on this node (a player's media and control connections
+    /// go to the same node); when it is not, or is not `user`'s, nothing happens.
+    pub fn set_view(&self, session: &SessionId, user: &UserId, view: crate::media::View) {
+        if let Some(media) = self.media.get() {
+            media.set_view(session, user, view);
+        }
+    }
+
     /// The table, if this node serves it now.
     pub fn table(&self, id: &TableId) -> Option<TableRef> {
         self.tables

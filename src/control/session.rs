@@ -1,15 +1,17 @@
 //! One control connection's own business, before anything reaches the table: reading and
-//! checking each message, rate limits on what a connection may send, `ping`, and who the
-//! connection is. The same code serves data channels (on media worker threads) and WebSockets
+//! checking each message, rate limits on what a connection may send, `ping`, `video.view`, and
+//! who the connection is. The same code serves data channels (on media worker threads) and WebSockets
 //! (on their tasks), so both transports behave the same.
 //!
 //! Nothing here blocks or allocates per message beyond the parse and the reply.
 
 use super::{ConnId, Limits};
 use crate::auth::{Identity, TokenRole, Tokens};
-use crate::ids::{TableId, UserId};
+use crate::ids::{SessionId, TableId, UserId};
+use crate::media::{Quality, View};
 use crate::protocol::{
     self, ClientMessage, ErrorCode, PROTOCOL_VERSION, Reply, ServerMessage, SessionMessage,
+    ViewQuality,
 };
 use std::time::Instant;
 
@@ -37,9 +39,22 @@ pub enum Step {
         speaker: Speaker,
         msg: ClientMessage,
     },
+    /// How `user`'s page shows the video of WHEP `session` (the data channel's own session when
+    /// `None`), for its media worker ([`crate::media::MediaHandle::set_view`]).
+    View {
+        session: Option<SessionId>,
+        user: UserId,
+        view: View,
+    },
     /// Close the connection, telling the client why (an `error` event with `code`, then the close).
     Close { code: ErrorCode, reason: String },
 }
+
+/// `video.view` messages a connection may send at once, and then per second: a page sends one
+/// on connect, one when its size, visibility or preference settles (debounced), and one every
+/// few seconds. More is a client at fault: answered like garbage, then closed.
+const VIEW_BURST: u32 = 10;
+const VIEW_PER_SEC: f64 = 2.0;
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -51,6 +66,7 @@ pub struct ControlSession {
     speaker: Option<Speaker>,
     attached: bool,
     messages: Bucket,
+    views: Bucket,
     garbage: Bucket,
     garbage_seen: u64,
 }
@@ -69,6 +85,7 @@ impl ControlSession {
             speaker,
             attached: false,
             messages: Bucket::new(limits.messages_burst, limits.messages_per_sec, now),
+            views: Bucket::new(VIEW_BURST, VIEW_PER_SEC, now),
             garbage: Bucket::new(limits.garbage_burst, limits.garbage_per_sec, now),
             garbage_seen: 0,
         }
@@ -160,7 +177,39 @@ impl ControlSession {
                 if let Err(message) = may_send(&msg, speaker.role) {
                     return error_reply(msg.id().cloned(), ErrorCode::Unauthorized, message);
                 }
-                Step::Command { speaker, msg }
+                match msg {
+                    ClientMessage::VideoView {
+                        width,
+                        height,
+                        hidden,
+                        quality,
+                        session,
+                    } => {
+                        if !self.views.take(now) {
+                            return self.garbage(
+                                now,
+                                ErrorCode::RateLimited,
+                                format!("too many video.view messages; at most {VIEW_PER_SEC} a second: send one when the view changes"),
+                            );
+                        }
+                        let quality = match quality {
+                            ViewQuality::Auto => Quality::Auto,
+                            ViewQuality::High => Quality::High,
+                            ViewQuality::Low => Quality::Low,
+                        };
+                        Step::View {
+                            session,
+                            user: speaker.user,
+                            view: View {
+                                width,
+                                height,
+                                hidden,
+                                quality,
+                            },
+                        }
+                    }
+                    msg => Step::Command { speaker, msg },
+                }
             }
         }
     }
@@ -239,6 +288,16 @@ fn may_send(msg: &ClientMessage, role: TokenRole) -> Result<(), String> {
 
 fn error_reply(id: Option<crate::ids::BetId>, code: ErrorCode, message: String) -> Step {
     Step::Reply(protocol::encode(&Reply::Error { id, code, message }))
+}
+
+/// The `error` a WebSocket gets for a `video.view` that names no session: a WebSocket is not
+/// part of any WHEP session, so it cannot tell which video the view is of.
+pub fn view_needs_session() -> String {
+    protocol::encode(&Reply::Error {
+        id: None,
+        code: ErrorCode::InvalidMessage,
+        message: "video.view on a WebSocket must name its WHEP session: \"session\", the last part of the WHEP Location".into(),
+    })
 }
 
 #[cfg(test)]
@@ -419,6 +478,94 @@ mod tests {
                 e.on_message(b"[]", &tokens(), now, 0),
                 Step::Reply(_)
             ));
+        }
+    }
+
+    #[test]
+    fn a_video_view_is_for_the_speakers_own_sessions_once_attached() {
+        let now = Instant::now();
+        let t = tokens();
+        let view = br#"{"type":"video.view","width":390.4,"height":219,"quality":"high"}"#;
+        let mut e = conn_state(None, now);
+        assert_eq!(
+            reply_type(&e.on_message(view, &t, now, 0))["code"],
+            "unauthorized"
+        );
+        let me = Speaker {
+            user: UserId::parse("p1").unwrap(),
+            role: TokenRole::Player,
+        };
+        let mut e = conn_state(Some(me), now);
+        assert!(matches!(
+            e.on_message(br#"{"type":"hello","token":""}"#, &t, now, 0),
+            Step::Attach { .. }
+        ));
+        match e.on_message(view, &t, now, 0) {
+            Step::View {
+                session: None,
+                user,
+                view,
+            } => {
+                assert_eq!(user.as_str(), "p1");
+                assert_eq!(
+                    view,
+                    View {
+                        width: 390,
+                        height: 219,
+                        hidden: false,
+                        quality: Quality::High
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let v = reply_type(&e.on_message(
+            br#"{"type":"video.view","width":1,"height":1,"quality":"best"}"#,
+            &t,
+            now,
+            0,
+        ));
+        assert_eq!(v["code"], "invalid_message");
+        assert!(v["message"].as_str().unwrap().contains("best"), "{v}");
+    }
+
+    #[test]
+    fn a_flood_of_video_views_is_refused_then_closed_and_a_steady_page_never_is() {
+        let mut now = Instant::now();
+        let t = tokens();
+        let me = Speaker {
+            user: UserId::parse("p1").unwrap(),
+            role: TokenRole::Player,
+        };
+        let view = br#"{"type":"video.view","width":640,"height":360}"#;
+        let mut e = conn_state(Some(me.clone()), now);
+        e.on_message(br#"{"type":"hello","token":""}"#, &t, now, 0);
+        let mut views = 0;
+        let mut refused = 0;
+        let reason = loop {
+            match e.on_message(view, &t, now, 0) {
+                Step::View { .. } => views += 1,
+                Step::Reply(text) => {
+                    assert!(text.contains("rate_limited"), "{text}");
+                    refused += 1;
+                }
+                Step::Close { reason, .. } => break reason,
+                other => panic!("{other:?}"),
+            }
+            assert!(views + refused < 1000, "never closed");
+        };
+        assert_eq!(views, VIEW_BURST);
+        assert_eq!(refused, Limits::default().garbage_burst);
+        assert!(reason.contains("bad or excess"), "{reason}");
+
+        // A page that resizes now and then and says so every 5 s for an hour.
+        let mut e = conn_state(Some(me), now);
+        e.on_message(br#"{"type":"hello","token":""}"#, &t, now, 0);
+        for i in 0..720 {
+            now += Duration::from_secs(5);
+            for _ in 0..(1 + i % 3) {
+                assert!(matches!(e.on_message(view, &t, now, 0), Step::View { .. }));
+            }
         }
     }
 

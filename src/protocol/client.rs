@@ -1,8 +1,9 @@
-//! Client → server messages: players (`hello`, `bet.place`, `bet.cancel`, `chat`, `ping`) and
-//! the dealer / operator console (`dealer.*`, `operator.mute`).
+//! Client → server messages: players (`hello`, `bet.place`, `bet.cancel`, `chat`, `ping`,
+//! `video.view`) and the dealer / operator console (`dealer.*`, `operator.mute`).
 
 use super::types::{Outcome, WireAmount};
-use crate::ids::{BetId, RoundId, UserId};
+use super::view::{ViewQuality, view_px};
+use crate::ids::{BetId, RoundId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One message from a client. Unknown fields are ignored, so clients may add fields.
@@ -38,6 +39,26 @@ pub enum ClientMessage {
     /// Clock-offset probe; answered by `pong`.
     #[serde(rename = "ping")]
     Ping { client_ms: u64 },
+    /// How the player's page shows the video of a WHEP session, for the node's choice of
+    /// simulcast layer. Not a table command: the connection's node takes it.
+    #[serde(rename = "video.view")]
+    VideoView {
+        /// The video element's rendered size in device pixels (0 when not known), capped at
+        /// [`super::MAX_VIEW_PX`].
+        #[serde(deserialize_with = "view_px")]
+        width: u16,
+        #[serde(deserialize_with = "view_px")]
+        height: u16,
+        /// The page is hidden: no video until it is shown again.
+        #[serde(default)]
+        hidden: bool,
+        #[serde(default)]
+        quality: ViewQuality,
+        /// The WHEP session the page watches (the last part of its `Location`). Needed on a
+        /// WebSocket; a data channel's own session when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+    },
 
     /// Dealer: open a new round now.
     #[serde(rename = "dealer.open")]
@@ -76,6 +97,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "bet.cancel",
     "chat",
     "ping",
+    "video.view",
     "dealer.open",
     "dealer.close",
     "dealer.result",
@@ -87,7 +109,7 @@ impl ClientMessage {
     /// The command id the message carries, if any (used to address a reply).
     pub fn id(&self) -> Option<&BetId> {
         match self {
-            Self::Hello { .. } | Self::Ping { .. } => None,
+            Self::Hello { .. } | Self::Ping { .. } | Self::VideoView { .. } => None,
             Self::BetPlace { id, .. }
             | Self::BetCancel { id }
             | Self::Chat { id, .. }

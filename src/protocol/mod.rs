@@ -9,12 +9,13 @@
 //! session messages.
 //!
 //! Layout: `types.rs` (time, spot ids, odds, outcome, amounts), `config.rs` (`TableConfig`),
-//! `client.rs`, `server.rs`. No I/O here: bytes in, values out.
+//! `client.rs`, `server.rs`, `view.rs` (`video.view`'s fields). No I/O here: bytes in, values out.
 
 mod client;
 mod config;
 mod server;
 mod types;
+mod view;
 
 pub use client::{CLIENT_TYPES, ClientMessage};
 pub use config::{ConfigError, DEFAULT_TOTALS_INTERVAL_MS, SpotConfig, TableConfig};
@@ -23,6 +24,7 @@ pub use server::{
     RoundState, SequencedEvent, ServerMessage, SessionMessage, Snapshot, SpotTotal, TotalsView,
 };
 pub use types::{InvalidOdds, MAX_AMOUNT, Odds, Outcome, ServerTime, SpotId, WireAmount};
+pub use view::{MAX_VIEW_PX, ViewQuality};
 
 use crate::ids::BetId;
 

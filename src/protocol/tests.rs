@@ -96,6 +96,87 @@ fn a_bad_amount_or_spot_still_parses_so_the_core_can_reject_it_by_id() {
 }
 
 #[test]
+fn a_video_view_parses_with_its_defaults_and_names_its_session_when_it_likes() {
+    let m = parse_client(
+        br#"{"type":"video.view","width":780,"height":438,"hidden":true,"quality":"low","session":"01ab-n1"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        ClientMessage::VideoView {
+            width: 780,
+            height: 438,
+            hidden: true,
+            quality: ViewQuality::Low,
+            session: Some(crate::ids::SessionId::parse("01ab-n1").unwrap()),
+        }
+    );
+    assert_eq!(m.id(), None);
+    assert!(!m.needs_dealer());
+    // A data channel's view may leave out all but the size.
+    assert_eq!(
+        parse_client(br#"{"type":"video.view","width":0,"height":0}"#).unwrap(),
+        ClientMessage::VideoView {
+            width: 0,
+            height: 0,
+            hidden: false,
+            quality: ViewQuality::Auto,
+            session: None,
+        }
+    );
+    let back = serde_json::to_value(&m).unwrap();
+    assert_eq!(back["type"], "video.view");
+    assert_eq!(back["quality"], "low");
+}
+
+#[test]
+fn a_video_view_size_is_rounded_and_capped_but_never_negative() {
+    let size = |w: &str, h: &str| {
+        let body = format!(r#"{{"type":"video.view","width":{w},"height":{h}}}"#);
+        match parse_client(body.as_bytes()) {
+            Ok(ClientMessage::VideoView { width, height, .. }) => Ok((width, height)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        }
+    };
+    assert_eq!(size("1023.75", "575.4").unwrap(), (1024, 575));
+    assert_eq!(size("99999", "1e308").unwrap(), (MAX_VIEW_PX, MAX_VIEW_PX));
+    assert_eq!(
+        size("18446744073709551615", "16384").unwrap(),
+        (MAX_VIEW_PX, MAX_VIEW_PX)
+    );
+    for (w, h) in [
+        ("-1", "10"),
+        ("10", "-0.5"),
+        ("\"wide\"", "10"),
+        ("null", "10"),
+    ] {
+        let e = size(w, h).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage, "{w}x{h}: {e}");
+    }
+}
+
+#[test]
+fn a_video_view_with_an_unknown_quality_or_a_missing_size_is_an_invalid_message() {
+    let e = parse_client(br#"{"type":"video.view","width":10,"height":10,"quality":"ultra"}"#)
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidMessage);
+    let text = e.to_string();
+    assert!(text.contains("ultra") && text.contains("auto"), "{text}");
+    for body in [
+        r#"{"type":"video.view","height":10}"#,
+        r#"{"type":"video.view","width":10}"#,
+        r#"{"type":"video.view","width":10,"height":10,"hidden":"yes"}"#,
+        r#"{"type":"video.view","width":10,"height":10,"session":"no spaces"}"#,
+    ] {
+        let e = parse_client(body.as_bytes()).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidMessage, "{body}: {e}");
+        let reply = serde_json::to_value(e.to_reply()).unwrap();
+        assert_eq!(reply["type"], "error");
+    }
+}
+
+#[test]
 fn sequenced_events_put_seq_and_type_side_by_side_and_read_back() {
     let ev = SequencedEvent {
         seq: 12,

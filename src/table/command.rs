@@ -8,8 +8,8 @@ use crate::protocol::{ClientMessage, Reply, ServerTime};
 impl Table {
     /// Any table command from a connection, already authorised by the caller (check
     /// [`ClientMessage::needs_dealer`]). Dealer commands are answered privately with `ok{id}` or
-    /// `error{id, code, message}`. Returns false for `hello` and `ping`, which are the
-    /// session's business.
+    /// `error{id, code, message}`. Returns false for `hello`, `ping` and `video.view`, which
+    /// are the session's business.
     pub fn handle_command(&mut self, now: ServerTime, user: &UserId, msg: ClientMessage) -> bool {
         let dealer = |table: &mut Self, id: BetId, result: Result<RoundId, DealerError>| {
             let reply = match result {
@@ -26,7 +26,9 @@ impl Table {
             table.outbox.reply(user.clone(), reply);
         };
         match msg {
-            ClientMessage::Hello { .. } | ClientMessage::Ping { .. } => return false,
+            ClientMessage::Hello { .. }
+            | ClientMessage::Ping { .. }
+            | ClientMessage::VideoView { .. } => return false,
             ClientMessage::BetPlace {
                 id,
                 round,

@@ -14,6 +14,10 @@
 // `GET /healthz`, and no answer within 1 s means it is gone (liveness.js).
 // The page sees 'connection' events (connecting → live → reconnecting → live …)
 // and never a gap or a duplicate in the table's events (see ControlSession).
+//
+// It tells the node how the page shows the video (`video.view`: the rendered
+// size, whether the page is hidden, the player's quality preference; view.js),
+// so the node sends the layer the player needs, and none to a hidden tab.
 import { backoffMs, sleep } from './backoff.js';
 import { ControlSession } from './control.js';
 import { channelTransport, openSocket } from './transport.js';
@@ -22,6 +26,7 @@ import { DEFAULT_GATHER_TIMEOUT_MS } from './session.js';
 import { NodeRing, chooseNodes } from './nodes.js';
 import { StallWatch, nodeAnswers } from './liveness.js';
 import { play } from './whep.js';
+import { ViewReporter, checkQuality, layerName } from './view.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
 const ICE_GRACE_MS = 2000;
@@ -47,6 +52,8 @@ const ICE_RESTART_TIMEOUT_MS = 5000;
  *   lost (default: true unless `nodes` is given; a node that cannot say leaves the list as it is)
  * @param {string} [opts.region] the player's region for that choice (default: the node's own)
  * @param {boolean} [opts.dataChannel=true] false: table events over the WebSocket only
+ * @param {'auto'|'high'|'low'} [opts.videoQuality='auto'] the player's quality preference
+ *   (see setQuality)
  * @param {RTCIceServer[]} [opts.iceServers=[]] used besides the node's TURN servers (`[turn]`)
  * @param {RTCIceTransportPolicy} [opts.iceTransportPolicy='all'] 'relay': video through TURN only
  * @returns {Promise<TableClient>}
@@ -60,7 +67,7 @@ export async function joinTable(opts) {
 export class TableClient extends ControlSession {
   constructor({
     table, token, video = null, camera = 'main', baseUrl = '', nodes, chooseNode = nodes === undefined, region,
-    dataChannel = true,
+    dataChannel = true, videoQuality = 'auto',
     iceServers = [], iceTransportPolicy = 'all', gatherTimeoutMs = DEFAULT_GATHER_TIMEOUT_MS, channelTimeoutMs = 5000,
     statsIntervalMs = 1000, ...rest
   }) {
@@ -83,7 +90,10 @@ export class TableClient extends ControlSession {
     this.fallbackReason = dataChannel ? null : 'disabled';
     /** @type {import('./whep.js').Player|null} the current WHEP session */
     this.player = null;
-    /** Connection quality for an indicator: level 'good' | 'poor' | 'reconnecting' | 'connecting', and the numbers. */
+    /**
+     * Connection quality for an indicator: level 'good' | 'poor' | 'reconnecting' | 'connecting', and the
+     * numbers, with the layer received (`frameWidth`×`frameHeight`, `layer` such as '720p', `fps`, `bitrate`).
+     */
     this.quality = { level: 'connecting', bitrate: 0, loss: 0, rtt: null, fps: 0, video: false };
     /**
      * Recoveries: ICE restarts tried and succeeded, full reconnects, and the node
@@ -102,6 +112,12 @@ export class TableClient extends ControlSession {
     this._poorSamples = 0;
     this._goodSamples = 0;
     this._onNetwork = () => this._recover('network change');
+    /** Says how the page shows the video (`video.view`); made by start(). */
+    this._view = null;
+    this._videoQuality = checkQuality(videoQuality);
+    /** `video.view` messages sent (diagnostics and tests). */
+    this.viewsSent = 0;
+    this.on('joined', () => this._view?.flush());
   }
 
   async start() {
@@ -117,6 +133,8 @@ export class TableClient extends ControlSession {
         this.baseUrl = this.nodes.advance();
       }
     }
+    this._view = new ViewReporter((view) => this._sendView(view), { quality: this._videoQuality });
+    this._view.watch(this.video);
     this._setConnection('live', this._transport?.kind ?? null);
     this._statsTimer = setInterval(() => { this._sample().catch(() => {}); }, this.statsIntervalMs);
     globalThis.addEventListener?.('online', this._onNetwork);
@@ -126,6 +144,7 @@ export class TableClient extends ControlSession {
   /** Show the video in another element. */
   attachVideo(video) {
     this.video = video;
+    this._view?.watch(video);
     if (video && this.player?.stream.getTracks().length) this._showStream(this.player.stream);
   }
 
@@ -166,9 +185,27 @@ export class TableClient extends ControlSession {
     });
   }
 
+  /**
+   * The player's quality preference, sent to the node at once:
+   * - 'auto': the highest layer that fits the link and the video's size on screen;
+   * - 'high': the highest layer the link carries, whatever the size;
+   * - 'low': the lowest layer (to save data).
+   * Throws a TypeError for anything else. The page keeps it (localStorage) if it likes.
+   */
+  setQuality(quality) {
+    this._videoQuality = checkQuality(quality);
+    this._view?.setQuality(quality);
+  }
+
+  /** How the page shows the video now, as told to the node: {width, height, hidden, quality}. */
+  get view() {
+    return this._view?.view ?? { width: 0, height: 0, hidden: false, quality: this._videoQuality };
+  }
+
   /** Leave the table: end the WHEP session and the control connection. */
   async close() {
     this._closed = true;
+    this._view?.stop();
     clearInterval(this._statsTimer);
     clearTimeout(this._iceTimer);
     this._stallWatch?.stop();
@@ -317,6 +354,8 @@ export class TableClient extends ControlSession {
    */
   async _checkNode(player, why) {
     if (this._closed || this._checkingNode || this.player !== player || !player.resourceUrl) return;
+    // A hidden page gets no video by design: its video stopping says nothing about the node.
+    if (why === 'the video stalled' && this.view.hidden) return;
     const origin = new URL(player.resourceUrl).origin;
     this._checkingNode = true;
     let alive;
@@ -430,6 +469,14 @@ export class TableClient extends ControlSession {
   // Quality
   // -------------------------------------------------------------------------
 
+  /** Tell the node how the page shows the current session's video (`video.view`). */
+  _sendView(view) {
+    const session = this.player?.sessionId;
+    if (!session) return;
+    // On the data channel the session is implied; a WebSocket must name it. Named always.
+    if (this._send({ type: 'video.view', ...view, session })) this.viewsSent += 1;
+  }
+
   async _sample() {
     const player = this.player;
     const reconnecting = this.connection.state === 'reconnecting';
@@ -440,8 +487,10 @@ export class TableClient extends ControlSession {
     const s = await player.stats();
     if (player !== this.player) return;
     const prevFrames = this.quality.framesDecoded ?? 0;
-    const video = s.framesDecoded > 0 && s.framesDecoded !== prevFrames;
-    const bad = (video && s.fps > 0 && s.fps < 12) || s.loss > 0.03 || (s.rtt ?? 0) > 0.35 || (this.quality.video && !video);
+    const hidden = this.view.hidden;
+    // A hidden page gets no video (video.view); it keeps what it last knew until shown again.
+    const video = hidden ? this.quality.video : s.framesDecoded > 0 && s.framesDecoded !== prevFrames;
+    const bad = (!hidden && video && s.fps > 0 && s.fps < 12) || s.loss > 0.03 || (s.rtt ?? 0) > 0.35 || (!hidden && this.quality.video && !video);
     // Two samples in a row before the level changes, so the indicator does not flicker.
     if (bad) { this._poorSamples += 1; this._goodSamples = 0; } else { this._goodSamples += 1; this._poorSamples = 0; }
     let level = this.quality.level;
@@ -457,6 +506,8 @@ export class TableClient extends ControlSession {
       fps: s.fps,
       frameWidth: s.frameWidth,
       frameHeight: s.frameHeight,
+      layer: layerName(s.frameHeight),
+      hidden,
       framesDecoded: s.framesDecoded,
       packetsLost: s.packetsLost,
       freezeCount: s.freezeCount,
