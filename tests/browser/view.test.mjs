@@ -106,16 +106,34 @@ test('a player page reports its size, visibility and quality choice, and shows t
   assert.equal(shown.badge, `${shown.q.frameHeight}p`);
   t.diagnostic(`indicator: ${shown.badge} at ${Math.round(shown.q.bitrate / 1000)} kbit/s (decoding ${stats.frameWidth}x${stats.frameHeight})`);
 
+  // The node sends the phone the layer its size calls for, not 1280x720: 640x360 covers a
+  // video 390 pixels wide.
+  const small = await waitUntil(
+    () => phone.evaluate(() => window.tablecast.client.quality),
+    (q) => q.frameHeight > 0 && q.frameHeight <= 360,
+    { timeoutMs: 15_000, intervalMs: 200, describe: (l) => `the phone still gets ${l?.frameWidth}x${l?.frameHeight}` },
+  );
+  const listedLayer = (await listed(session)).layer;
+  assert.ok(listedLayer && listedLayer.height <= 360 && listedLayer.height > 0, `listed layer ${JSON.stringify(listedLayer)}`);
+  t.diagnostic(`phone layer: decoding ${small.frameWidth}x${small.frameHeight}, listed ${JSON.stringify(listedLayer)}`);
+
   // A wider page is reported once it has settled.
   await phone.setViewportSize({ width: 820, height: 1180 });
   const wide = await viewOf(session, (v) => v.width > first.width, 'no wider view after the resize');
   assert.ok(wide.width <= 820, `tablet width ${wide.width}`);
 
-  // A hidden page says so, and says so again when it is shown.
+  // A hidden page says so and gets no video; shown again, it decodes again.
   await setHidden(phone, true);
   await viewOf(session, (v) => v.hidden === true, 'the hidden page did not say so');
+  await waitUntil(() => listed(session), (s) => s?.layer?.paused === true, {
+    timeoutMs: 5000, intervalMs: 100, describe: (l) => `the node did not pause the hidden page: ${JSON.stringify(l?.layer)}`,
+  });
+  const framesHidden = await phone.evaluate(() => window.tablecast.client.quality.framesDecoded ?? 0);
   await setHidden(phone, false);
   await viewOf(session, (v) => v.hidden === false, 'the page shown again did not say so');
+  await waitUntil(() => phone.evaluate(() => window.tablecast.client.quality.framesDecoded ?? 0), (n) => n > framesHidden + 10, {
+    timeoutMs: 10_000, intervalMs: 200, describe: (n) => `no video after the page was shown again: ${framesHidden} then ${n} frames`,
+  });
 
   // Low from the quality menu, in the connection panel.
   await phone.locator('#conn').click();
@@ -123,6 +141,12 @@ test('a player page reports its size, visibility and quality choice, and shows t
   await viewOf(session, (v) => v.quality === 'low', 'Low was not reported');
   assert.equal(await phone.evaluate(() => localStorage.getItem('tablecast:video-quality')), 'low');
   assert.equal(await phone.getByRole('radio', { name: 'Low' }).getAttribute('aria-checked'), 'true');
+  const low = await waitUntil(
+    () => phone.evaluate(() => window.tablecast.client.quality),
+    (q) => q.frameHeight > 0 && q.frameHeight <= 180,
+    { timeoutMs: 15_000, intervalMs: 200, describe: (l) => `Low still gets ${l?.frameWidth}x${l?.frameHeight}` },
+  );
+  t.diagnostic(`Low: decoding ${low.frameWidth}x${low.frameHeight}`);
   await phone.screenshot({ path: artifact('view.quality-menu.png') });
 
   // With nothing changing, the view is sent again every 5 s (a lost one is healed).
