@@ -23,6 +23,7 @@ pub mod error;
 pub mod estimate;
 pub mod frame_size;
 pub mod keyframe;
+pub mod pacer;
 pub mod peer;
 pub mod relay;
 pub mod restart;

@@ -142,6 +142,8 @@ pub struct Peer {
     pub view: super::View,
     /// Player: which video layer it gets.
     pub selector: Selector,
+    /// Player: its video, paced to its link (`pacer.rs`).
+    pub pacer: super::pacer::Pacer<(RTCRtpSenderId, rtc::rtp::Packet)>,
     /// Subscriber: what its feedback says about its link.
     pub link: Arc<LinkStats>,
 }

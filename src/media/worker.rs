@@ -185,6 +185,9 @@ pub struct Worker {
     pending: Vec<(Arc<RouterKey>, Forward)>,
     /// One table camera's share of `pending`, reused.
     batch: Vec<Forward>,
+    /// Slots of players whose pacer holds packets (`pacer.rs`), and when they are next let out.
+    paced: Vec<usize>,
+    pace_at: Option<Instant>,
     drive_rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
     metrics: Arc<Metrics>,
     config: WorkerConfig,
@@ -235,6 +238,8 @@ impl Worker {
             drive_rtp: Vec::new(),
             pending: Vec::new(),
             batch: Vec::new(),
+            paced: Vec::new(),
+            pace_at: None,
             drive_rtcp: Vec::new(),
             metrics,
             config,
@@ -303,6 +308,7 @@ impl Worker {
             let now = Instant::now();
             self.run_timers(now);
             self.fan_out_pending(now);
+            self.run_pacers(now);
             self.flush();
         }
         self.close_all();

@@ -241,7 +241,45 @@ impl Worker {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (timer, self.pace_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Sends what the paced players' buckets let through now (`pacer.rs`), and sets the next
+    /// pacing round while any player still has packets waiting.
+    pub(super) fn run_pacers(&mut self, now: Instant) {
+        if self.pace_at.is_some_and(|t| t > now) {
+            return;
+        }
+        self.pace_at = None;
+        let mut slots = std::mem::take(&mut self.paced);
+        slots.retain(|&slot| {
+            let Some(peer) = self.peers[slot].as_mut() else {
+                return false;
+            };
+            while let Some((sender_id, packet)) = peer.pacer.pop_ready(now) {
+                let bytes = packet.payload.len() as u64;
+                if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
+                    && sender.write_rtp(now, packet).is_ok()
+                {
+                    peer.metrics.rtp_packets_out.fetch_add(1, Relaxed);
+                    peer.metrics.rtp_bytes_out.fetch_add(bytes, Relaxed);
+                }
+            }
+            while let Some(out) = peer.pc.poll_write() {
+                self.send.push(out.transport.peer_addr, out.message);
+            }
+            peer.pacer.listed = !peer.pacer.is_empty();
+            peer.pacer.listed
+        });
+        if !slots.is_empty() {
+            self.pace_at = Some(now + crate::media::pacer::PACE_TICK);
+        }
+        slots.append(&mut self.paced);
+        self.paced = slots;
     }
 
     pub(super) fn run_timers(&mut self, now: Instant) {

@@ -31,6 +31,10 @@ const DRAIN_EVERY: usize = 4;
 /// it is turned on together with the shaped-link browser tests that tune it.
 const LINK_ADAPTATION: bool = false;
 
+/// Bytes a packet takes on the wire besides its payload: RTP header and extensions, SRTP tag,
+/// UDP and IP headers (about).
+const RTP_OVERHEAD: usize = 60;
+
 /// Datagrams queued during a fan-out before they are sent, without waiting for the fan-out to
 /// end: a keyframe (about 24 packets) for about 40 players.
 const FLUSH_AT: usize = 1024;
@@ -268,6 +272,9 @@ impl Worker {
                 budget: LINK_ADAPTATION.then(|| peer.link.estimate()).flatten(),
                 view: peer.view,
             };
+            if !peer.relay {
+                peer.pacer.set_rate(limits.budget, now);
+            }
             for (i, fwd) in batch.iter().enumerate() {
                 if i > 0 && i % DRAIN_EVERY == 0 {
                     while let Some(out) = peer.pc.poll_write() {
@@ -337,6 +344,23 @@ impl Worker {
                 packet.header.payload_type = pt;
                 let bytes = packet.payload.len() as u64;
                 let sender_id = out.sender;
+                if peer.pacer.is_paced() {
+                    // Audio goes at once; video as the player's bucket lets it.
+                    let wire = packet.payload.len() + RTP_OVERHEAD;
+                    if fwd.kind == MediaKind::Audio {
+                        peer.pacer.charge(wire, now);
+                    } else if !peer.pacer.admit(wire, now) {
+                        peer.pacer.push((sender_id, packet), wire);
+                        if !peer.pacer.listed {
+                            peer.pacer.listed = true;
+                            self.paced.push(sub);
+                            if self.pace_at.is_none() {
+                                self.pace_at = Some(now + crate::media::pacer::PACE_TICK);
+                            }
+                        }
+                        continue;
+                    }
+                }
                 if let Some(mut sender) = peer.pc.rtp_sender(sender_id) {
                     match sender.write_rtp(now, packet) {
                         Ok(()) => {

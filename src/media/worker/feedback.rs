@@ -106,6 +106,8 @@ impl Worker {
                             out_rtx.seq = out_rtx.seq.wrapping_add(1);
                             rtx = true;
                         }
+                        // Late already: not held by the pacer, but its bytes count.
+                        peer.pacer.charge(packet.payload.len() + 60, now);
                         if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
                             && sender.write_rtp(now, packet).is_ok()
                         {

@@ -78,6 +78,7 @@ impl Worker {
             relay: req.relay,
             view: Default::default(),
             selector: Default::default(),
+            pacer: Default::default(),
             link,
         };
         let slot = match self.free.pop() {
