@@ -64,6 +64,10 @@ pub struct TableMetrics {
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
     pub plis_sent: AtomicU64,
+    /// Players' links found congested (each time an estimate was lowered to what it delivered).
+    pub link_backoffs: AtomicU64,
+    /// Video packets a player's pacer dropped: its queue was over what its link carries in 800 ms.
+    pub pacer_drops: AtomicU64,
     /// Changes of a player's simulcast layer (the start of a stream not counted).
     pub layer_switches: AtomicU64,
     /// Control connections (data channels and WebSockets) attached to the table.
@@ -312,6 +316,18 @@ const TABLE_FAMILIES: &[Family] = &[
             }),
             (Some("to_publisher"), |m| m.plis_sent.load(Relaxed).into()),
         ],
+    },
+    Family {
+        name: "tablecast_player_link_congestion_total",
+        kind: "counter",
+        help: "Times a player's link was found congested (loss, or a growing queue) and its estimate lowered to what it delivered; the session listing shows each player's estimate, loss and RTT.",
+        series: &[(None, |m| m.link_backoffs.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_pacer_dropped_packets_total",
+        kind: "counter",
+        help: "Video packets a player's pacer dropped because more waited than its link carries in 800 ms (the player asks again for what it misses).",
+        series: &[(None, |m| m.pacer_drops.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_simulcast_layer_switches_total",

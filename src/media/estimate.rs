@@ -82,6 +82,8 @@ pub struct LinkStats {
     remb_bps: AtomicU64,
     /// Times congestion set a limit.
     backoffs: AtomicU64,
+    /// The table's counters, once the session is set up.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::TableMetrics>>,
 }
 
 /// A snapshot of [`LinkStats`].
@@ -336,6 +338,9 @@ impl BandwidthEstimator for LinkEstimator {
                     }
                     if fresh || self.limit.is_none() {
                         self.backoffs += 1;
+                        if let Some(m) = self.stats.metrics.get() {
+                            m.link_backoffs.fetch_add(1, Relaxed);
+                        }
                         tracing::debug!(
                             loss = self.loss,
                             queue_ms = self.queue_ms,

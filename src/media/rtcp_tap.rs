@@ -11,12 +11,15 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+use rtc::shared::time::SystemInstant;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::estimate::LinkStats;
 
@@ -44,6 +47,22 @@ fn wanted(packet: &dyn rtc::rtcp::Packet) -> bool {
         || any.is::<TransportLayerNack>()
 }
 
+/// The round trip time a receiver report says (RFC 3550 §6.4.1): now, less the middle 32 bits
+/// of the NTP time of the sender report it answers, less the delay the player held it. The
+/// sender reports carry the system clock's NTP time, as read here.
+fn round_trip(report: &ReceptionReport) -> Option<Duration> {
+    if report.last_sender_report == 0 {
+        return None;
+    }
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let now = (SystemInstant::unix2ntp(unix) >> 16) as u32;
+    let rtt = now
+        .wrapping_sub(report.last_sender_report)
+        .wrapping_sub(report.delay);
+    // Units of 1/65536 s; a negative or absurd one (a clock step) says nothing.
+    (rtt < 65536 * 10).then(|| Duration::from_micros(u64::from(rtt) * 1_000_000 / 65536))
+}
+
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
@@ -54,8 +73,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
-                if let Some(remb) = p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                let any = p.as_any();
+                if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                     self.link.on_remb(f64::from(remb.bitrate));
+                } else if let Some(rr) = any.downcast_ref::<ReceiverReport>()
+                    && let Some(rtt) = rr.reports.iter().find_map(round_trip)
+                {
+                    self.link.on_rtt(rtt);
                 }
             }
         }

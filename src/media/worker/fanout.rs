@@ -350,7 +350,10 @@ impl Worker {
                     if fwd.kind == MediaKind::Audio {
                         peer.pacer.charge(wire, now);
                     } else if !peer.pacer.admit(wire, now) {
-                        peer.pacer.push((sender_id, packet), wire);
+                        let dropped = peer.pacer.push((sender_id, packet), wire);
+                        if dropped > 0 {
+                            peer.metrics.pacer_drops.fetch_add(dropped as u64, Relaxed);
+                        }
                         if !peer.pacer.listed {
                             peer.pacer.listed = true;
                             self.paced.push(sub);

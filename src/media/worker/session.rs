@@ -51,6 +51,7 @@ impl Worker {
             camera: req.camera.clone(),
         });
         let metrics = self.metrics.table(&req.table);
+        let _ = link.metrics.set(metrics.clone());
         let peer = Peer {
             session: session.clone(),
             role: req.role,
