@@ -7,8 +7,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub struct CpuReading {
     pub at: Instant,
-    /// User + system time of every thread, in clock ticks.
-    pub ticks: u64,
+    /// Time on a CPU of every thread, in nanoseconds.
+    pub nanos: u64,
 }
 
 impl CpuReading {
@@ -18,12 +18,34 @@ impl CpuReading {
         if secs <= 0.0 {
             return 0.0;
         }
-        self.ticks.saturating_sub(earlier.ticks) as f64 / clock_ticks_per_sec() / secs
+        self.nanos.saturating_sub(earlier.nanos) as f64 / 1e9 / secs
     }
 }
 
-/// `pid`'s CPU time (`None`: our own process).
+/// `pid`'s CPU time (`None`: our own process): the sum of its threads' run time in
+/// `/proc/PID/task/*/schedstat`, in nanoseconds, so that a small process measured over a few
+/// seconds does not read as 0 (`/proc/PID/stat` counts in 10 ms ticks). Falls back to the
+/// ticks of `/proc/PID/stat` where schedstat is missing.
 pub fn cpu(pid: Option<u32>) -> Option<CpuReading> {
+    let tasks = std::fs::read_dir(stat_path(pid, "task")).ok();
+    let mut nanos = 0u64;
+    let mut any = false;
+    for entry in tasks.into_iter().flatten().flatten() {
+        let path = entry.path().join("schedstat");
+        if let Some(ns) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            nanos += ns;
+            any = true;
+        }
+    }
+    if any {
+        return Some(CpuReading {
+            at: Instant::now(),
+            nanos,
+        });
+    }
     let text = std::fs::read_to_string(stat_path(pid, "stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: parse after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
@@ -33,7 +55,7 @@ pub fn cpu(pid: Option<u32>) -> Option<CpuReading> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(CpuReading {
         at: Instant::now(),
-        ticks: utime + stime,
+        nanos: ((utime + stime) as f64 / clock_ticks_per_sec() * 1e9) as u64,
     })
 }
 
@@ -189,14 +211,17 @@ mod tests {
         let t = Instant::now();
         let mut x = 0u64;
         let mut b = a;
-        while b.ticks < a.ticks + 3 && t.elapsed().as_secs() < 10 {
+        while b.nanos < a.nanos + 30_000_000 && t.elapsed().as_secs() < 10 {
             for _ in 0..100_000 {
                 x = x.wrapping_mul(31).wrapping_add(7);
             }
             b = cpu(None).expect("/proc/self/stat");
         }
         std::hint::black_box(x);
-        assert!(b.ticks >= a.ticks + 3, "no CPU time charged in 10 s");
+        assert!(
+            b.nanos >= a.nanos + 30_000_000,
+            "no CPU time charged in 10 s"
+        );
         let cores = b.cores_since(&a);
         assert!(cores > 0.0 && cores < 4.0, "{cores}");
         let m = memory(None).expect("/proc/self/status");
