@@ -27,7 +27,7 @@
 //! Sans-IO: every instant is a parameter. The worker reads the result through [`LinkStats`],
 //! shared with the interceptor inside the player's peer connection.
 
-use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
+use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -210,22 +210,14 @@ impl LinkEstimator {
     fn delivered(&self) -> Option<f64> {
         let (first, _) = self.arrivals.front()?;
         let (last, _) = self.arrivals.back()?;
-        let span = last.saturating_sub(*first);
-        if span < RATE_WINDOW / 3 {
-            return None;
-        }
-        Some(self.window_bytes as f64 * 8.0 / span.as_secs_f64())
+        rate(last.saturating_sub(*first), self.window_bytes)
     }
 
     /// Bits per second sent over the rate window, of the packets reported on.
     fn sent(&self) -> Option<f64> {
         let (first, _) = self.departures.front()?;
         let (last, _) = self.departures.back()?;
-        let span = last.saturating_duration_since(*first);
-        if span < RATE_WINDOW / 3 {
-            return None;
-        }
-        Some(self.sent_bytes as f64 * 8.0 / span.as_secs_f64())
+        rate(last.saturating_duration_since(*first), self.sent_bytes)
     }
 
     fn base_delay(&self) -> Option<f64> {
@@ -247,6 +239,11 @@ impl LinkEstimator {
         s.queue_us.store((self.queue_ms * 1e3) as u32, Relaxed);
         s.backoffs.store(self.backoffs, Relaxed);
     }
+}
+
+/// Bits per second of `bytes` over `span`, once the span is a third of the rate window.
+fn rate(span: Duration, bytes: usize) -> Option<f64> {
+    (span >= RATE_WINDOW / 3).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
 }
 
 impl BandwidthEstimator for LinkEstimator {
@@ -378,10 +375,6 @@ impl BandwidthEstimator for LinkEstimator {
 
     fn target_bitrate(&self) -> f64 {
         self.limit.unwrap_or(0.0)
-    }
-
-    fn stats(&self) -> EstimatorStats {
-        EstimatorStats::default()
     }
 }
 

@@ -33,7 +33,7 @@ const LINK_ADAPTATION: bool = false;
 
 /// Bytes a packet takes on the wire besides its payload: RTP header and extensions, SRTP tag,
 /// UDP and IP headers (about).
-const RTP_OVERHEAD: usize = 60;
+pub(super) const RTP_OVERHEAD: usize = 60;
 
 /// Datagrams queued during a fan-out before they are sent, without waiting for the fan-out to
 /// end: a keyframe (about 24 packets) for about 40 players.

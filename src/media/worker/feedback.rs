@@ -107,7 +107,8 @@ impl Worker {
                             rtx = true;
                         }
                         // Late already: not held by the pacer, but its bytes count.
-                        peer.pacer.charge(packet.payload.len() + 60, now);
+                        peer.pacer
+                            .charge(packet.payload.len() + super::fanout::RTP_OVERHEAD, now);
                         if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
                             && sender.write_rtp(now, packet).is_ok()
                         {
