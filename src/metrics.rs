@@ -68,6 +68,8 @@ pub struct TableMetrics {
     pub link_backoffs: AtomicU64,
     /// Video packets a player's pacer dropped: its queue was over what its link carries in 800 ms.
     pub pacer_drops: AtomicU64,
+    /// Packets sent to probe a player's link before it goes up a layer (RTX duplicates).
+    pub probe_packets: AtomicU64,
     /// Changes of a player's simulcast layer (the start of a stream not counted).
     pub layer_switches: AtomicU64,
     /// Control connections (data channels and WebSockets) attached to the table.
@@ -328,6 +330,12 @@ const TABLE_FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Video packets a player's pacer dropped because more waited than its link carries in 800 ms (the player asks again for what it misses).",
         series: &[(None, |m| m.pacer_drops.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_player_link_probe_packets_total",
+        kind: "counter",
+        help: "RTX duplicates sent to find out whether a player's link carries the next layer up before switching it (the session listing shows each player's probes carried and not carried).",
+        series: &[(None, |m| m.probe_packets.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_simulcast_layer_switches_total",

@@ -10,17 +10,28 @@
 //!   arrival clock.
 //! - **Queueing delay:** each packet's one-way delay less the smallest one seen recently. A link
 //!   whose queue grows (a rate limiter, a mobile cell) shows it before it loses anything.
-//! - **Loss:** the share of reported packets that never arrived, smoothed over reports.
+//! - **Loss:** the share of reported packets that never arrived, over at least [`LOSS_WINDOW`]
+//!   and [`LOSS_MIN_PACKETS`]: a few packets lost together are a burst the player repairs, not a
+//!   link that is full.
 //!
 //! Congestion (a standing queue over [`QUEUE_OVERUSE`] while the link delivers less than is
-//! sent, or loss over [`LOSS_HIGH`]) sets the
-//! estimate to [`BACKOFF`] of what was delivered. A link that has shown congestion is held to
+//! sent, or loss over [`LOSS_HIGH`]) that lasts [`CONGESTION_HOLD`] sets the estimate to
+//! [`BACKOFF`] of what was delivered. A link that has shown congestion is held to
 //! what it has been seen to carry: the estimate may climb while the link is quiet, but only to
 //! [`GROWTH_CAP`] times the delivered rate. A link that has never shown congestion, or not for
 //! [`Memory`]'s time, has no limit: the node does not guess a ceiling it has no evidence of, and
 //! a player on a good link gets the top layer from its first frame. Each time a limit is lifted
 //! and congestion comes back within a short while, the memory doubles, so a link that really is
 //! narrow is not tried again and again.
+//!
+//! **Probing.** A player held below the layer it wants is not moved up on trust: that is a
+//! switch to a picture the link may not carry, and a freeze when it does not. Instead the worker
+//! sends, on top of the player's video, duplicates of its recent packets as RTX (which the player
+//! discards) until the player receives the rate the next layer needs ([`LinkStats::start_probe`]).
+//! If the link carries it (the queue does not grow, nothing more is lost) the limit rises to what
+//! was carried and the player goes up; if the queue grows, the probe stops at once, the limit
+//! stays, and the picture never changed. A player that can be probed has its limit raised only so;
+//! one that cannot (no RTX) has it lifted after the memory above.
 //!
 //! Players that offer only REMB (the receiver's own estimate) get that instead.
 //!
@@ -38,7 +49,24 @@ use std::time::{Duration, Instant};
 pub const RATE_WINDOW: Duration = Duration::from_millis(750);
 /// A standing queue this long, while the link delivers less than [`BEHIND`] of what is sent,
 /// means the link is full.
-pub const QUEUE_OVERUSE: Duration = Duration::from_millis(100);
+pub const QUEUE_OVERUSE: Duration = Duration::from_millis(80);
+/// Congestion must last this long to lower the estimate: a moment's queue or a burst of loss is
+/// the player's to repair, not a reason to take its picture away.
+pub const CONGESTION_HOLD: Duration = Duration::from_millis(500);
+/// Loss is counted over at least this long...
+pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// ...and at least this many packets.
+pub const LOSS_MIN_PACKETS: usize = 200;
+/// A probe fails once the queue has grown this much since it started.
+pub const PROBE_QUEUE_FAIL_MS: f64 = 30.0;
+/// A probe succeeds once the player has received its rate this long, with the queue grown no
+/// more than [`PROBE_QUEUE_OK_MS`].
+pub const PROBE_PROVE: Duration = Duration::from_millis(700);
+/// See [`PROBE_PROVE`].
+pub const PROBE_QUEUE_OK_MS: f64 = 15.0;
+/// A probe fails when more than this share of its packets is lost, over this much more than
+/// was lost before it.
+pub const PROBE_LOSS_FAIL: f64 = 0.05;
 /// See [`QUEUE_OVERUSE`].
 pub const BEHIND: f64 = 0.9;
 /// Smoothed loss above this means the link is full.
@@ -82,6 +110,16 @@ pub struct LinkStats {
     remb_bps: AtomicU64,
     /// Times congestion set a limit.
     backoffs: AtomicU64,
+    /// The worker can probe this player (it has video with RTX): its limit is raised by probes,
+    /// not lifted after a while.
+    can_probe: AtomicBool,
+    /// The probe in progress: its number and the rate it sends at, bits per second (0: none).
+    probe_seq: AtomicU32,
+    probe_bps: AtomicU64,
+    /// The estimator's verdict: the probe's number << 2 | 1 (carried) or 2 (not).
+    probe_verdict: AtomicU64,
+    probes_ok: AtomicU64,
+    probes_failed: AtomicU64,
     /// The table's counters, once the session is set up.
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::TableMetrics>>,
 }
@@ -100,6 +138,20 @@ pub struct Link {
     /// Where the estimate comes from: "transport-cc", "remb" or "none".
     pub feedback: &'static str,
     pub backoffs: u64,
+    /// The rate a probe in progress sends at, bits per second.
+    pub probing_bps: Option<u64>,
+    /// Probes the link carried, and probes it did not.
+    pub probes_ok: u64,
+    pub probes_failed: u64,
+}
+
+/// How a probe ended (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeVerdict {
+    /// The link carried the probe's rate; the limit is raised to it.
+    Carried,
+    /// The queue grew or packets were lost: the limit stays.
+    NotCarried,
 }
 
 impl LinkStats {
@@ -123,7 +175,61 @@ impl LinkStats {
             rtt_ms: (rtt > 0).then(|| f64::from(rtt) / 1e3),
             feedback,
             backoffs: self.backoffs.load(Relaxed),
+            probing_bps: Some(self.probe_bps.load(Relaxed)).filter(|&b| b > 0),
+            probes_ok: self.probes_ok.load(Relaxed),
+            probes_failed: self.probes_failed.load(Relaxed),
         }
+    }
+
+    /// The worker can probe this player's link (see the module doc).
+    pub fn set_can_probe(&self, yes: bool) {
+        self.can_probe.store(yes, Relaxed);
+    }
+
+    /// Whether a limit set by transport-cc holds this player (probing can raise it).
+    pub fn limited_by_transport_cc(&self) -> bool {
+        self.twcc.load(Relaxed) && self.limit_bps.load(Relaxed) > 0
+    }
+
+    /// The worker starts sending at `bps` in all to find out whether the link carries it;
+    /// returns the probe's number, for [`LinkStats::probe_verdict`].
+    pub fn start_probe(&self, bps: u64) -> u32 {
+        let seq = self.probe_seq.fetch_add(1, Relaxed).wrapping_add(1);
+        self.probe_bps.store(bps.max(1), Relaxed);
+        seq
+    }
+
+    /// The estimator's verdict on probe `seq`, once it has one.
+    pub fn probe_verdict(&self, seq: u32) -> Option<ProbeVerdict> {
+        let v = self.probe_verdict.load(Relaxed);
+        if (v >> 2) as u32 != seq {
+            return None;
+        }
+        match v & 3 {
+            1 => Some(ProbeVerdict::Carried),
+            2 => Some(ProbeVerdict::NotCarried),
+            _ => None,
+        }
+    }
+
+    /// The worker stopped sending the probe (verdict or not).
+    pub fn end_probe(&self) {
+        self.probe_bps.store(0, Relaxed);
+    }
+
+    fn probe(&self) -> Option<(u32, u64)> {
+        let bps = self.probe_bps.load(Relaxed);
+        (bps > 0).then(|| (self.probe_seq.load(Relaxed), bps))
+    }
+
+    fn give_verdict(&self, seq: u32, verdict: ProbeVerdict) {
+        let (bits, counter) = match verdict {
+            ProbeVerdict::Carried => (1, &self.probes_ok),
+            ProbeVerdict::NotCarried => (2, &self.probes_failed),
+        };
+        counter.fetch_add(1, Relaxed);
+        self.probe_verdict
+            .store(u64::from(seq) << 2 | bits, Relaxed);
     }
 
     /// The estimate the layer choice uses, bits per second (None: no limit).
@@ -173,10 +279,17 @@ pub struct LinkEstimator {
     /// Where departure times are measured from.
     epoch: Option<Instant>,
     queue_ms: f64,
+    /// Reported packets of the loss window, by departure: (departure, lost).
+    losses: VecDeque<(Instant, bool)>,
+    lost_in_window: usize,
     loss: f64,
     /// The current limit, bits per second (None: no limit).
     limit: Option<f64>,
+    /// Congestion seen continuously since then, not yet for [`CONGESTION_HOLD`].
+    congested_since: Option<Instant>,
     last_congestion: Option<Instant>,
+    /// The probe being judged.
+    probe: Option<ProbeTrack>,
     last_update: Option<Instant>,
     memory: Memory,
     backoffs: u64,
@@ -194,9 +307,13 @@ impl LinkEstimator {
             base_started: None,
             epoch: None,
             queue_ms: 0.0,
+            losses: VecDeque::new(),
+            lost_in_window: 0,
             loss: 0.0,
             limit: None,
+            congested_since: None,
             last_congestion: None,
+            probe: None,
             last_update: None,
             memory: Memory {
                 length: MEMORY_MIN,
@@ -241,6 +358,77 @@ impl LinkEstimator {
     }
 }
 
+/// What the estimator has seen of one probe: the packets that left after it started.
+#[derive(Debug, Clone)]
+struct ProbeTrack {
+    seq: u32,
+    bps: f64,
+    since: Instant,
+    /// Queueing delay and loss when it started.
+    queue_before: f64,
+    loss_before: f64,
+    sent_bytes: usize,
+    first_departure: Option<Instant>,
+    last_departure: Option<Instant>,
+    arrived_bytes: usize,
+    first_arrival: Option<Duration>,
+    last_arrival: Option<Duration>,
+    packets: usize,
+    lost: usize,
+    done: bool,
+}
+
+impl ProbeTrack {
+    fn on_report(&mut self, r: &PacketReport) {
+        if r.departure < self.since {
+            return;
+        }
+        self.packets += 1;
+        self.sent_bytes += r.size;
+        self.first_departure.get_or_insert(r.departure);
+        self.last_departure = Some(r.departure);
+        match r.arrival.filter(|_| r.arrived) {
+            Some(a) => {
+                self.arrived_bytes += r.size;
+                self.first_arrival = Some(self.first_arrival.map_or(a, |f| f.min(a)));
+                self.last_arrival = Some(self.last_arrival.map_or(a, |l| l.max(a)));
+            }
+            None => self.lost += 1,
+        }
+    }
+
+    /// The verdict so far, and the rate the link was seen to carry.
+    fn judge(&self, queue_ms: f64) -> Option<(ProbeVerdict, f64)> {
+        let grown = queue_ms - self.queue_before;
+        let loss = if self.packets >= 20 {
+            self.lost as f64 / self.packets as f64
+        } else {
+            0.0
+        };
+        if grown > PROBE_QUEUE_FAIL_MS || loss > self.loss_before + PROBE_LOSS_FAIL {
+            return Some((ProbeVerdict::NotCarried, 0.0));
+        }
+        let span = self
+            .last_departure?
+            .saturating_duration_since(self.first_departure?);
+        if span < PROBE_PROVE {
+            return None;
+        }
+        let sent = self.sent_bytes as f64 * 8.0 / span.as_secs_f64();
+        let arrival_span = self.last_arrival?.saturating_sub(self.first_arrival?);
+        let arrived = self.arrived_bytes as f64 * 8.0 / arrival_span.as_secs_f64().max(1e-3);
+        // Sent what it meant to, and the player took it as fast as it left.
+        if sent >= 0.8 * self.bps && arrived >= 0.95 * sent && grown <= PROBE_QUEUE_OK_MS {
+            return Some((ProbeVerdict::Carried, arrived.min(sent)));
+        }
+        if span >= PROBE_PROVE * 2 {
+            // Not proven in twice the time: the link does not clearly carry it.
+            return Some((ProbeVerdict::NotCarried, 0.0));
+        }
+        None
+    }
+}
+
 /// Bits per second of `bytes` over `span`, once the span is a third of the rate window.
 fn rate(span: Duration, bytes: usize) -> Option<f64> {
     (span >= RATE_WINDOW / 3).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
@@ -260,13 +448,40 @@ impl BandwidthEstimator for LinkEstimator {
             self.base = [None, self.base[0]];
             self.base_started = Some(now);
         }
-        let mut lost = 0usize;
+        // A probe the worker started: judged on the packets that leave from now on.
+        match (self.stats.probe(), &self.probe) {
+            (Some((seq, _)), Some(p)) if p.seq == seq => {}
+            (Some((seq, bps)), _) => {
+                self.probe = Some(ProbeTrack {
+                    seq,
+                    bps: bps as f64,
+                    since: now,
+                    queue_before: self.queue_ms,
+                    loss_before: self.loss,
+                    sent_bytes: 0,
+                    first_departure: None,
+                    last_departure: None,
+                    arrived_bytes: 0,
+                    first_arrival: None,
+                    last_arrival: None,
+                    packets: 0,
+                    lost: 0,
+                    done: false,
+                })
+            }
+            (None, _) => self.probe = None,
+        }
         let mut latest_queue = None;
         for r in reports {
             self.departures.push_back((r.departure, r.size));
             self.sent_bytes += r.size;
+            if let Some(p) = &mut self.probe {
+                p.on_report(r);
+            }
+            let arrived = r.arrived && r.arrival.is_some();
+            self.losses.push_back((r.departure, !arrived));
+            self.lost_in_window += usize::from(!arrived);
             let Some(arrival) = r.arrival.filter(|_| r.arrived) else {
-                lost += 1;
                 continue;
             };
             self.arrivals.push_back((arrival, r.size));
@@ -298,8 +513,24 @@ impl BandwidthEstimator for LinkEstimator {
             // Smoothed over a few reports: one late packet is jitter, not a queue.
             self.queue_ms = 0.7 * self.queue_ms + 0.3 * (delay - base).max(0.0);
         }
-        let fraction = lost as f64 / reports.len() as f64;
-        self.loss = 0.8 * self.loss + 0.2 * fraction;
+        // Loss over the last LOSS_WINDOW, and at least LOSS_MIN_PACKETS.
+        if let Some(&(newest, _)) = self.losses.back() {
+            while self.losses.len() > LOSS_MIN_PACKETS {
+                let Some(&(t, lost)) = self.losses.front() else {
+                    break;
+                };
+                if newest.saturating_duration_since(t) <= LOSS_WINDOW {
+                    break;
+                }
+                self.losses.pop_front();
+                self.lost_in_window -= usize::from(lost);
+            }
+        }
+        self.loss = if self.losses.is_empty() {
+            0.0
+        } else {
+            self.lost_in_window as f64 / self.losses.len() as f64
+        };
 
         let delivered = self.delivered();
         // A standing queue is congestion only while the link delivers less than is sent: a
@@ -308,8 +539,38 @@ impl BandwidthEstimator for LinkEstimator {
             (Some(d), Some(s)) => d < s * BEHIND,
             _ => false,
         };
-        let congested = (self.queue_ms > QUEUE_OVERUSE.as_secs_f64() * 1e3 && falling_behind)
-            || self.loss > LOSS_HIGH;
+        let congested_now = (self.queue_ms > QUEUE_OVERUSE.as_secs_f64() * 1e3
+            && falling_behind)
+            || (self.loss > LOSS_HIGH && self.losses.len() >= LOSS_MIN_PACKETS / 4);
+        // Only congestion that lasts counts.
+        let congested = match (congested_now, self.congested_since) {
+            (false, _) => {
+                self.congested_since = None;
+                false
+            }
+            (true, None) => {
+                self.congested_since = Some(now);
+                false
+            }
+            (true, Some(since)) => now.saturating_duration_since(since) >= CONGESTION_HOLD,
+        };
+        if let Some(p) = &mut self.probe
+            && !p.done
+            && let Some((verdict, carried)) = p.judge(self.queue_ms)
+        {
+            p.done = true;
+            if verdict == ProbeVerdict::Carried {
+                self.limit = self.limit.map(|l| l.max(carried));
+            }
+            tracing::debug!(
+                ?verdict,
+                probe_kbps = p.bps / 1e3,
+                carried_kbps = carried / 1e3,
+                queue_ms = self.queue_ms,
+                "player link probed"
+            );
+            self.stats.give_verdict(p.seq, verdict);
+        }
         let dt = self.last_update.map_or(0.0, |t| {
             now.saturating_duration_since(t).as_secs_f64().min(1.0)
         });
@@ -355,7 +616,7 @@ impl BandwidthEstimator for LinkEstimator {
             let quiet = self
                 .last_congestion
                 .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-            if quiet >= self.memory.length {
+            if quiet >= self.memory.length && !self.stats.can_probe.load(Relaxed) {
                 // No congestion for long enough: the limit no longer says anything.
                 self.limit = None;
                 self.memory.lifted_at = Some(now);
@@ -519,31 +780,115 @@ mod tests {
         let mut link = Link::new(5_000_000.0);
         link.run(&mut est, 1_000_000.0, 2_000);
         assert_eq!(est.stats.estimate(), None);
-        // A burst of 30% loss: a limit.
+        // Two seconds of 30% loss: a limit.
         link.loss = 0.3;
-        link.run(&mut est, 1_000_000.0, 1_000);
+        link.run(&mut est, 1_000_000.0, 2_000);
         let limit = est.stats.estimate().expect("loss sets a limit");
         assert!(limit < 1_000_000, "limit {limit}");
-        // The loss ends: the limit stays, and is lifted after the memory.
+        // The loss ends: the limit stays, and (a player that cannot be probed) is lifted after
+        // the memory.
         link.loss = 0.0;
-        let seen = link.run(&mut est, 500_000.0, 10_000);
+        let seen = link.run(&mut est, 500_000.0, 12_000);
         let lifted = seen.iter().position(Option::is_none).expect("lifted") * 50;
         assert!(
-            (7_000..=9_000).contains(&lifted),
+            (7_000..=11_000).contains(&lifted),
             "first lift after {lifted} ms"
         );
         // A relapse right after the lift doubles the memory.
         link.loss = 0.3;
-        link.run(&mut est, 1_000_000.0, 500);
+        link.run(&mut est, 1_000_000.0, 2_000);
         assert!(est.stats.estimate().is_some());
         link.loss = 0.0;
-        let seen = link.run(&mut est, 500_000.0, 20_000);
+        let seen = link.run(&mut est, 500_000.0, 24_000);
         let lifted = seen.iter().position(Option::is_none).expect("lifted") * 50;
         assert!(
-            (15_000..=17_000).contains(&lifted),
+            (15_000..=19_000).contains(&lifted),
             "second lift after {lifted} ms"
         );
         assert!(est.stats.snapshot().backoffs >= 2);
+    }
+
+    #[test]
+    fn congestion_shorter_than_the_hold_sets_no_limit() {
+        let mut est = estimator();
+        let mut link = Link::new(3_000_000.0);
+        // A deep queue: a narrowing shows as delay, not loss.
+        link.queue_bytes = 400_000;
+        link.run(&mut est, 2_000_000.0, 3_000);
+        // The link halves for 250 ms now and then (a radio's moment): the queue stands for less
+        // than the hold each time.
+        for _ in 0..3 {
+            link.capacity_bps = 1_000_000.0;
+            let mut seen = link.run(&mut est, 2_000_000.0, 250);
+            link.capacity_bps = 3_000_000.0;
+            seen.extend(link.run(&mut est, 2_000_000.0, 3_000));
+            assert!(seen.iter().all(Option::is_none), "a moment's queue set a limit");
+        }
+        // Halved for good: a limit, once the queue has stood for the hold.
+        link.capacity_bps = 1_000_000.0;
+        let seen = link.run(&mut est, 2_000_000.0, 3_000);
+        let at = seen.iter().position(Option::is_some).expect("a limit") * 50;
+        assert!(
+            (CONGESTION_HOLD.as_millis() as usize..=2_000).contains(&at),
+            "limit after {at} ms"
+        );
+    }
+
+    /// A link limited at 600 kbit/s (a player on the lowest layer) that then widens: probes at
+    /// the next layer's rate fail without raising the limit while it is narrow, and raise it
+    /// once it is wide; the limit of a player that can be probed is never lifted on time alone.
+    #[test]
+    fn probes_raise_the_limit_only_when_the_link_carries_them() {
+        let mut est = estimator();
+        est.stats.set_can_probe(true);
+        let mut link = Link::new(10_000_000.0);
+        link.queue_bytes = 12_000;
+        link.run(&mut est, 2_500_000.0, 2_000);
+        link.capacity_bps = 600_000.0;
+        link.run(&mut est, 2_500_000.0, 2_000);
+        let limit = est.stats.estimate().expect("a limit");
+        assert!(limit <= 600_000, "limit {limit}");
+        // On the lowest layer, quiet, longer than any memory: still limited.
+        let seen = link.run(&mut est, 250_000.0, 20_000);
+        assert!(seen.iter().all(Option::is_some), "lifted without a probe");
+        // A probe at 750 kbit/s on the 600 kbit/s link: not carried, within a second, and the
+        // limit stays.
+        for _ in 0..3 {
+            let seq = est.stats.start_probe(750_000);
+            let mut verdict = None;
+            for step in 0..30 {
+                link.run(&mut est, 750_000.0, 50);
+                if let Some(v) = est.stats.probe_verdict(seq) {
+                    verdict = Some((v, step * 50));
+                    break;
+                }
+            }
+            est.stats.end_probe();
+            let (v, at) = verdict.expect("a verdict");
+            assert_eq!(v, ProbeVerdict::NotCarried);
+            assert!(at <= 1_000, "verdict after {at} ms");
+            assert!(est.stats.estimate().is_some_and(|l| l <= 600_000));
+            link.run(&mut est, 250_000.0, 3_000);
+        }
+        // The link widens: the next probe is carried and the limit rises to its rate.
+        link.capacity_bps = 10_000_000.0;
+        link.run(&mut est, 250_000.0, 1_000);
+        let seq = est.stats.start_probe(750_000);
+        let mut verdict = None;
+        for step in 0..40 {
+            link.run(&mut est, 750_000.0, 50);
+            if let Some(v) = est.stats.probe_verdict(seq) {
+                verdict = Some((v, step * 50));
+                break;
+            }
+        }
+        est.stats.end_probe();
+        let (v, at) = verdict.expect("a verdict");
+        assert_eq!(v, ProbeVerdict::Carried, "after {at} ms");
+        let limit = est.stats.estimate().expect("still a limit");
+        assert!((650_000..=800_000).contains(&limit), "limit {limit}");
+        let snap = est.stats.snapshot();
+        assert_eq!((snap.probes_ok, snap.probes_failed), (1, 3));
     }
 
     #[test]

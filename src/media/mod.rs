@@ -25,6 +25,7 @@ pub mod frame_size;
 pub mod keyframe;
 pub mod pacer;
 pub mod peer;
+pub mod probe;
 pub mod relay;
 pub mod restart;
 pub mod router;

@@ -144,6 +144,8 @@ pub struct Peer {
     pub selector: Selector,
     /// Player: its video, paced to its link (`pacer.rs`).
     pub pacer: super::pacer::Pacer<(RTCRtpSenderId, rtc::rtp::Packet)>,
+    /// Player: probes of its link before it goes up a layer (`probe.rs`).
+    pub prober: super::probe::Prober,
     /// Subscriber: what its feedback says about its link.
     pub link: Arc<LinkStats>,
 }
@@ -214,7 +216,11 @@ pub fn answer(
                 .with(Slot::SenderReport, SenderReportBuilder::new().build())
                 .with(Slot::from(11_500usize), RtcpTap::new(link.clone()))
                 // Application-ward of the sender reports, so they never count a retransmission.
-                .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone())),
+                .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone()))
+                // Back on the media SSRC for transport-cc and the congestion-control history,
+                // then on the RTX SSRC for good, wire-most (`rtx.rs`).
+                .with(Slot::from(10_500usize), RtxWrap::back(rtx_route.clone()))
+                .with(Slot::from(500usize), RtxWrap::new(rtx_route.clone())),
             &mut engine,
             link.clone(),
         )?,
@@ -286,6 +292,9 @@ pub fn answer(
     let answer = pc
         .create_answer(None)
         .map_err(|e| MediaError::UnusableSdp(e.to_string()))?;
+    for id in video.iter().chain(&audio).chain(&layers) {
+        name_codec(&mut pc, *id)?;
+    }
     pc.set_local_description(now, answer)
         .map_err(|e| MediaError::UnusableSdp(e.to_string()))?;
     let sdp = pc
@@ -406,6 +415,50 @@ fn add_out_track(
     );
     pc.add_track(track)
         .map_err(|e| MediaError::UnusableSdp(format!("cannot send {label}: {e}")))
+}
+
+/// Names the negotiated codec in the encoding of our track on sender `id`.
+///
+/// `rtc` binds a sender's stream to its interceptors (transport-cc numbering, the
+/// congestion-control history, sender reports) only when the track's encoding names a codec the
+/// answer negotiated; one that names none is sent bare. Without this a player's packets carried no
+/// transport-wide sequence number and it got no sender reports, so its link could not be
+/// estimated and its audio and video had no common clock. Called after the answer is created
+/// (the codecs are known) and before it is applied (the streams are bound then).
+fn name_codec(pc: &mut RTCPeerConnection, id: RTCRtpSenderId) -> Result<(), MediaError> {
+    let mut sender = pc
+        .rtp_sender(id)
+        .ok_or_else(|| MediaError::Unavailable("sender vanished".into()))?;
+    let Some(codec) = sender
+        .get_parameters()
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.rtp_codec.clone())
+    else {
+        // Nothing negotiated for this section; the answer check below reports it.
+        return Ok(());
+    };
+    let track = sender.track();
+    let codings = track
+        .codings()
+        .iter()
+        .cloned()
+        .map(|mut coding| {
+            coding.codec = codec.clone();
+            coding
+        })
+        .collect();
+    let named = MediaStreamTrack::new(
+        track.stream_id().clone(),
+        track.track_id().clone(),
+        track.label().clone(),
+        track.kind(),
+        codings,
+    );
+    sender
+        .replace_track(named)
+        .map_err(|e| MediaError::Unavailable(format!("cannot name the sent codec: {e}")))
 }
 
 fn out_sender(

@@ -9,9 +9,17 @@
 //! `rtc` 0.21 negotiates RTX and announces the repair flow (`a=ssrc-group:FID`) when an encoding
 //! carries an RTX SSRC, but `RTCRtpSender::write_rtp` only takes packets on the track's media SSRC
 //! (rtc-0.21.1 `rtp_transceiver/rtp_sender/mod.rs`, `ErrSenderWithNoSSRCs`). So the worker writes
-//! an RTX packet on the media SSRC with the RTX payload type, and [`RtxWrap`], an interceptor
-//! application-ward of the sender reports, moves it to the RTX SSRC before it is counted or
-//! encrypted. What it needs to know is set once, after negotiation, in a shared [`RtxRoute`].
+//! an RTX packet on the media SSRC with the RTX payload type, and [`RtxWrap`] interceptors move
+//! it between the two SSRCs on its way out:
+//!
+//! - application-ward of the sender reports, to the RTX SSRC, so a repair (an old timestamp)
+//!   never counts in the media stream's report;
+//! - back to the media SSRC before transport-cc numbering and the congestion-control history,
+//!   which know only the media SSRC, so repairs and probes count in the link estimate as the
+//!   bytes on the wire they are;
+//! - wire-most, to the RTX SSRC for good, before encryption.
+//!
+//! What they need to know is set once, after negotiation, in a shared [`RtxRoute`].
 
 use super::keyframe::VideoCodec;
 use bytes::{BufMut, BytesMut};
@@ -109,31 +117,55 @@ impl RtxRoute {
         self.rtx_ssrc.store(rtx_ssrc, Relaxed);
     }
 
+    fn is_rtx(&self, pt: u8) -> bool {
+        let pt = pt & 0x7f;
+        self.payload_types[usize::from(pt >> 6)].load(Relaxed) & (1 << (pt & 63)) != 0
+    }
+
     /// The SSRC a packet on `ssrc` with payload type `pt` leaves on.
     pub fn ssrc_for(&self, ssrc: u32, pt: u8) -> u32 {
-        let pt = pt & 0x7f;
-        let is_rtx = self.payload_types[usize::from(pt >> 6)].load(Relaxed) & (1 << (pt & 63)) != 0;
-        if is_rtx && ssrc == self.media_ssrc.load(Relaxed) {
+        if self.is_rtx(pt) && ssrc == self.media_ssrc.load(Relaxed) {
             self.rtx_ssrc.load(Relaxed)
+        } else {
+            ssrc
+        }
+    }
+
+    /// The media SSRC of an RTX packet on `ssrc` with payload type `pt` (`ssrc` for others).
+    pub fn media_ssrc_for(&self, ssrc: u32, pt: u8) -> u32 {
+        if self.is_rtx(pt) && ssrc == self.rtx_ssrc.load(Relaxed) && ssrc != 0 {
+            self.media_ssrc.load(Relaxed)
         } else {
             ssrc
         }
     }
 }
 
-/// Moves RTX packets from the media SSRC to the RTX SSRC (see the module doc).
+/// Moves RTX packets between the media SSRC and the RTX SSRC (see the module doc).
 pub struct RtxWrap {
     route: Arc<RtxRoute>,
+    /// To the RTX SSRC; else back to the media SSRC.
+    to_rtx: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
 impl RtxWrap {
+    /// Moves RTX packets to the RTX SSRC.
     pub fn new(route: Arc<RtxRoute>) -> Self {
         Self {
             route,
+            to_rtx: true,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Moves RTX packets back to the media SSRC.
+    pub fn back(route: Arc<RtxRoute>) -> Self {
+        Self {
+            to_rtx: false,
+            ..Self::new(route)
         }
     }
 }
@@ -156,9 +188,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxWrap {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(packet) = &mut msg.message.packet {
-            packet.header.ssrc = self
-                .route
-                .ssrc_for(packet.header.ssrc, packet.header.payload_type);
+            let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
+            packet.header.ssrc = if self.to_rtx {
+                self.route.ssrc_for(ssrc, pt)
+            } else {
+                self.route.media_ssrc_for(ssrc, pt)
+            };
         }
         self.write_queue.push_back(msg);
         Ok(())

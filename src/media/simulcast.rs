@@ -345,6 +345,9 @@ pub struct Selector {
     fits_since: Option<(usize, Instant)>,
     /// When the link last held the player below the layer its view calls for.
     limited_at: Option<Instant>,
+    /// While the link holds the player below the layer its view calls for: the estimate the
+    /// next layer up needs, bits per second (what a probe of the link should send).
+    probe_target: Option<u64>,
     /// The player's video is paused (a hidden page).
     paused: bool,
     /// A switch that happened, until taken by `poll_switch`.
@@ -374,6 +377,12 @@ impl Selector {
 
     pub fn paused(&self) -> bool {
         self.paused
+    }
+
+    /// The estimate the next layer up needs, while the link holds the player below the layer
+    /// its view calls for (see `estimate.rs` on probing).
+    pub fn probe_target(&self) -> Option<u64> {
+        self.probe_target.filter(|_| !self.paused)
     }
 
     /// Decides about a packet of layer `layer` (of its source epoch `source`). `new_epoch` gives
@@ -508,9 +517,16 @@ impl Selector {
                     f64::from(states[cands[pos]].bitrate) * headroom <= budget
                 };
                 let pick = (0..=cap).rev().find(|&p| fits(p)).unwrap_or(0);
+                self.probe_target = (pick < cap).then(|| {
+                    (f64::from(states[cands[pick + 1]].bitrate) * UP_HEADROOM) as u64
+                        + AUDIO_RESERVE_BPS
+                });
                 (pick, pick < cap)
             }
-            None => (cap, false),
+            None => {
+                self.probe_target = None;
+                (cap, false)
+            }
         };
         let mut pick = pick;
         let recently_limited = self

@@ -82,6 +82,11 @@ impl OutStream {
     }
 
     /// True once this stream has sent anything.
+    /// The sequence number of the last packet sent.
+    pub fn last_seq(&self) -> Option<u16> {
+        self.last.map(|l| l.seq)
+    }
+
     pub fn started(&self) -> bool {
         self.last.is_some()
     }

@@ -257,6 +257,10 @@ impl Worker {
         self.pace_at = None;
         let mut slots = std::mem::take(&mut self.paced);
         slots.retain(|&slot| {
+            // A probe's duplicates first: they take the bucket's tokens, so the queue after
+            // them keeps to the pacing rate.
+            let probing = self.peers[slot].as_ref().is_some_and(|p| p.prober.active())
+                && self.send_probe(slot, now);
             let Some(peer) = self.peers[slot].as_mut() else {
                 return false;
             };
@@ -272,7 +276,7 @@ impl Worker {
             while let Some(out) = peer.pc.poll_write() {
                 self.send.push(out.transport.peer_addr, out.message);
             }
-            peer.pacer.listed = !peer.pacer.is_empty();
+            peer.pacer.listed = !peer.pacer.is_empty() || probing;
             peer.pacer.listed
         });
         if !slots.is_empty() {

@@ -25,11 +25,9 @@ use tracing::{debug, info};
 /// subscriber's state in cache.
 const DRAIN_EVERY: usize = 4;
 
-/// Whether a player's link estimate (`estimate.rs`) limits its layer. Off for now: on a loaded
-/// two-core machine the estimator still reads congestion on loopback players now and then, and
-/// sends them a lower layer. The estimate is kept and shown in the session listing either way;
-/// it is turned on together with the shaped-link browser tests that tune it.
-const LINK_ADAPTATION: bool = false;
+/// Whether a player's link estimate (`estimate.rs`) limits its layer (and paces and probes it).
+/// The estimate is shown in the session listing either way.
+const LINK_ADAPTATION: bool = true;
 
 /// Bytes a packet takes on the wire besides its payload: RTP header and extensions, SRTP tag,
 /// UDP and IP headers (about).
@@ -61,6 +59,9 @@ fn ingest(
     packet.header.extension = false;
     packet.header.extension_profile = 0;
     packet.header.extensions.clear();
+    // The padding that aligned the source's extensions; left set, an extension added downstream
+    // (transport-cc) is written with the wrong length and the packet is malformed.
+    packet.header.extensions_padding = 0;
     // A packet of a keyframe, and then (video) whether it is the keyframe's first packet.
     let mut keyframe = track
         .video_codec
@@ -273,7 +274,30 @@ impl Worker {
                 view: peer.view,
             };
             if !peer.relay {
-                peer.pacer.set_rate(limits.budget, now);
+                let floor = peer.prober.pacing_floor(&peer.link);
+                peer.pacer
+                    .set_rate(limits.budget.map(|b| b.max(floor.unwrap_or(0))), now);
+                if LINK_ADAPTATION
+                    && peer
+                        .prober
+                        .maybe_start(&peer.link, peer.selector.probe_target(), now)
+                {
+                    let target = peer.link.snapshot().probing_bps;
+                    peer.span.in_scope(|| {
+                        debug!(
+                            probe_kbps = target.map(|b| b / 1000),
+                            estimate_kbps = limits.budget.map(|b| b / 1000),
+                            "probing player link"
+                        )
+                    });
+                    if !peer.pacer.listed {
+                        peer.pacer.listed = true;
+                        self.paced.push(sub);
+                    }
+                    if self.pace_at.is_none() {
+                        self.pace_at = Some(now + crate::media::pacer::PACE_TICK);
+                    }
+                }
             }
             for (i, fwd) in batch.iter().enumerate() {
                 if i > 0 && i % DRAIN_EVERY == 0 {

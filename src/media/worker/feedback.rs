@@ -4,7 +4,9 @@
 
 use super::{Worker, WorkerMsg};
 use crate::media::Role;
-use crate::media::peer::{MediaKind, RouterKey};
+use crate::media::keyframe::VideoCodec;
+use crate::media::peer::{MediaKind, OutSender, RouterKey};
+use crate::media::vp8::Vp8Numbering;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
@@ -20,7 +22,101 @@ fn keyframe_request_ssrc(any: &dyn std::any::Any) -> Option<u32> {
         .map(|fir| fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc))
 }
 
+/// The repair of source packet (`epoch`, `src_seq`) of `out`'s stream, `original` from the
+/// buffers: rewritten into the subscriber's stream (and its VP8 numbering, `vp8`), on RTX when
+/// negotiated (its own payload type and sequence numbers; the `RtxWrap` interceptors give it
+/// its SSRC), else as the packet was. The flag says whether it is RTX.
+fn repair(
+    out: &mut OutSender,
+    vp8: Option<&Vp8Numbering>,
+    epoch: u64,
+    src_seq: u16,
+    codec: Option<VideoCodec>,
+    original: &rtc::rtp::Packet,
+) -> Option<(rtc::rtp::Packet, bool)> {
+    let (seq, timestamp) =
+        out.stream
+            .rewrite_retransmission(epoch, src_seq, original.header.timestamp)?;
+    let pt = out.payload_type(codec)?;
+    let mut packet = original.clone();
+    if let Some(vp8) = vp8 {
+        packet.payload = vp8.renumber(packet.payload);
+    }
+    packet.header.ssrc = out.stream.ssrc;
+    packet.header.sequence_number = seq;
+    packet.header.timestamp = timestamp;
+    packet.header.payload_type = pt;
+    if let Some(out_rtx) = out.rtx.as_mut()
+        && let Some(rtx_pt) = out_rtx.payload_type(codec)
+    {
+        let packet = crate::media::rtx::packet(&packet, rtx_pt, out_rtx.seq);
+        out_rtx.seq = out_rtx.seq.wrapping_add(1);
+        return Some((packet, true));
+    }
+    Some((packet, false))
+}
+
+/// How many of a player's last video packets a probe repeats, round and round.
+const PROBE_DEPTH: u16 = 48;
+
 impl Worker {
+    /// Sends the duplicates a probe of player `slot`'s link grants now (`probe.rs`): RTX copies
+    /// of its last video packets, which it discards. Returns whether the probe goes on.
+    pub(super) fn send_probe(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return false;
+        };
+        let budget = peer.prober.take(&peer.link, now);
+        if !peer.prober.active() {
+            return false;
+        }
+        let Some(router) = self.routers.get(&peer.key) else {
+            return true;
+        };
+        let selector = &peer.selector;
+        let Some(out) = peer.out_video.as_mut().filter(|o| o.rtx.is_some()) else {
+            return true;
+        };
+        let Some(last) = out.stream.last_seq() else {
+            return true;
+        };
+        let sender_id = out.sender;
+        let mut sent = 0usize;
+        let mut tries = 0;
+        while sent < budget && tries < PROBE_DEPTH {
+            tries += 1;
+            peer.prober.cursor = (peer.prober.cursor + 1) % PROBE_DEPTH;
+            let out_seq = last.wrapping_sub(peer.prober.cursor);
+            let Some((epoch, src_seq)) = out.stream.source_seq(out_seq) else {
+                continue;
+            };
+            let Some((codec, original)) = selector
+                .source_of(epoch)
+                .and_then(|(layer, source)| router.layers.get(layer)?.get(source, src_seq))
+            else {
+                continue;
+            };
+            let vp8 = (codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
+            let Some((packet, _)) = repair(out, vp8, epoch, src_seq, codec, original) else {
+                continue;
+            };
+            let wire = packet.payload.len() + super::fanout::RTP_OVERHEAD;
+            peer.pacer.charge(wire, now);
+            if let Some(mut sender) = peer.pc.rtp_sender(sender_id)
+                && sender.write_rtp(now, packet).is_ok()
+            {
+                sent += wire;
+                tries = 0;
+                peer.metrics.probe_packets.fetch_add(1, Relaxed);
+            }
+        }
+        peer.prober.owe(sent.saturating_sub(budget));
+        while let Some(out) = peer.pc.poll_write() {
+            self.send.push(out.transport.peer_addr, out.message);
+        }
+        true
+    }
+
     pub(super) fn on_subscriber_rtcp(
         &mut self,
         slot: usize,
@@ -78,34 +174,13 @@ impl Worker {
                         let Some((codec, original)) = found else {
                             continue;
                         };
-                        let Some((seq, timestamp)) = out.stream.rewrite_retransmission(
-                            epoch,
-                            src_seq,
-                            original.header.timestamp,
-                        ) else {
+                        let vp8 = (video && codec == Some(VideoCodec::Vp8))
+                            .then_some(&selector.vp8);
+                        let Some((packet, rtx)) =
+                            repair(out, vp8, epoch, src_seq, codec, original)
+                        else {
                             continue;
                         };
-                        let Some(pt) = out.payload_type(codec) else {
-                            continue;
-                        };
-                        let mut packet = original.clone();
-                        if video && codec == Some(crate::media::keyframe::VideoCodec::Vp8) {
-                            packet.payload = selector.vp8.renumber(packet.payload);
-                        }
-                        packet.header.ssrc = ssrc;
-                        packet.header.sequence_number = seq;
-                        packet.header.timestamp = timestamp;
-                        packet.header.payload_type = pt;
-                        // RTX when negotiated (its own payload type and sequence numbers; the
-                        // RtxWrap interceptor gives it its SSRC), else the packet as it was.
-                        let mut rtx = false;
-                        if let Some(out_rtx) = out.rtx.as_mut()
-                            && let Some(rtx_pt) = out_rtx.payload_type(codec)
-                        {
-                            packet = crate::media::rtx::packet(&packet, rtx_pt, out_rtx.seq);
-                            out_rtx.seq = out_rtx.seq.wrapping_add(1);
-                            rtx = true;
-                        }
                         // Late already: not held by the pacer, but its bytes count.
                         peer.pacer
                             .charge(packet.payload.len() + super::fanout::RTP_OVERHEAD, now);

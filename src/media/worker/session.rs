@@ -52,6 +52,8 @@ impl Worker {
         });
         let metrics = self.metrics.table(&req.table);
         let _ = link.metrics.set(metrics.clone());
+        // A player whose video has RTX can be probed (`probe.rs`).
+        link.set_can_probe(!req.relay && video.as_ref().is_some_and(|v| v.rtx.is_some()));
         let peer = Peer {
             session: session.clone(),
             role: req.role,
@@ -80,6 +82,7 @@ impl Worker {
             view: Default::default(),
             selector: Default::default(),
             pacer: Default::default(),
+            prober: Default::default(),
             link,
         };
         let slot = match self.free.pop() {

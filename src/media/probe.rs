@@ -1,0 +1,152 @@
+//! Probing a player's link before its picture goes up a layer.
+//!
+//! A player the link estimate holds below the layer its view calls for (`Selector::probe_target`)
+//! is probed now and then: for up to [`PROBE_MAX`], the worker sends, beside the player's video,
+//! RTX duplicates of the video packets it sent last, so that the player receives the rate the next
+//! layer needs in all. The player discards the duplicates; its transport-cc feedback says whether
+//! the link carried them, and the estimator (`estimate.rs`) gives the verdict. Carried: the limit
+//! rises and the player goes up, onto a link known to carry it. Not carried: the probe stops as
+//! soon as the queue grows, the picture never changed, and the next probe waits longer.
+//!
+//! One probe goes at most [`PROBE_STEP`] times the estimate, so a link is climbed in steps, each
+//! proven, rather than tried at a top layer's rate at once.
+//!
+//! Sans-IO: time is an input; the worker sends the bytes [`Prober::take`] grants.
+
+use super::estimate::{LinkStats, ProbeVerdict};
+use std::time::{Duration, Instant};
+
+/// The first probe waits this long after the link was congested.
+pub const PROBE_AFTER_CONGESTION: Duration = Duration::from_secs(2);
+/// The shortest wait between probes; it doubles after each probe the link did not carry...
+pub const PROBE_GAP_MIN: Duration = Duration::from_secs(2);
+/// ...up to this, so a link that widens again is found within a few seconds.
+pub const PROBE_GAP_MAX: Duration = Duration::from_secs(4);
+/// After a probe the link carried, the next step may follow this soon.
+pub const PROBE_GAP_AFTER_SUCCESS: Duration = Duration::from_millis(500);
+/// The longest a probe runs without a verdict; then it counts as not carried.
+pub const PROBE_MAX: Duration = Duration::from_millis(1600);
+/// A probe sends at most this many times the current estimate.
+pub const PROBE_STEP: f64 = 2.0;
+/// Probe bytes are granted at least this share of the probe's rate, so a probe always adds
+/// something to what the player receives.
+const MIN_EXTRA: f64 = 0.2;
+
+#[derive(Debug, Clone)]
+struct Active {
+    seq: u32,
+    started: Instant,
+    /// Bytes per second of duplicates on top of the player's media.
+    extra: f64,
+    credit: f64,
+    last: Instant,
+}
+
+/// One player's probes (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Prober {
+    active: Option<Active>,
+    next_at: Option<Instant>,
+    gap: Duration,
+    backoffs_seen: u64,
+    /// Which of the last sent packets the next duplicate repeats.
+    pub cursor: u16,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Self {
+            active: None,
+            next_at: None,
+            gap: PROBE_GAP_MIN,
+            backoffs_seen: 0,
+            cursor: 0,
+        }
+    }
+}
+
+impl Prober {
+    pub fn active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Starts a probe if the player wants a higher layer than its link estimate allows
+    /// (`target`: the estimate that layer needs) and it is time. Returns whether one started.
+    pub fn maybe_start(&mut self, link: &LinkStats, target: Option<u64>, now: Instant) -> bool {
+        if self.active.is_some() {
+            return false;
+        }
+        let snap = link.snapshot();
+        if snap.backoffs != self.backoffs_seen {
+            // Fresh congestion: let the link settle before asking more of it.
+            self.backoffs_seen = snap.backoffs;
+            self.next_at = Some(now + PROBE_AFTER_CONGESTION);
+        }
+        let (Some(target), Some(estimate)) = (target, link.estimate()) else {
+            return false;
+        };
+        if !link.limited_by_transport_cc() || self.next_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        let rate = (target as f64).min(estimate as f64 * PROBE_STEP);
+        if rate <= estimate as f64 {
+            return false;
+        }
+        let extra = (rate - snap.delivered_bps as f64).max(rate * MIN_EXTRA) / 8.0;
+        let seq = link.start_probe(rate as u64);
+        self.active = Some(Active {
+            seq,
+            started: now,
+            extra,
+            credit: 0.0,
+            last: now,
+        });
+        true
+    }
+
+    /// Bytes of duplicates to send now. Ends the probe (and returns 0) on the estimator's verdict
+    /// or after [`PROBE_MAX`].
+    pub fn take(&mut self, link: &LinkStats, now: Instant) -> usize {
+        let Some(a) = &mut self.active else {
+            return 0;
+        };
+        let verdict = link.probe_verdict(a.seq).or_else(|| {
+            (now.saturating_duration_since(a.started) >= PROBE_MAX)
+                .then_some(ProbeVerdict::NotCarried)
+        });
+        if let Some(v) = verdict {
+            link.end_probe();
+            self.active = None;
+            match v {
+                ProbeVerdict::Carried => {
+                    self.gap = PROBE_GAP_MIN;
+                    self.next_at = Some(now + PROBE_GAP_AFTER_SUCCESS);
+                }
+                ProbeVerdict::NotCarried => {
+                    self.next_at = Some(now + self.gap);
+                    self.gap = (self.gap * 2).min(PROBE_GAP_MAX);
+                }
+            }
+            return 0;
+        }
+        let dt = now.saturating_duration_since(a.last).as_secs_f64().min(0.05);
+        a.last = now;
+        a.credit += a.extra * dt;
+        let bytes = a.credit.max(0.0) as usize;
+        a.credit -= bytes as f64;
+        bytes
+    }
+
+    /// Bytes sent beyond what [`Prober::take`] granted (a packet is sent whole) are owed.
+    pub fn owe(&mut self, bytes: usize) {
+        if let Some(a) = &mut self.active {
+            a.credit -= bytes as f64;
+        }
+    }
+
+    /// The rate the player's egress should be paced to while a probe runs.
+    pub fn pacing_floor(&self, link: &LinkStats) -> Option<u64> {
+        self.active.as_ref()?;
+        link.snapshot().probing_bps
+    }
+}
