@@ -8,6 +8,7 @@
 
 pub(crate) mod driver;
 mod publisher;
+mod reports;
 mod rtx;
 mod subscriber;
 pub mod synth;

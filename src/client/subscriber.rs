@@ -44,6 +44,9 @@ pub struct SubscribeOptions {
     pub hold_dtls: bool,
     /// Offer RTX (RFC 4588) for video, as browsers do.
     pub rtx: bool,
+    /// Offer transport-wide congestion control and report every packet's arrival, as browsers
+    /// do.
+    pub transport_cc: bool,
 }
 
 impl Default for SubscribeOptions {
@@ -57,6 +60,7 @@ impl Default for SubscribeOptions {
             wait_connected: true,
             hold_dtls: false,
             rtx: false,
+            transport_cc: false,
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct SubscriberStats {
     /// RTP datagrams taken in, by the SSRC of their header (clear in SRTP) before any RTX
     /// decapsulation: the media SSRCs and, with RTX, the repair SSRC.
     pub wire_ssrcs: Vec<(u32, u64)>,
+    /// RTCP sender reports received (RFC 3550 6.4.1), by the SSRC they report on.
+    pub sender_reports: HashMap<u32, u64>,
+    /// Video packets that carried a header extension (with `transport_cc`: its sequence number).
+    pub video_with_extension: u64,
 }
 
 /// A running subscriber.
@@ -97,6 +105,7 @@ pub struct Subscriber {
     token: String,
     http: reqwest::Client,
     stats: Arc<Mutex<SubscriberStats>>,
+    sender_reports: super::reports::SenderReports,
     control_tx: mpsc::UnboundedSender<String>,
     restart_tx: mpsc::UnboundedSender<RestartAsk>,
     stop: Option<oneshot::Sender<()>>,
@@ -109,8 +118,13 @@ impl Subscriber {
         options: SubscribeOptions,
         epoch: Instant,
     ) -> Result<Subscriber, ClientError> {
-        let mut registry =
-            Registry::new().with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        let sender_reports = super::reports::SenderReports::default();
+        let mut registry = Registry::new()
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(
+                Slot::from(10_500usize),
+                super::reports::SenderReportTap::new(sender_reports.clone()),
+            );
         let rtx_flow = Arc::new(std::sync::OnceLock::new());
         if options.rtx {
             // Wire-ward of the NACK generator, so it sees repairs as the packets they repair.
@@ -124,8 +138,12 @@ impl Subscriber {
                     .build(),
             );
         }
-        let me =
+        let mut me =
             media_engine(true, true, options.rtx).map_err(|e| ClientError::Rtc(e.to_string()))?;
+        if options.transport_cc {
+            registry = rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only(registry, &mut me)
+                .map_err(|e| ClientError::Rtc(e.to_string()))?;
+        }
         // An ICE restart moves to a new socket: the old address's candidate must go with it.
         let setting_engine = super::ice_settings(SettingEngineBuilder::new())
             .with_discard_local_candidates_during_ice_restart(true)
@@ -231,6 +249,9 @@ impl Subscriber {
                             let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
                             if video {
                                 s.video_packets += 1;
+                                if packet.header.extension {
+                                    s.video_with_extension += 1;
+                                }
                                 s.first_video_at.get_or_insert(now);
                                 if options.record {
                                     s.video.push(r);
@@ -317,6 +338,7 @@ impl Subscriber {
             token: target.token,
             http,
             stats,
+            sender_reports,
             control_tx,
             restart_tx,
             stop: Some(stop),
@@ -325,7 +347,13 @@ impl Subscriber {
     }
 
     pub fn stats(&self) -> SubscriberStats {
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        stats.sender_reports = self
+            .sender_reports
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        stats
     }
 
     /// Moves to a new local UDP socket (a network change) and restarts ICE over WHEP `PATCH`
