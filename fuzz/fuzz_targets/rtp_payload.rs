@@ -21,7 +21,8 @@ use rtc::shared::marshal::Unmarshal;
 use std::time::{Duration, Instant};
 use tablecast::media::keyframe::{self, VideoCodec};
 use tablecast::media::router::PacketBuffer;
-use tablecast::media::simulcast::{Layers, Limits, MAX_LAYERS, Selector, Verdict};
+use tablecast::media::selector::{Limits, Selector, Verdict};
+use tablecast::media::simulcast::{Layers, MAX_LAYERS};
 use tablecast::media::subscriber::{OutStream, Rewrite};
 use tablecast::media::{Quality, View, frame_size, rtx};
 

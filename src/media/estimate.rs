@@ -114,7 +114,7 @@ pub struct LinkStats {
     /// not lifted after a while.
     can_probe: AtomicBool,
     /// The probe in progress: its number and the rate it sends at, bits per second (0: none).
-    probe_seq: AtomicU32,
+    pub(crate) probe_seq: AtomicU32,
     probe_bps: AtomicU64,
     /// The estimator's verdict: the probe's number << 2 | 1 (carried) or 2 (not).
     probe_verdict: AtomicU64,
@@ -181,6 +181,16 @@ impl LinkStats {
         }
     }
 
+    /// A transport-cc player limited to `limit_bps`, receiving `delivered_bps`, after `backoffs`
+    /// backoffs (tests of what reads these).
+    #[cfg(test)]
+    pub fn set_for_test(&self, limit_bps: u64, delivered_bps: u64, backoffs: u64) {
+        self.twcc.store(true, Relaxed);
+        self.limit_bps.store(limit_bps, Relaxed);
+        self.delivered_bps.store(delivered_bps, Relaxed);
+        self.backoffs.store(backoffs, Relaxed);
+    }
+
     /// The worker can probe this player's link (see the module doc).
     pub fn set_can_probe(&self, yes: bool) {
         self.can_probe.store(yes, Relaxed);
@@ -222,7 +232,7 @@ impl LinkStats {
         (bps > 0).then(|| (self.probe_seq.load(Relaxed), bps))
     }
 
-    fn give_verdict(&self, seq: u32, verdict: ProbeVerdict) {
+    pub(crate) fn give_verdict(&self, seq: u32, verdict: ProbeVerdict) {
         let (bits, counter) = match verdict {
             ProbeVerdict::Carried => (1, &self.probes_ok),
             ProbeVerdict::NotCarried => (2, &self.probes_failed),
@@ -539,8 +549,7 @@ impl BandwidthEstimator for LinkEstimator {
             (Some(d), Some(s)) => d < s * BEHIND,
             _ => false,
         };
-        let congested_now = (self.queue_ms > QUEUE_OVERUSE.as_secs_f64() * 1e3
-            && falling_behind)
+        let congested_now = (self.queue_ms > QUEUE_OVERUSE.as_secs_f64() * 1e3 && falling_behind)
             || (self.loss > LOSS_HIGH && self.losses.len() >= LOSS_MIN_PACKETS / 4);
         // Only congestion that lasts counts.
         let congested = match (congested_now, self.congested_since) {
@@ -822,7 +831,10 @@ mod tests {
             let mut seen = link.run(&mut est, 2_000_000.0, 250);
             link.capacity_bps = 3_000_000.0;
             seen.extend(link.run(&mut est, 2_000_000.0, 3_000));
-            assert!(seen.iter().all(Option::is_none), "a moment's queue set a limit");
+            assert!(
+                seen.iter().all(Option::is_none),
+                "a moment's queue set a limit"
+            );
         }
         // Halved for good: a limit, once the queue has stood for the hold.
         link.capacity_bps = 1_000_000.0;

@@ -31,6 +31,7 @@ pub mod restart;
 pub mod router;
 pub(crate) mod rtcp_tap;
 pub mod rtx;
+pub mod selector;
 pub mod simulcast;
 pub mod subscriber;
 pub mod trickle;

@@ -129,7 +129,10 @@ impl Prober {
             }
             return 0;
         }
-        let dt = now.saturating_duration_since(a.last).as_secs_f64().min(0.05);
+        let dt = now
+            .saturating_duration_since(a.last)
+            .as_secs_f64()
+            .min(0.05);
         a.last = now;
         a.credit += a.extra * dt;
         let bytes = a.credit.max(0.0) as usize;
@@ -148,5 +151,70 @@ impl Prober {
     pub fn pacing_floor(&self, link: &LinkStats) -> Option<u64> {
         self.active.as_ref()?;
         link.snapshot().probing_bps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn probes_start_only_when_held_back_and_back_off_when_not_carried() {
+        let link = LinkStats::default();
+        let mut p = Prober::default();
+        let t0 = Instant::now();
+        // No estimate, or nothing wanted: no probe.
+        assert!(!p.maybe_start(&link, Some(750_000), t0));
+        link.set_for_test(500_000, 250_000, 1);
+        assert!(!p.maybe_start(&link, None, t0));
+        // Just congested: the link settles first.
+        assert!(!p.maybe_start(&link, Some(750_000), t0));
+        assert!(!p.maybe_start(&link, Some(750_000), t0 + ms(1_900)));
+        let t = t0 + PROBE_AFTER_CONGESTION;
+        assert!(p.maybe_start(&link, Some(750_000), t));
+        assert_eq!(link.snapshot().probing_bps, Some(750_000));
+        assert!(!p.maybe_start(&link, Some(750_000), t), "one at a time");
+        // Duplicates on top of the 250 kbit/s the player gets: 500 kbit/s, 62.5 kB/s.
+        let granted: usize = (1..=20).map(|i| p.take(&link, t + ms(10 * i))).sum();
+        assert!(
+            (12_000..=13_000).contains(&granted),
+            "granted {granted} B in 200 ms"
+        );
+        // Not carried: stopped, and the next waits PROBE_GAP_MIN, then twice that, up to the max.
+        let mut t = t + ms(300);
+        let mut gaps = Vec::new();
+        for _ in 0..4 {
+            link.give_verdict(
+                link.probe_seq.load(std::sync::atomic::Ordering::Relaxed),
+                ProbeVerdict::NotCarried,
+            );
+            assert_eq!(p.take(&link, t), 0);
+            assert!(!p.active());
+            assert_eq!(link.snapshot().probing_bps, None);
+            let ended = t;
+            while !p.maybe_start(&link, Some(750_000), t) {
+                t += ms(100);
+            }
+            gaps.push(t.duration_since(ended));
+        }
+        assert_eq!(gaps, [ms(2_000), ms(4_000), ms(4_000), ms(4_000)]);
+        // Carried: the next step may follow soon, and the gap starts over.
+        link.give_verdict(
+            link.probe_seq.load(std::sync::atomic::Ordering::Relaxed),
+            ProbeVerdict::Carried,
+        );
+        p.take(&link, t);
+        assert!(!p.maybe_start(&link, Some(1_500_000), t + ms(400)));
+        assert!(p.maybe_start(&link, Some(1_500_000), t + PROBE_GAP_AFTER_SUCCESS));
+        // A probe never goes past twice the estimate.
+        assert_eq!(link.snapshot().probing_bps, Some(1_000_000));
+        // Without a verdict it ends after PROBE_MAX, as not carried.
+        let t = t + PROBE_GAP_AFTER_SUCCESS + PROBE_MAX;
+        assert_eq!(p.take(&link, t), 0);
+        assert!(!p.active());
     }
 }

@@ -174,10 +174,9 @@ impl Worker {
                         let Some((codec, original)) = found else {
                             continue;
                         };
-                        let vp8 = (video && codec == Some(VideoCodec::Vp8))
-                            .then_some(&selector.vp8);
-                        let Some((packet, rtx)) =
-                            repair(out, vp8, epoch, src_seq, codec, original)
+                        let vp8 =
+                            (video && codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
+                        let Some((packet, rtx)) = repair(out, vp8, epoch, src_seq, codec, original)
                         else {
                             continue;
                         };
