@@ -310,7 +310,7 @@ impl Janus {
         )
         .await?;
         let offer = self.wait_offer(session).await?;
-        let mut pc = light_peer_connection()?;
+        let mut pc = light_peer_connection(false)?;
         let (socket, local) = viewer_socket(self.ip)?;
         let video_pts = video_payload_types(&offer);
         let answer = driver::answer(&mut pc, offer, local)

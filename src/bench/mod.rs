@@ -115,6 +115,11 @@ pub struct BenchArgs {
     /// Players do not open the control data channel (media only).
     #[arg(long)]
     pub no_control: bool,
+    /// Players negotiate transport-wide congestion control and send its feedback, as browsers
+    /// do: the node then numbers every packet, keeps its send history and runs each player's
+    /// link estimate (`tablecast` only).
+    #[arg(long)]
+    pub transport_cc: bool,
     /// During each window, a round opens, closes and gets its result this often (fan-out
     /// latency samples).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]

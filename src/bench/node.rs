@@ -247,6 +247,8 @@ pub struct Tablecast {
     http: reqwest::Client,
     pub pid: Option<u32>,
     pub process: Option<Spawned>,
+    /// Players negotiate transport-cc and send its feedback (`--transport-cc`).
+    pub players_transport_cc: bool,
 }
 
 impl Tablecast {
@@ -298,6 +300,7 @@ impl Tablecast {
             http: driver::http_client(),
             pid: Some(process.pid()),
             process: Some(process),
+            players_transport_cc: false,
         })
     }
 
@@ -310,6 +313,7 @@ impl Tablecast {
             http: driver::http_client(),
             pid,
             process: None,
+            players_transport_cc: false,
         }
     }
 
@@ -398,7 +402,7 @@ impl Tablecast {
     ) -> Result<(ViewerSetup, Session), BenchError> {
         let started = Instant::now();
         let target = self.target(TokenRole::Player, &format!("bench-{i}"))?;
-        let mut pc = light_peer_connection()?;
+        let mut pc = light_peer_connection(self.players_transport_cc)?;
         for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
             pc.add_transceiver_from_kind(
                 kind,
@@ -498,14 +502,22 @@ pub fn dealer_shape() -> PublishOptions {
 }
 
 /// A peer connection with no interceptors: no receiver reports, no NACKs (loss is counted as
-/// the node delivers it, not as retransmissions repair it).
-pub fn light_peer_connection() -> Result<rtc::peer_connection::RTCPeerConnection, BenchError> {
-    let me = media_engine(true, true, false).map_err(|e| BenchError::Join(e.to_string()))?;
+/// the node delivers it, not as retransmissions repair it). With `transport_cc`, it offers
+/// transport-wide congestion control and reports every packet's arrival, as a browser does.
+pub fn light_peer_connection(
+    transport_cc: bool,
+) -> Result<rtc::peer_connection::RTCPeerConnection, BenchError> {
+    let mut me = media_engine(true, true, false).map_err(|e| BenchError::Join(e.to_string()))?;
+    let mut registry = Registry::new();
+    if transport_cc {
+        registry = rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only(registry, &mut me)
+            .map_err(|e| BenchError::Join(e.to_string()))?;
+    }
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(crate::client::ice_settings(SettingEngineBuilder::new()).build())
         .with_media_engine(me)
-        .with_interceptor_registry(Registry::new())
+        .with_interceptor_registry(registry)
         .build(Instant::now())
         .map_err(rtc_err)
 }

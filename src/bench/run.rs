@@ -148,16 +148,16 @@ async fn start_sut(kind: TargetKind, args: &BenchArgs) -> Result<Sut, BenchError
             Ok(Sut::Janus(janus))
         }
         _ => match (&args.url, &args.secret) {
-            (Some(url), Some(secret)) => Ok(Sut::Tablecast(Box::new(Tablecast::external(
-                url,
-                &args.table,
-                secret,
-                args.server_pid,
-            )))),
+            (Some(url), Some(secret)) => {
+                let mut node = Tablecast::external(url, &args.table, secret, args.server_pid);
+                node.players_transport_cc = args.transport_cc;
+                Ok(Sut::Tablecast(Box::new(node)))
+            }
             _ => {
-                let node =
+                let mut node =
                     Tablecast::start(args.node_workers, args.node_cpus.as_deref(), args.keep)
                         .await?;
+                node.players_transport_cc = args.transport_cc;
                 info!(pid = ?node.pid, url = %node.base_url, "node is up");
                 Ok(Sut::Tablecast(Box::new(node)))
             }

@@ -26,6 +26,10 @@ pub const PACE_TICK: Duration = Duration::from_millis(5);
 const MIN_BURST_BYTES: f64 = 4.0 * 1200.0;
 /// ...or this long at the pacing rate, whichever is more.
 const BURST: Duration = Duration::from_millis(10);
+/// What goes out whatever the bucket says (audio, repairs, probes) may put it this far in debt at
+/// most, at the pacing rate: a burst of repairs after heavy loss must not hold the player's
+/// video back for seconds. Repairs and probes wait while the bucket is this far in debt.
+const MAX_DEBT: Duration = Duration::from_millis(100);
 /// A queue longer than this at the pacing rate is not worth sending: its oldest packets are
 /// dropped (the player asks for what it misses again, and a keyframe if need be).
 const MAX_QUEUE: Duration = Duration::from_millis(800);
@@ -109,12 +113,29 @@ impl<T> Pacer<T> {
         false
     }
 
-    /// A packet that goes now whatever the bucket says (audio, a retransmission).
+    /// A packet that goes now whatever the bucket says (audio, a retransmission, a probe). The
+    /// debt it leaves is capped at [`MAX_DEBT`].
     pub fn charge(&mut self, bytes: usize, now: Instant) {
-        if self.rate.is_some() {
+        if let Some(rate) = self.rate {
             self.refill(now);
-            self.tokens -= bytes as f64;
+            self.tokens = (self.tokens - bytes as f64).max(-rate * MAX_DEBT.as_secs_f64());
         }
+    }
+
+    /// Whether a repair should wait: the bucket is half [`MAX_DEBT`] in debt already (the player
+    /// asks again).
+    pub fn in_debt(&mut self, now: Instant) -> bool {
+        let Some(rate) = self.rate else {
+            return false;
+        };
+        self.refill(now);
+        self.tokens <= -rate * MAX_DEBT.as_secs_f64() * 0.5
+    }
+
+    /// Whether a probe should wait: the bucket is in debt, or video waits in the queue (video
+    /// goes first).
+    pub fn saturated(&mut self, now: Instant) -> bool {
+        self.in_debt(now) || !self.queue.is_empty()
     }
 
     /// Queues a packet [`Self::admit`] refused. Returns how many old ones were dropped to
@@ -224,6 +245,29 @@ mod tests {
         p.charge(160, t0);
         assert_eq!(p.pop_ready(t0 + Duration::from_millis(12)), None);
         assert_eq!(p.pop_ready(t0 + Duration::from_millis(15)), Some("video"));
+    }
+
+    #[test]
+    fn a_burst_of_repairs_holds_video_back_at_most_the_debt_limit_and_repairs_then_wait() {
+        let mut p: Pacer<&str> = Pacer::default();
+        let t0 = Instant::now();
+        // 600 kbit/s paced at 750 kbit/s: 93.75 kB/s.
+        p.set_rate(Some(600_000), t0);
+        // A megabyte of repairs after heavy loss (800 packets).
+        for _ in 0..800 {
+            p.charge(1260, t0);
+        }
+        assert!(p.in_debt(t0), "repairs wait now");
+        assert!(p.saturated(t0), "and so do probes");
+        assert!(!p.admit(1200, t0));
+        p.push("video", 1200);
+        // The debt is 100 ms of the rate, not ten seconds of it.
+        assert_eq!(p.pop_ready(t0 + Duration::from_millis(100)), None);
+        assert_eq!(
+            p.pop_ready(t0 + Duration::from_millis(115)),
+            Some("video")
+        );
+        assert!(!p.in_debt(t0 + Duration::from_millis(115)));
     }
 
     #[test]

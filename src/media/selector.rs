@@ -83,6 +83,9 @@ pub struct Selector {
     current: Option<(usize, u64)>,
     /// The player's epoch for it.
     epoch: u64,
+    /// The run before: (player's epoch, layer, source epoch), whose packets the player may still
+    /// ask to be repaired.
+    previous: Option<(u64, usize, u64)>,
     target: Option<(usize, SwitchReason)>,
     last_request: Option<Instant>,
     next_decision: Option<Instant>,
@@ -109,10 +112,15 @@ impl Selector {
         self.current.map(|(l, _)| l)
     }
 
-    /// The layer being forwarded, with its source epoch, when `epoch` is the player's epoch
-    /// for it (a NACK's packet is looked up there).
+    /// The layer and source epoch of the player's `epoch`: the run being forwarded, or the one
+    /// before it (a NACK's packet is looked up there).
     pub fn source_of(&self, epoch: u64) -> Option<(usize, u64)> {
-        self.current.filter(|_| epoch == self.epoch)
+        if epoch == self.epoch {
+            return self.current;
+        }
+        self.previous
+            .filter(|&(e, _, _)| e == epoch)
+            .map(|(_, layer, source)| (layer, source))
     }
 
     /// The layer a switch is waiting for a keyframe of.
@@ -158,6 +166,9 @@ impl Selector {
                     to: target,
                     reason,
                 });
+                if let Some((layer, source)) = self.current {
+                    self.previous = Some((self.epoch, layer, source));
+                }
                 self.current = Some((target, source));
                 self.epoch = new_epoch();
                 self.target = None;
@@ -175,6 +186,7 @@ impl Selector {
                 if *e != source {
                     // The layer's source restarted (a new SSRC): a new epoch, which the
                     // rewriter starts at that source's first keyframe.
+                    self.previous = Some((self.epoch, *l, *e));
                     *e = source;
                     self.epoch = new_epoch();
                 }

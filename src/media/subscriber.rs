@@ -45,6 +45,26 @@ pub struct OutStream {
     seq_offset: u16,
     ts_offset: u32,
     last: Option<Last>,
+    /// The first sequence number sent under the current epoch.
+    run_start: u16,
+    /// The run before the current one, whose packets a player may still ask to be repaired.
+    previous: Option<Run>,
+}
+
+/// One epoch's run of a stream: its offsets and the sequence numbers it was sent under.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    epoch: u64,
+    seq_offset: u16,
+    ts_offset: u32,
+    first: u16,
+    last: u16,
+}
+
+impl Run {
+    fn holds(&self, out_seq: u16) -> bool {
+        !seq_newer(self.first, out_seq) && !seq_newer(out_seq, self.last)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +91,8 @@ impl OutStream {
             ts_offset: 0,
             // A virtual "previous packet" so the first real one lands on first_seq/first_ts.
             last: None,
+            run_start: first_seq,
+            previous: None,
         }
         .with_start(first_seq, first_ts)
     }
@@ -81,12 +103,12 @@ impl OutStream {
         self
     }
 
-    /// True once this stream has sent anything.
     /// The sequence number of the last packet sent.
     pub fn last_seq(&self) -> Option<u16> {
         self.last.map(|l| l.seq)
     }
 
+    /// True once this stream has sent anything.
     pub fn started(&self) -> bool {
         self.last.is_some()
     }
@@ -125,9 +147,19 @@ impl OutStream {
                 // Fresh stream: the offsets hold the chosen first values.
                 None => (self.seq_offset, self.ts_offset),
             };
+            if let (Some(old), Some(last)) = (self.epoch, self.last) {
+                self.previous = Some(Run {
+                    epoch: old,
+                    seq_offset: self.seq_offset,
+                    ts_offset: self.ts_offset,
+                    first: self.run_start,
+                    last: last.seq,
+                });
+            }
             self.seq_offset = out_seq.wrapping_sub(seq);
             self.ts_offset = out_ts.wrapping_sub(timestamp);
             self.epoch = Some(epoch);
+            self.run_start = out_seq;
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = timestamp.wrapping_add(self.ts_offset);
@@ -148,25 +180,33 @@ impl OutStream {
     }
 
     /// The header values a retransmission of source packet (`epoch`, `seq`, `timestamp`) gets,
-    /// or None when that packet is from another epoch than the one being sent.
+    /// or None when that packet is from neither the epoch being sent nor the one before it.
     pub fn rewrite_retransmission(
         &self,
         epoch: u64,
         seq: u16,
         timestamp: u32,
     ) -> Option<(u16, u32)> {
-        (self.epoch == Some(epoch)).then(|| {
-            (
-                seq.wrapping_add(self.seq_offset),
-                timestamp.wrapping_add(self.ts_offset),
-            )
-        })
+        let (seq_offset, ts_offset) = if self.epoch == Some(epoch) {
+            (self.seq_offset, self.ts_offset)
+        } else {
+            let run = self.previous.filter(|r| r.epoch == epoch)?;
+            (run.seq_offset, run.ts_offset)
+        };
+        Some((seq.wrapping_add(seq_offset), timestamp.wrapping_add(ts_offset)))
     }
 
-    /// The source sequence number of an outgoing one (to answer a NACK from the track buffer).
+    /// The source epoch and sequence number of an outgoing packet (to answer a NACK from the
+    /// buffers): of the current run, or of the one before it (a player asks for packets lost
+    /// just before a layer switch or a dealer's reconnect after it). None for a number sent in
+    /// neither, which must not be answered with whatever the current run's offset maps it to.
     pub fn source_seq(&self, out_seq: u16) -> Option<(u64, u16)> {
-        self.epoch
-            .map(|e| (e, out_seq.wrapping_sub(self.seq_offset)))
+        let epoch = self.epoch?;
+        if !seq_newer(self.run_start, out_seq) {
+            return Some((epoch, out_seq.wrapping_sub(self.seq_offset)));
+        }
+        let run = self.previous.filter(|r| r.holds(out_seq))?;
+        Some((run.epoch, out_seq.wrapping_sub(run.seq_offset)))
     }
 }
 
@@ -226,6 +266,32 @@ mod tests {
             Rewrite::Stale,
             "the old source never comes back"
         );
+    }
+
+    #[test]
+    fn a_nack_after_a_switch_maps_to_the_run_it_was_sent_in_and_never_to_another() {
+        let t0 = Instant::now();
+        let mut s = OutStream::new(7, 90_000, true, 1000, 0);
+        // Layer A's run: source 500..=504 sent as 1000..=1004.
+        sent(s.rewrite(1, 500, 0, true, t0));
+        for seq in 501..=504 {
+            sent(s.rewrite(1, seq, 3000, false, t0));
+        }
+        // Switch to layer B at its keyframe: source 9000.. sent as 1005..
+        assert_eq!(sent(s.rewrite(2, 9000, 70_000, true, t0)).0, 1005);
+        sent(s.rewrite(2, 9001, 70_000, false, t0));
+        // A packet of A's run, lost just before the switch, is repaired from A's run, with the
+        // header it was first sent with.
+        assert_eq!(s.source_seq(1003), Some((1, 503)));
+        assert_eq!(s.rewrite_retransmission(1, 503, 3000), Some((1003, 3000)));
+        assert_eq!(s.source_seq(1006), Some((2, 9001)));
+        // A number sent in neither run maps to nothing (not to B's packet 8990).
+        assert_eq!(s.source_seq(995), None);
+        // Two switches on, A's run is gone.
+        sent(s.rewrite(3, 40, 0, true, t0));
+        assert_eq!(s.source_seq(1003), None);
+        assert_eq!(s.rewrite_retransmission(1, 503, 3000), None);
+        assert_eq!(s.source_seq(1006), Some((2, 9001)));
     }
 
     #[test]

@@ -257,10 +257,6 @@ impl Worker {
         self.pace_at = None;
         let mut slots = std::mem::take(&mut self.paced);
         slots.retain(|&slot| {
-            // A probe's duplicates first: they take the bucket's tokens, so the queue after
-            // them keeps to the pacing rate.
-            let probing = self.peers[slot].as_ref().is_some_and(|p| p.prober.active())
-                && self.send_probe(slot, now);
             let Some(peer) = self.peers[slot].as_mut() else {
                 return false;
             };
@@ -276,6 +272,11 @@ impl Worker {
             while let Some(out) = peer.pc.poll_write() {
                 self.send.push(out.transport.peer_addr, out.message);
             }
+            // A probe's duplicates after the video: they fill what the bucket has left.
+            let probing = peer.prober.active() && self.send_probe(slot, now);
+            let Some(peer) = self.peers[slot].as_mut() else {
+                return false;
+            };
             peer.pacer.listed = !peer.pacer.is_empty() || probing;
             peer.pacer.listed
         });

@@ -9,7 +9,7 @@ use crate::media::frame_size;
 use crate::media::keyframe::{self, VideoCodec};
 use crate::media::peer::{InTrack, MediaKind, RouterKey};
 use crate::media::router::{Forward, LayerTag, RELAY_LAYERS};
-use crate::media::selector::{Limits, Switch, Verdict};
+use crate::media::selector::{AUDIO_RESERVE_BPS, Limits, Switch, Verdict};
 use crate::media::simulcast::{LayerStates, Layers};
 use crate::media::subscriber::Rewrite;
 use rtc::sansio::Protocol;
@@ -275,9 +275,21 @@ impl Worker {
                 view: peer.view,
             };
             if !peer.relay {
-                let floor = peer.prober.pacing_floor(&peer.link);
-                peer.pacer
-                    .set_rate(limits.budget.map(|b| b.max(floor.unwrap_or(0))), now);
+                // Paced to the estimate, but never below what the player is being sent: the
+                // lowest layer goes out even when nothing fits, and a pacer slower than it would
+                // only queue it until its keyframes were trimmed. A probe raises it to its rate.
+                let sending = peer
+                    .selector
+                    .current()
+                    .and_then(|l| states.get(l))
+                    .map_or(0, |s| u64::from(s.bitrate))
+                    + AUDIO_RESERVE_BPS;
+                let floor = peer
+                    .prober
+                    .pacing_floor(&peer.link)
+                    .unwrap_or(0)
+                    .max(sending);
+                peer.pacer.set_rate(limits.budget.map(|b| b.max(floor)), now);
                 if LINK_ADAPTATION
                     && peer
                         .prober

@@ -70,6 +70,10 @@ impl Worker {
         if !peer.prober.active() {
             return false;
         }
+        if peer.pacer.saturated(now) {
+            // Video first; the probe's bytes are not owed.
+            return true;
+        }
         let Some(router) = self.routers.get(&peer.key) else {
             return true;
         };
@@ -174,6 +178,10 @@ impl Worker {
                         let Some((codec, original)) = found else {
                             continue;
                         };
+                        if peer.pacer.in_debt(now) {
+                            // The link is behind already: the player asks again.
+                            continue;
+                        }
                         let vp8 =
                             (video && codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
                         let Some((packet, rtx)) = repair(out, vp8, epoch, src_seq, codec, original)
