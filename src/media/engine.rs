@@ -146,6 +146,7 @@ pub(super) fn subscriber_feedback(
     registry: Registry,
     engine: &mut MediaEngine,
     link: std::sync::Arc<super::estimate::LinkStats>,
+    transport_cc_offered: bool,
 ) -> Result<Registry, MediaError> {
     engine.register_feedback(
         RTCPFeedback {
@@ -154,6 +155,11 @@ pub(super) fn subscriber_feedback(
         },
         RtpCodecKind::Video,
     );
+    if !transport_cc_offered {
+        // Nothing to number packets for, and no reports to feed an estimator: the send history
+        // would cost a few map inserts per packet for nothing.
+        return Ok(registry);
+    }
     let registry = configure_twcc_sender_only(registry, engine)
         .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))?;
     Ok(registry.with(

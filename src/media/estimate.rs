@@ -629,7 +629,9 @@ impl BandwidthEstimator for LinkEstimator {
                 // No congestion for long enough: the limit no longer says anything.
                 self.limit = None;
                 self.memory.lifted_at = Some(now);
-            } else if self.loss <= LOSS_LOW {
+            } else if self.loss <= LOSS_LOW && !self.stats.can_probe.load(Relaxed) {
+                // A player that can be probed goes up only on a carried probe: growing with what
+                // a probe delivered would creep past the next layer's rate untested.
                 let cap = delivered.map_or(limit, |d| (d * GROWTH_CAP).max(limit));
                 self.limit = Some((limit * GROWTH_PER_SEC.powf(dt)).min(cap));
             }

@@ -166,6 +166,10 @@ pub struct Answered {
     pub link: Arc<LinkStats>,
 }
 
+/// The transport-wide congestion control header extension, as offers name it.
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
 /// Builds a peer connection for `role` and answers `offer_sdp`.
 ///
 /// Returns the connection and the answer SDP, which carries our host candidates (so clients
@@ -213,17 +217,26 @@ pub fn answer(
             &mut engine,
         )?,
         Role::Subscriber => subscriber_feedback(
-            Registry::new()
-                .with(Slot::SenderReport, SenderReportBuilder::new().build())
-                .with(Slot::from(11_500usize), RtcpTap::new(link.clone()))
-                // Application-ward of the sender reports, so they never count a retransmission.
-                .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone()))
-                // Back on the media SSRC for transport-cc and the congestion-control history,
-                // then on the RTX SSRC for good, wire-most (`rtx.rs`).
-                .with(Slot::from(10_500usize), RtxWrap::back(rtx_route.clone()))
-                .with(Slot::from(500usize), RtxWrap::new(rtx_route.clone())),
+            {
+                let registry = Registry::new()
+                    .with(Slot::SenderReport, SenderReportBuilder::new().build())
+                    .with(Slot::from(11_500usize), RtcpTap::new(link.clone()));
+                if rtx::offered(offer_sdp) {
+                    // Application-ward of the sender reports, so they never count a
+                    // retransmission; back on the media SSRC for transport-cc and the
+                    // congestion-control history; then on the RTX SSRC for good, wire-most
+                    // (`rtx.rs`). Every stage is a hand-over per packet, so none without RTX.
+                    registry
+                        .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone()))
+                        .with(Slot::from(10_500usize), RtxWrap::back(rtx_route.clone()))
+                        .with(Slot::from(500usize), RtxWrap::new(rtx_route.clone()))
+                } else {
+                    registry
+                }
+            },
             &mut engine,
             link.clone(),
+            offer_sdp.contains(TRANSPORT_CC_URI),
         )?,
     };
     let mut pc = RTCPeerConnectionBuilder::new()
