@@ -45,7 +45,7 @@ pub struct OutStream {
     seq_offset: u16,
     ts_offset: u32,
     last: Option<Last>,
-    /// The first sequence number sent under the current epoch.
+    /// The oldest sequence number sent under the current epoch.
     run_start: u16,
     /// The run before the current one, whose packets a player may still ask to be repaired.
     previous: Option<Run>,
@@ -163,6 +163,10 @@ impl OutStream {
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = timestamp.wrapping_add(self.ts_offset);
+        if seq_newer(self.run_start, out_seq) {
+            // A late packet of this run, from before the one that started it.
+            self.run_start = out_seq;
+        }
         match self.last {
             Some(last) if !seq_newer(out_seq, last.seq) => {}
             _ => {
