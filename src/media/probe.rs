@@ -21,7 +21,7 @@ pub const PROBE_AFTER_CONGESTION: Duration = Duration::from_secs(2);
 /// The shortest wait between probes; it doubles after each probe the link did not carry...
 pub const PROBE_GAP_MIN: Duration = Duration::from_secs(2);
 /// ...up to this, so a link that widens again is found within a few seconds.
-pub const PROBE_GAP_MAX: Duration = Duration::from_secs(4);
+pub const PROBE_GAP_MAX: Duration = Duration::from_secs(3);
 /// After a probe the link carried, the next step may follow this soon.
 pub const PROBE_GAP_AFTER_SUCCESS: Duration = Duration::from_millis(500);
 /// The longest a probe runs without a verdict; then it counts as not carried.
@@ -201,7 +201,7 @@ mod tests {
             }
             gaps.push(t.duration_since(ended));
         }
-        assert_eq!(gaps, [ms(2_000), ms(4_000), ms(4_000), ms(4_000)]);
+        assert_eq!(gaps, [ms(2_000), ms(3_000), ms(3_000), ms(3_000)]);
         // Carried: the next step may follow soon, and the gap starts over.
         link.give_verdict(
             link.probe_seq.load(std::sync::atomic::Ordering::Relaxed),
