@@ -263,10 +263,7 @@ mod tests {
         p.push("video", 1200);
         // The debt is 100 ms of the rate, not ten seconds of it.
         assert_eq!(p.pop_ready(t0 + Duration::from_millis(100)), None);
-        assert_eq!(
-            p.pop_ready(t0 + Duration::from_millis(115)),
-            Some("video")
-        );
+        assert_eq!(p.pop_ready(t0 + Duration::from_millis(115)), Some("video"));
         assert!(!p.in_debt(t0 + Duration::from_millis(115)));
     }
 

@@ -197,7 +197,10 @@ impl OutStream {
             let run = self.previous.filter(|r| r.epoch == epoch)?;
             (run.seq_offset, run.ts_offset)
         };
-        Some((seq.wrapping_add(seq_offset), timestamp.wrapping_add(ts_offset)))
+        Some((
+            seq.wrapping_add(seq_offset),
+            timestamp.wrapping_add(ts_offset),
+        ))
     }
 
     /// The source epoch and sequence number of an outgoing packet (to answer a NACK from the

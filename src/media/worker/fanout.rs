@@ -289,7 +289,8 @@ impl Worker {
                     .pacing_floor(&peer.link)
                     .unwrap_or(0)
                     .max(sending);
-                peer.pacer.set_rate(limits.budget.map(|b| b.max(floor)), now);
+                peer.pacer
+                    .set_rate(limits.budget.map(|b| b.max(floor)), now);
                 if LINK_ADAPTATION
                     && peer
                         .prober
