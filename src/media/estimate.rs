@@ -737,6 +737,29 @@ mod tests {
         }
     }
 
+    impl Link {
+        /// Probes at `bps` (sending at that rate) until the estimator's verdict, for at most
+        /// `max_ms`; returns the verdict and when it came, in ms.
+        fn probe(
+            &mut self,
+            est: &mut LinkEstimator,
+            bps: u64,
+            max_ms: u64,
+        ) -> Option<(ProbeVerdict, u64)> {
+            let seq = est.stats.start_probe(bps);
+            let mut verdict = None;
+            for step in 0..max_ms / 50 {
+                self.run(est, bps as f64, 50);
+                if let Some(v) = est.stats.probe_verdict(seq) {
+                    verdict = Some((v, step * 50));
+                    break;
+                }
+            }
+            est.stats.end_probe();
+            verdict
+        }
+    }
+
     fn estimator() -> LinkEstimator {
         LinkEstimator::new(Arc::new(LinkStats::default()))
     }
@@ -871,17 +894,7 @@ mod tests {
         // A probe at 750 kbit/s on the 600 kbit/s link: not carried, within a second, and the
         // limit stays.
         for _ in 0..3 {
-            let seq = est.stats.start_probe(750_000);
-            let mut verdict = None;
-            for step in 0..30 {
-                link.run(&mut est, 750_000.0, 50);
-                if let Some(v) = est.stats.probe_verdict(seq) {
-                    verdict = Some((v, step * 50));
-                    break;
-                }
-            }
-            est.stats.end_probe();
-            let (v, at) = verdict.expect("a verdict");
+            let (v, at) = link.probe(&mut est, 750_000, 1_500).expect("a verdict");
             assert_eq!(v, ProbeVerdict::NotCarried);
             assert!(at <= 1_000, "verdict after {at} ms");
             assert!(est.stats.estimate().is_some_and(|l| l <= 600_000));
@@ -890,17 +903,7 @@ mod tests {
         // The link widens: the next probe is carried and the limit rises to its rate.
         link.capacity_bps = 10_000_000.0;
         link.run(&mut est, 250_000.0, 1_000);
-        let seq = est.stats.start_probe(750_000);
-        let mut verdict = None;
-        for step in 0..40 {
-            link.run(&mut est, 750_000.0, 50);
-            if let Some(v) = est.stats.probe_verdict(seq) {
-                verdict = Some((v, step * 50));
-                break;
-            }
-        }
-        est.stats.end_probe();
-        let (v, at) = verdict.expect("a verdict");
+        let (v, at) = link.probe(&mut est, 750_000, 2_000).expect("a verdict");
         assert_eq!(v, ProbeVerdict::Carried, "after {at} ms");
         let limit = est.stats.estimate().expect("still a limit");
         assert!((650_000..=800_000).contains(&limit), "limit {limit}");
