@@ -191,6 +191,11 @@ impl LinkStats {
         self.backoffs.store(backoffs, Relaxed);
     }
 
+    /// Times congestion has lowered the estimate.
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Relaxed)
+    }
+
     /// The worker can probe this player's link (see the module doc).
     pub fn set_can_probe(&self, yes: bool) {
         self.can_probe.store(yes, Relaxed);

@@ -76,10 +76,12 @@ impl Prober {
         if self.active.is_some() {
             return false;
         }
-        let snap = link.snapshot();
-        if snap.backoffs != self.backoffs_seen {
+        // Called per batch for every player: a few relaxed loads, no snapshot, until a probe
+        // starts.
+        let backoffs = link.backoffs();
+        if backoffs != self.backoffs_seen {
             // Fresh congestion: let the link settle before asking more of it.
-            self.backoffs_seen = snap.backoffs;
+            self.backoffs_seen = backoffs;
             self.next_at = Some(now + PROBE_AFTER_CONGESTION);
         }
         let (Some(target), Some(estimate)) = (target, link.estimate()) else {
@@ -92,7 +94,8 @@ impl Prober {
         if rate <= estimate as f64 {
             return false;
         }
-        let extra = (rate - snap.delivered_bps as f64).max(rate * MIN_EXTRA) / 8.0;
+        let delivered = link.snapshot().delivered_bps as f64;
+        let extra = (rate - delivered).max(rate * MIN_EXTRA) / 8.0;
         let seq = link.start_probe(rate as u64);
         self.active = Some(Active {
             seq,
