@@ -52,12 +52,16 @@ impl Embargo {
     /// The first id this node sees cannot tell it whether Redis just restarted, but the uptime
     /// can: a server up for less than the embargo's length started an outage's aftermath that
     /// the other nodes wait out, so a node starting now waits out the rest of it too.
+    ///
+    /// Redis counts `uptime_in_seconds` as the difference of two whole-second clocks, so a
+    /// reported `N` may mean just over `N - 1` seconds: the rest is counted from that.
     pub fn saw_run_id(&mut self, now: Instant, run_id: &str, uptime: Option<Duration>) -> bool {
         let restarted = self.run_id.as_deref().is_some_and(|last| last != run_id);
+        let up_at_least = uptime.map(|up| up.saturating_sub(Duration::from_secs(1)));
         if restarted {
             self.failed(now);
         } else if self.run_id.is_none()
-            && let Some(rest) = uptime.and_then(|up| self.length.checked_sub(up))
+            && let Some(rest) = up_at_least.and_then(|up| self.length.checked_sub(up))
             && !rest.is_zero()
         {
             let until = now + rest;
@@ -85,11 +89,17 @@ mod tests {
     fn a_node_that_first_sees_a_freshly_started_redis_waits_out_the_rest_of_the_embargo() {
         let t0 = Instant::now();
         let mut fresh = Embargo::new(Duration::from_secs(2));
-        assert!(!fresh.saw_run_id(t0, "aaa", Some(Duration::from_secs(1))));
+        // Reported up 2 s: maybe only just over 1 s, so 3 s of the 4 s embargo are left.
+        assert!(!fresh.saw_run_id(t0, "aaa", Some(Duration::from_secs(2))));
         assert!(fresh.blocks_claims(t0 + Duration::from_millis(2999)));
         assert!(!fresh.blocks_claims(t0 + Duration::from_secs(3)));
+        // A reported 1 s may be a millisecond: the whole embargo is left.
+        let mut just = Embargo::new(Duration::from_secs(2));
+        just.saw_run_id(t0, "aaa", Some(Duration::from_secs(1)));
+        assert!(just.blocks_claims(t0 + Duration::from_millis(3999)));
+        assert!(!just.blocks_claims(t0 + Duration::from_secs(4)));
         // Up for longer than the embargo, or uptime unknown: nothing to wait out.
-        for uptime in [Some(Duration::from_secs(4)), None] {
+        for uptime in [Some(Duration::from_secs(5)), None] {
             let mut e = Embargo::new(Duration::from_secs(2));
             e.saw_run_id(t0, "aaa", uptime);
             assert!(!e.blocks_claims(t0));
