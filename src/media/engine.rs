@@ -4,13 +4,13 @@
 use super::MediaError;
 use rtc::interceptor::Registry;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_simulcast_extension_headers, configure_twcc_receiver_only, configure_twcc_sender_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
 fn video_feedback() -> Vec<RTCPFeedback> {
@@ -140,12 +140,13 @@ pub(super) fn publisher_ingest(
 ///   `estimate.rs` estimates what the player's link carries;
 /// - `goog-remb`, for players that report their own estimate instead.
 ///
-/// The TWCC sender numbers packets; the congestion-control interceptor, wire-most, records what
-/// left and drives the estimator.
+/// One wire-most interceptor numbers the packets, records what left and drives the estimator
+/// (`transport_cc.rs`).
 pub(super) fn subscriber_feedback(
     registry: Registry,
     engine: &mut MediaEngine,
     link: std::sync::Arc<super::estimate::LinkStats>,
+    rtx_route: std::sync::Arc<super::rtx::RtxRoute>,
     transport_cc_offered: bool,
 ) -> Result<Registry, MediaError> {
     engine.register_feedback(
@@ -156,15 +157,30 @@ pub(super) fn subscriber_feedback(
         RtpCodecKind::Video,
     );
     if !transport_cc_offered {
-        // Nothing to number packets for, and no reports to feed an estimator: the send history
-        // would cost a few map inserts per packet for nothing.
+        // Nothing to number packets for, and no reports to feed an estimator: a send history
+        // would cost work per packet for nothing.
         return Ok(registry);
     }
-    let registry = configure_twcc_sender_only(registry, engine)
-        .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))?;
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".into(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: super::transport_cc::TRANSPORT_CC_URI.to_owned(),
+                },
+                kind,
+                None,
+            )
+            .map_err(|e| MediaError::Unavailable(format!("cannot register transport-cc: {e}")))?;
+    }
     Ok(registry.with(
         rtc::interceptor::Slot::CongestionControl,
-        rtc::interceptor::CongestionControlBuilder::new(super::estimate::LinkEstimator::new(link))
-            .build(),
+        super::transport_cc::TransportCc::new(super::estimate::LinkEstimator::new(link), rtx_route),
     ))
 }

@@ -34,6 +34,7 @@ pub mod rtx;
 pub mod selector;
 pub mod simulcast;
 pub mod subscriber;
+pub mod transport_cc;
 pub mod trickle;
 pub mod udp;
 pub mod vp8;

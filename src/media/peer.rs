@@ -16,6 +16,7 @@ use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
 use super::selector::Selector;
 use super::simulcast::Layers;
 use super::subscriber::OutStream;
+use super::transport_cc::TRANSPORT_CC_URI;
 use super::{MediaError, Role};
 use crate::ids::{CameraId, SessionId, TableId, UserId};
 use crate::metrics::TableMetrics;
@@ -166,10 +167,6 @@ pub struct Answered {
     pub link: Arc<LinkStats>,
 }
 
-/// The transport-wide congestion control header extension, as offers name it.
-const TRANSPORT_CC_URI: &str =
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-
 /// Builds a peer connection for `role` and answers `offer_sdp`.
 ///
 /// Returns the connection and the answer SDP, which carries our host candidates (so clients
@@ -223,19 +220,16 @@ pub fn answer(
                     .with(Slot::from(11_500usize), RtcpTap::new(link.clone()));
                 if rtx::offered(offer_sdp) {
                     // Application-ward of the sender reports, so they never count a
-                    // retransmission; back on the media SSRC for transport-cc and the
-                    // congestion-control history; then on the RTX SSRC for good, wire-most
-                    // (`rtx.rs`). Every stage is a hand-over per packet, so none without RTX.
-                    registry
-                        .with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone()))
-                        .with(Slot::from(10_500usize), RtxWrap::back(rtx_route.clone()))
-                        .with(Slot::from(500usize), RtxWrap::new(rtx_route.clone()))
+                    // retransmission (`rtx.rs`). Transport-cc numbering recognises the RTX SSRC
+                    // (`transport_cc.rs`).
+                    registry.with(Slot::from(11_600usize), RtxWrap::new(rtx_route.clone()))
                 } else {
                     registry
                 }
             },
             &mut engine,
             link.clone(),
+            rtx_route.clone(),
             offer_sdp.contains(TRANSPORT_CC_URI),
         )?,
     };

@@ -9,17 +9,13 @@
 //! `rtc` 0.21 negotiates RTX and announces the repair flow (`a=ssrc-group:FID`) when an encoding
 //! carries an RTX SSRC, but `RTCRtpSender::write_rtp` only takes packets on the track's media SSRC
 //! (rtc-0.21.1 `rtp_transceiver/rtp_sender/mod.rs`, `ErrSenderWithNoSSRCs`). So the worker writes
-//! an RTX packet on the media SSRC with the RTX payload type, and [`RtxWrap`] interceptors move
-//! it between the two SSRCs on its way out:
+//! an RTX packet on the media SSRC with the RTX payload type, and the [`RtxWrap`] interceptor
+//! moves it to the RTX SSRC on its way out, application-ward of the sender reports, so a repair
+//! (an old timestamp) never counts in the media stream's report. Transport-cc numbering, further
+//! down, knows the RTX SSRC, so repairs and probes count in the link estimate as the bytes on
+//! the wire they are (`transport_cc.rs`).
 //!
-//! - application-ward of the sender reports, to the RTX SSRC, so a repair (an old timestamp)
-//!   never counts in the media stream's report;
-//! - back to the media SSRC before transport-cc numbering and the congestion-control history,
-//!   which know only the media SSRC, so repairs and probes count in the link estimate as the
-//!   bytes on the wire they are;
-//! - wire-most, to the RTX SSRC for good, before encryption.
-//!
-//! What they need to know is set once, after negotiation, in a shared [`RtxRoute`].
+//! What it needs to know is set once, after negotiation, in a shared [`RtxRoute`].
 
 use super::keyframe::VideoCodec;
 use bytes::{BufMut, BytesMut};
@@ -141,11 +137,9 @@ impl RtxRoute {
     }
 }
 
-/// Moves RTX packets between the media SSRC and the RTX SSRC (see the module doc).
+/// Moves RTX packets to the RTX SSRC (see the module doc).
 pub struct RtxWrap {
     route: Arc<RtxRoute>,
-    /// To the RTX SSRC; else back to the media SSRC.
-    to_rtx: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
@@ -155,17 +149,8 @@ impl RtxWrap {
     pub fn new(route: Arc<RtxRoute>) -> Self {
         Self {
             route,
-            to_rtx: true,
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
-        }
-    }
-
-    /// Moves RTX packets back to the media SSRC.
-    pub fn back(route: Arc<RtxRoute>) -> Self {
-        Self {
-            to_rtx: false,
-            ..Self::new(route)
         }
     }
 }
@@ -189,11 +174,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtxWrap {
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(packet) = &mut msg.message.packet {
             let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
-            packet.header.ssrc = if self.to_rtx {
-                self.route.ssrc_for(ssrc, pt)
-            } else {
-                self.route.media_ssrc_for(ssrc, pt)
-            };
+            packet.header.ssrc = self.route.ssrc_for(ssrc, pt);
         }
         self.write_queue.push_back(msg);
         Ok(())
