@@ -60,6 +60,9 @@ pub struct TableMetrics {
     pub retransmissions: AtomicU64,
     /// Of those, the ones sent on an RTX stream (RFC 4588).
     pub rtx_packets: AtomicU64,
+    /// Of those, repairs sent again unasked: the player's transport-cc feedback reported the
+    /// first one lost.
+    pub rtx_unasked: AtomicU64,
     /// PLI/FIR received from subscribers.
     pub plis_received: AtomicU64,
     /// PLI sent to publishers (after throttling).
@@ -296,6 +299,12 @@ const TABLE_FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Of the retransmitted packets, those sent on the subscriber's RTX stream (RFC 4588).",
         series: &[(None, |m| m.rtx_packets.load(Relaxed).into())],
+    },
+    Family {
+        name: "tablecast_rtx_unasked_packets_total",
+        kind: "counter",
+        help: "Of the RTX packets, repairs sent again without a NACK because the player's transport-cc feedback reported the first one lost.",
+        series: &[(None, |m| m.rtx_unasked.load(Relaxed).into())],
     },
     Family {
         name: "tablecast_nack_total",

@@ -181,6 +181,10 @@ pub(super) fn subscriber_feedback(
     }
     Ok(registry.with(
         rtc::interceptor::Slot::CongestionControl,
-        super::transport_cc::TransportCc::new(super::estimate::LinkEstimator::new(link), rtx_route),
+        super::transport_cc::TransportCc::new(
+            super::estimate::LinkEstimator::new(link.clone()),
+            rtx_route,
+            link,
+        ),
     ))
 }

@@ -91,7 +91,8 @@ const BASE_WINDOW: Duration = Duration::from_secs(10);
 pub const MIN_BITRATE: f64 = 50_000.0;
 
 /// What the worker reads about a player's link. Written by the estimator inside the player's
-/// peer connection, read by the worker that owns both: relaxed atomics, no lock.
+/// peer connection, read by the worker that owns both: relaxed atomics, and a lock only around
+/// the repairs reported lost, taken when there are some.
 #[derive(Debug, Default)]
 pub struct LinkStats {
     /// The estimate, bits per second; 0 while the link has no limit.
@@ -122,6 +123,10 @@ pub struct LinkStats {
     probes_failed: AtomicU64,
     /// The table's counters, once the session is set up.
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::TableMetrics>>,
+    /// RTX sequence numbers the player's transport-cc feedback reported lost, for the worker
+    /// to send again (`rtx::RepairLog`); `lost_rtx_waiting` says the list is not empty.
+    lost_rtx: std::sync::Mutex<Vec<u16>>,
+    lost_rtx_waiting: AtomicBool,
 }
 
 /// A snapshot of [`LinkStats`].
@@ -155,6 +160,30 @@ pub enum ProbeVerdict {
 }
 
 impl LinkStats {
+    /// Feedback reported these RTX packets lost.
+    pub fn rtx_lost(&self, seqs: impl IntoIterator<Item = u16>) {
+        let mut lost = self.lost_rtx.lock().unwrap_or_else(|p| p.into_inner());
+        lost.extend(seqs);
+        // Bounded: a worker that has not drained it for long has nothing left to repair.
+        if lost.len() > 1024 {
+            let excess = lost.len() - 1024;
+            lost.drain(..excess);
+        }
+        if !lost.is_empty() {
+            self.lost_rtx_waiting.store(true, Relaxed);
+        }
+    }
+
+    /// Moves the RTX packets reported lost since the last call into `into`: one atomic load
+    /// when there are none.
+    pub fn take_lost_rtx(&self, into: &mut Vec<u16>) {
+        if !self.lost_rtx_waiting.swap(false, Relaxed) {
+            return;
+        }
+        let mut lost = self.lost_rtx.lock().unwrap_or_else(|p| p.into_inner());
+        into.append(&mut lost);
+    }
+
     pub fn snapshot(&self) -> Link {
         let twcc = self.twcc.load(Relaxed);
         let remb = self.remb_bps.load(Relaxed);

@@ -36,6 +36,8 @@ pub struct OutRtx {
     pub pt_vp8: Option<u8>,
     /// The next RTX sequence number.
     pub seq: u16,
+    /// The repairs sent lately, for sending again those the player's feedback reports lost.
+    pub repairs: RepairLog,
 }
 
 impl OutRtx {
@@ -69,6 +71,7 @@ impl OutRtx {
             pt_h264: rtx_h264,
             pt_vp8: rtx_vp8,
             seq: rand::random::<u16>() & 0x3fff,
+            repairs: RepairLog::default(),
         })
     }
 
@@ -78,6 +81,56 @@ impl OutRtx {
             Some(VideoCodec::Vp8) => self.pt_vp8,
             None => None,
         }
+    }
+}
+
+/// How many repairs [`RepairLog`] remembers: over a second of them at 5% loss of 2000 packets
+/// a second, where transport-cc feedback tells of a lost one within a round trip and a report
+/// interval.
+const REPAIR_LOG: usize = 256;
+
+/// The last repairs a player was sent on RTX, by RTX sequence number: which packet of the media
+/// stream each carried, and how many times that packet has been sent again unasked. A player
+/// asks again for a repair it misses, but not always: when its feedback reports a repair lost,
+/// the worker sends it again unasked (`Worker::resend_lost_repairs`). Probes' RTX is not
+/// logged, so a lost probe is not resent.
+#[derive(Debug, Default)]
+pub struct RepairLog {
+    /// Empty until the first repair; then indexed by RTX sequence number modulo its length.
+    entries: Vec<Repair>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Repair {
+    rtx_seq: u16,
+    media_seq: u16,
+    unasked: u8,
+    live: bool,
+}
+
+impl RepairLog {
+    /// The repair of media packet `media_seq` left as RTX packet `rtx_seq`, the `unasked`th
+    /// time it was sent without a NACK.
+    pub fn sent(&mut self, rtx_seq: u16, media_seq: u16, unasked: u8) {
+        if self.entries.is_empty() {
+            self.entries = vec![Repair::default(); REPAIR_LOG];
+        }
+        self.entries[usize::from(rtx_seq) % REPAIR_LOG] = Repair {
+            rtx_seq,
+            media_seq,
+            unasked,
+            live: true,
+        };
+    }
+
+    /// RTX packet `rtx_seq` was lost: the media packet it carried and how many times that was
+    /// sent unasked, if it was a logged repair (once: the entry is then forgotten).
+    pub fn lost(&mut self, rtx_seq: u16) -> Option<(u16, u8)> {
+        let e = self.entries.get_mut(usize::from(rtx_seq) % REPAIR_LOG)?;
+        (e.live && e.rtx_seq == rtx_seq).then(|| {
+            e.live = false;
+            (e.media_seq, e.unasked)
+        })
     }
 }
 
@@ -125,6 +178,11 @@ impl RtxRoute {
         } else {
             ssrc
         }
+    }
+
+    /// Whether `ssrc` is the RTX SSRC.
+    pub fn is_rtx_ssrc(&self, ssrc: u32) -> bool {
+        ssrc != 0 && ssrc == self.rtx_ssrc.load(Relaxed)
     }
 
     /// The media SSRC of an RTX packet on `ssrc` with payload type `pt` (`ssrc` for others).
@@ -214,6 +272,22 @@ pub fn packet(original: &rtc::rtp::Packet, payload_type: u8, seq: u16) -> rtc::r
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_repair_names_its_media_packet_once_and_a_probe_names_none() {
+        let mut log = RepairLog::default();
+        assert_eq!(log.lost(5), None, "nothing sent yet");
+        log.sent(5, 1000, 0);
+        log.sent(6, 1001, 1);
+        assert_eq!(log.lost(6), Some((1001, 1)));
+        assert_eq!(log.lost(6), None, "once");
+        // Overwritten by a repair REPAIR_LOG later: the old number names nothing.
+        log.sent(5 + REPAIR_LOG as u16, 2000, 0);
+        assert_eq!(log.lost(5), None);
+        assert_eq!(log.lost(5 + REPAIR_LOG as u16), Some((2000, 0)));
+        // RTX numbers never logged (a probe's) name nothing.
+        assert_eq!(log.lost(7), None);
+    }
 
     #[test]
     fn only_rtx_payload_types_on_the_media_ssrc_move() {

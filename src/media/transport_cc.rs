@@ -16,9 +16,13 @@
 //! - RTX packets are recognised on their own SSRC, so they need no trip back to the media SSRC
 //!   to be numbered (`rtx.rs`).
 //!
+//! A repair on RTX that the feedback reports lost is passed to the worker, which sends it again
+//! (`rtx::RepairLog`): a player does not always ask twice.
+//!
 //! Wire-most, so the departure it records is the moment the packet left, after the worker's
 //! pacer held it.
 
+use super::estimate::LinkStats;
 use super::rtx::RtxRoute;
 use bytes::{BufMut, BytesMut};
 use rtc::interceptor::{
@@ -135,6 +139,7 @@ impl SendRing {
 pub struct TransportCc<E: BandwidthEstimator> {
     estimator: E,
     route: Arc<RtxRoute>,
+    link: Arc<LinkStats>,
     /// The extension id per sending SSRC (the bound streams and their RTX SSRCs).
     streams: Vec<(u32, u8)>,
     next: u16,
@@ -147,11 +152,12 @@ pub struct TransportCc<E: BandwidthEstimator> {
 }
 
 impl<E: BandwidthEstimator> TransportCc<E> {
-    /// Feeds `estimator`; `route` names the RTX SSRC when the stream binding does not.
-    pub fn new(estimator: E, route: Arc<RtxRoute>) -> Self {
+    /// Feeds `estimator`; `route` names the RTX SSRC; lost repairs go to `link`.
+    pub fn new(estimator: E, route: Arc<RtxRoute>, link: Arc<LinkStats>) -> Self {
         Self {
             estimator,
             route,
+            link,
             streams: Vec::new(),
             next: rand::random::<u16>(),
             ring: SendRing::default(),
@@ -204,6 +210,15 @@ impl<E: BandwidthEstimator> Protocol<TaggedPacket, TaggedPacket, ()> for Transpo
                 reports.clear();
                 self.ring.take(&mut reports);
                 self.estimator.on_reports(msg.now, &reports);
+                if reports.iter().any(|r| !r.arrived) {
+                    let route = &self.route;
+                    self.link.rtx_lost(
+                        reports
+                            .iter()
+                            .filter(|r| !r.arrived && route.is_rtx_ssrc(r.ssrc))
+                            .map(|r| r.rtp_sequence_number),
+                    );
+                }
                 self.reports = reports;
             }
         }

@@ -189,6 +189,8 @@ pub struct Worker {
     paced: Vec<usize>,
     pace_at: Option<Instant>,
     drive_rtcp: Vec<Box<dyn rtc::rtcp::Packet>>,
+    /// RTX packets a player's feedback reported lost, reused (`resend_lost_repairs`).
+    lost_rtx: Vec<u16>,
     metrics: Arc<Metrics>,
     config: WorkerConfig,
     /// Source epochs, shared by all workers so that a later source always has a larger epoch.
@@ -241,6 +243,7 @@ impl Worker {
             paced: Vec::new(),
             pace_at: None,
             drive_rtcp: Vec::new(),
+            lost_rtx: Vec::new(),
             metrics,
             config,
             epochs,

@@ -178,7 +178,7 @@ async function counters() {
   const res = await node.api('GET', '/metrics', { token: metricsToken });
   assert.equal(res.status, 200, res.text);
   const out = {};
-  for (const [, name, labels, value] of res.text.matchAll(/^(tablecast_(?:rtp_retransmitted_packets|rtx_packets|nack|pli|pacer_dropped_packets|player_link_probe_packets|player_link_congestion|simulcast_layer_switches)_total)\{([^}]*)\} (\d+)$/gm)) {
+  for (const [, name, labels, value] of res.text.matchAll(/^(tablecast_(?:rtp_retransmitted_packets|rtx_packets|nack|pli|pacer_dropped_packets|player_link_probe_packets|player_link_congestion|simulcast_layer_switches|rtx_unasked_packets)_total)\{([^}]*)\} (\d+)$/gm)) {
     if (!labels.includes(`table="${TABLE}"`)) continue;
     const direction = /direction="([^"]+)"/.exec(labels)?.[1];
     const key = `${name.replace(/^tablecast_|_total$/g, '')}${direction ? `.${direction}` : ''}`;
@@ -460,15 +460,8 @@ test('a player on a 600 kbit/s link settles on the lowest layer, hardly freezes,
   }
 });
 
-// TODO (issue 13, open): the 99% bound is not met in every run. Over four runs the node answered
-// every NACK it got (98.12-100% recovered); what stays unrepaired are repairs that were lost too
-// (5% of RTX is dropped as well) and that Chromium did not ask for again: in the failing CI run,
-// 37 repairs were dropped, 27 were asked for again and 10 never were. The node can see a lost
-// repair in the player's transport-cc feedback and send it again unasked; until it does, this
-// test runs, prints its figures and asserts, but its failure is reported as TODO.
 test('a player losing 5% of its packets keeps decoding, and NACK/RTX repairs at least 99% of the lost video', {
   timeout: 120_000,
-  todo: 'lost repairs that Chromium does not ask for again leave up to 2% unrepaired (issue 13)',
 }, async (t) => {
   if (skipReason) {
     t.skip(skipReason);

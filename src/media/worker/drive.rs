@@ -220,6 +220,7 @@ impl Worker {
             self.on_subscriber_rtcp(slot, &rtcp, now);
             rtcp.clear();
         }
+        self.resend_lost_repairs(slot, now);
         self.drive_rtp = rtp;
         self.drive_rtcp = rtcp;
         if let Some(reason) = close_reason {

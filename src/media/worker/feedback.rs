@@ -59,7 +59,68 @@ fn repair(
 /// How many of a player's last video packets a probe repeats, round and round.
 const PROBE_DEPTH: u16 = 48;
 
+/// How many times a repair reported lost is sent again before the player is left to ask.
+const MAX_UNASKED: u8 = 2;
+
 impl Worker {
+    /// Sends again the video repairs that player `slot`'s transport-cc feedback reported lost
+    /// (`rtx::RepairLog`): one atomic load when there are none.
+    pub(super) fn resend_lost_repairs(&mut self, slot: usize, now: Instant) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let mut lost = std::mem::take(&mut self.lost_rtx);
+        peer.link.take_lost_rtx(&mut lost);
+        if lost.is_empty() {
+            self.lost_rtx = lost;
+            return;
+        }
+        let router = self.routers.get(&peer.key);
+        let selector = &peer.selector;
+        for rtx_seq in lost.drain(..) {
+            let (Some(router), Some(out)) = (router, peer.out_video.as_mut()) else {
+                break;
+            };
+            let Some((media_seq, unasked)) = out.rtx.as_mut().and_then(|r| r.repairs.lost(rtx_seq))
+            else {
+                continue;
+            };
+            if unasked >= MAX_UNASKED || peer.pacer.in_debt(now) {
+                continue;
+            }
+            let Some((epoch, src_seq)) = out.stream.source_seq(media_seq) else {
+                continue;
+            };
+            let Some((codec, original)) = selector
+                .source_of(epoch)
+                .and_then(|(layer, source)| router.layers.get(layer)?.get(source, src_seq))
+            else {
+                continue;
+            };
+            let vp8 = (codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
+            let Some((packet, true)) = repair(out, vp8, epoch, src_seq, codec, original) else {
+                continue;
+            };
+            if let Some(rtx) = out.rtx.as_mut() {
+                rtx.repairs
+                    .sent(packet.header.sequence_number, media_seq, unasked + 1);
+            }
+            peer.pacer
+                .charge(packet.payload.len() + super::fanout::RTP_OVERHEAD, now);
+            if let Some(mut sender) = peer.pc.rtp_sender(out.sender)
+                && sender.write_rtp(now, packet).is_ok()
+            {
+                peer.metrics.retransmissions.fetch_add(1, Relaxed);
+                peer.metrics.rtx_packets.fetch_add(1, Relaxed);
+                peer.metrics.rtx_unasked.fetch_add(1, Relaxed);
+            }
+        }
+        self.lost_rtx = lost;
+        while let Some(out) = peer.pc.poll_write() {
+            self.send.push(out.transport.peer_addr, out.message);
+        }
+    }
+
     /// Sends the duplicates a probe of player `slot`'s link grants now (`probe.rs`): RTX copies
     /// of its last video packets, which it discards. Returns whether the probe goes on.
     pub(super) fn send_probe(&mut self, slot: usize, now: Instant) -> bool {
@@ -188,6 +249,9 @@ impl Worker {
                         else {
                             continue;
                         };
+                        if let Some(log) = out.rtx.as_mut().filter(|_| rtx && video) {
+                            log.repairs.sent(packet.header.sequence_number, lost, 0);
+                        }
                         // Late already: not held by the pacer, but its bytes count.
                         peer.pacer
                             .charge(packet.payload.len() + super::fanout::RTP_OVERHEAD, now);
