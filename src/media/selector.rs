@@ -15,6 +15,12 @@ pub const AUDIO_RESERVE_BPS: u64 = 64_000;
 pub const UP_HEADROOM: f64 = 1.25;
 /// A higher layer must fit (or, with no estimate, be wanted) this long before a switch up.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// The hold instead just after the estimate rose on a probe the link carried (a transport-cc
+/// player's estimate rises no other way, see `probe.rs`): the rise is proven already, and
+/// holding it would only add to the time a freed link waits for its picture. Long enough for
+/// the estimate to fall back first if the probe left a queue behind it. A layer that fits
+/// because its own rate dipped, under an estimate that did not move, still waits [`UP_HOLD`].
+pub const UP_HOLD_PROVEN: Duration = Duration::from_millis(500);
 /// A player the link held below its layer this recently goes up one layer at a time, each after
 /// [`UP_HOLD`], even once its estimate no longer limits it: the estimator lifts a limit it has
 /// no fresh evidence of, and the step up is then a trial.
@@ -71,6 +77,8 @@ pub enum Verdict {
 pub struct Limits {
     /// What the player's link carries, bits per second; None: no limit known.
     pub budget: Option<u64>,
+    /// The budget rises only on a probe the link carried ([`UP_HOLD_PROVEN`]).
+    pub proven: bool,
     pub view: super::View,
 }
 
@@ -93,6 +101,9 @@ pub struct Selector {
     fits_since: Option<(usize, Instant)>,
     /// When the link last held the player below the layer its view calls for.
     limited_at: Option<Instant>,
+    /// The budget last seen, and when it last rose.
+    last_budget: Option<u64>,
+    budget_rose_at: Option<Instant>,
     /// While the link holds the player below the layer its view calls for: the estimate the
     /// next layer up needs, bits per second (what a probe of the link should send).
     probe_target: Option<u64>,
@@ -166,9 +177,16 @@ impl Selector {
                     to: target,
                     reason,
                 });
-                if let Some((layer, source)) = self.current {
-                    self.previous = Some((self.epoch, layer, source));
-                }
+                // The run before stays repairable, except after a switch down because the link
+                // did not carry it: its lost packets are frames the keyframe just sent makes
+                // obsolete, and repairing them would take the link from that keyframe (on a
+                // 600 kbit/s link, seconds of 1280x720 repairs before the first 320x180 frame).
+                self.previous = match self.current {
+                    Some((layer, source)) if reason != SwitchReason::Link => {
+                        Some((self.epoch, layer, source))
+                    }
+                    _ => None,
+                };
                 self.current = Some((target, source));
                 self.epoch = new_epoch();
                 self.target = None;
@@ -251,6 +269,12 @@ impl Selector {
         let cur = pos_of(current);
         let stopped = current.is_some() && cur.is_none();
         let view = limits.view;
+        if let (Some(b), Some(last)) = (limits.budget, self.last_budget)
+            && b > last + last / 20
+        {
+            self.budget_rose_at = Some(now);
+        }
+        self.last_budget = limits.budget;
         // The highest layer the player's view calls for.
         let cap = match view.quality {
             super::Quality::Low => 0,
@@ -298,11 +322,14 @@ impl Selector {
         {
             // Up one layer at a time, each once it has fit for a while.
             let next = cands[c + 1];
+            let just_proven = limits.proven
+                && self
+                    .budget_rose_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < UP_HOLD);
+            let hold = if just_proven { UP_HOLD_PROVEN } else { UP_HOLD };
             match self.fits_since {
                 // Granted until the switch is made (at the next layer's keyframe).
-                Some((l, since))
-                    if l == next && now.saturating_duration_since(since) >= UP_HOLD =>
-                {
+                Some((l, since)) if l == next && now.saturating_duration_since(since) >= hold => {
                     pick = c + 1;
                 }
                 Some((l, _)) if l == next => pick = c,

@@ -357,6 +357,8 @@ mod tests {
         switches: Vec<Switch>,
         /// Keyframe requests (layer bits).
         plis: Vec<u8>,
+        /// Each layer's bytes per 10 ms.
+        bytes: [usize; 3],
     }
 
     const BYTES_PER_10MS: [usize; 3] = [200, 700, 3000];
@@ -376,13 +378,14 @@ mod tests {
                 forwarded: Vec::new(),
                 switches: Vec::new(),
                 plis: Vec::new(),
+                bytes: BYTES_PER_10MS,
             }
         }
 
         fn packet(&mut self, layer: usize, keyframe: bool) {
             let size = keyframe.then_some([Q, H, F][layer]);
             self.layers
-                .on_packet(layer, BYTES_PER_10MS[layer], size, self.now);
+                .on_packet(layer, self.bytes[layer], size, self.now);
             let states = self.layers.states(self.now);
             let epochs = &mut self.epochs;
             let verdict = self.selector.on_packet(
@@ -522,6 +525,7 @@ mod tests {
         let mut sel = Selector::default();
         let phone = Limits {
             budget: None,
+            proven: false,
             view: crate::media::View {
                 width: 300,
                 height: 650,
@@ -576,6 +580,8 @@ mod tests {
         let mut cam = Camera::new();
         cam.play(2000);
         assert_eq!(cam.selector.current(), Some(2));
+        let top_epoch = cam.forwarded.last().map(|&(_, e)| e).unwrap();
+        assert_eq!(cam.selector.source_of(top_epoch), Some((2, 1002)));
         // The link carries 600 kbit/s: h (560 kbit/s) plus audio does not fit, q does.
         cam.limits.budget = Some(600_000);
         cam.play(600);
@@ -584,6 +590,11 @@ mod tests {
             cam.switches.last().map(|s| (s.to, s.reason)),
             Some((0, SwitchReason::Link))
         );
+        // The 1280x720 run the link did not carry is not repaired: its losses would take the
+        // link from the keyframe of the layer switched to.
+        assert_eq!(cam.selector.source_of(top_epoch), None);
+        let low_epoch = cam.forwarded.last().map(|&(_, e)| e).unwrap();
+        assert_eq!(cam.selector.source_of(low_epoch), Some((0, 1000)));
         // Held below the layer it wants: a probe should find whether h fits, at h's rate with
         // headroom and audio.
         let h_rate = u64::from(cam.layers.states(cam.now)[1].bitrate);
@@ -603,6 +614,8 @@ mod tests {
         cam.limits.budget = Some(5_000_000);
         cam.play(UP_HOLD.as_millis() as u64 + 600);
         assert_eq!(cam.selector.current(), Some(1));
+        // A switch up keeps the run before repairable.
+        assert_eq!(cam.selector.source_of(low_epoch), Some((0, 1000)));
         cam.play(UP_HOLD.as_millis() as u64 + 600);
         assert_eq!(cam.selector.current(), Some(2));
         // Nothing holds it back: nothing to probe for.
@@ -617,6 +630,40 @@ mod tests {
         assert_eq!(cam.selector.current(), Some(0));
         cam.play(UP_HOLD.as_millis() as u64);
         assert_eq!(cam.selector.current(), Some(1));
+    }
+
+    #[test]
+    fn a_budget_a_probe_proved_goes_up_after_the_short_hold() {
+        let mut cam = Camera::new();
+        cam.play(2000);
+        cam.limits.budget = Some(600_000);
+        cam.limits.proven = true;
+        cam.play(600);
+        assert_eq!(cam.selector.current(), Some(0));
+        // A carried probe raised the estimate past h's rate with headroom: h after
+        // UP_HOLD_PROVEN and a keyframe of h, well before UP_HOLD.
+        cam.limits.budget = Some(1_000_000);
+        cam.play(UP_HOLD_PROVEN.as_millis() as u64 + 600);
+        assert_eq!(cam.selector.current(), Some(1), "{:?}", cam.reasons());
+        assert!(UP_HOLD_PROVEN + Duration::from_millis(600) < UP_HOLD);
+        // Still one layer at a time: f waits for its own proof.
+        assert!(cam.selector.probe_target().is_some());
+        // Back on q, under an estimate that does not move: h comes to fit because its own
+        // rate dips (to 160 kbit/s), and that waits the full hold.
+        cam.limits.budget = Some(600_000);
+        cam.play(UP_HOLD.as_millis() as u64 + 600);
+        assert_eq!(cam.selector.current(), Some(0));
+        cam.bytes[1] = 200;
+        let dipped = cam.now;
+        while cam.selector.current() != Some(1) && cam.now < dipped + 10 * UP_HOLD {
+            cam.play(100);
+        }
+        assert_eq!(cam.selector.current(), Some(1), "{:?}", cam.reasons());
+        assert!(
+            cam.now - dipped >= UP_HOLD,
+            "up {:?} after h's rate dipped",
+            cam.now - dipped
+        );
     }
 
     #[test]

@@ -270,8 +270,10 @@ impl Worker {
             if peer.connected_at.is_none() {
                 continue;
             }
+            let budget = LINK_ADAPTATION.then(|| peer.link.estimate()).flatten();
             let limits = Limits {
-                budget: LINK_ADAPTATION.then(|| peer.link.estimate()).flatten(),
+                budget,
+                proven: budget.is_some() && peer.link.limited_by_transport_cc(),
                 view: peer.view,
             };
             if !peer.relay {
