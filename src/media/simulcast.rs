@@ -60,8 +60,8 @@ pub struct Layer {
     pub size: Option<(u16, u16)>,
     window_start: Option<Instant>,
     window_bytes: u64,
-    /// Bytes in the last complete one-second window.
-    rate: u64,
+    /// Bytes in each of the last complete one-second windows, newest first.
+    rates: [u64; RATE_WINDOWS],
     /// RTP timestamp of the latest packet, which names the frame it belongs to.
     last_timestamp: Option<u32>,
     /// The source epoch of this layer's own stream, as relays to other nodes carry it (every
@@ -80,7 +80,7 @@ impl Layer {
             size: None,
             window_start: None,
             window_bytes: 0,
-            rate: 0,
+            rates: [0; RATE_WINDOWS],
             last_timestamp: None,
             epoch: None,
         }
@@ -195,7 +195,12 @@ impl Layers {
             Some(t) => {
                 // A window that ended more than a second ago says nothing about the last second.
                 let stale = now.saturating_duration_since(t) >= Duration::from_secs(2);
-                l.rate = if stale { 0 } else { l.window_bytes };
+                if stale {
+                    l.rates = [0; RATE_WINDOWS];
+                } else {
+                    l.rates.rotate_right(1);
+                    l.rates[0] = l.window_bytes;
+                }
                 l.window_start = Some(now);
                 l.window_bytes = bytes as u64;
             }
@@ -207,6 +212,9 @@ impl Layers {
     }
 }
 
+/// How many one-second windows a layer's rate is the most of ([`LayerState::bitrate`]).
+pub const RATE_WINDOWS: usize = 3;
+
 /// Layers of a camera that are forwarded at most: one per simulcast encoding. Browsers' and
 /// OBS's simulcast send at most three.
 pub const MAX_LAYERS: usize = 3;
@@ -215,7 +223,10 @@ pub const MAX_LAYERS: usize = 3;
 /// where the camera comes in, on each packet, and carried with it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerState {
-    /// Bits per second over the last complete second.
+    /// Bits per second: the most of any of the last [`RATE_WINDOWS`] complete seconds. A
+    /// second without a keyframe can carry a third of one with it; a player's layer is chosen
+    /// against what the layer may send in any second, or it would go up onto a link that
+    /// carries the layer only between keyframes, and freeze at the next.
     pub bitrate: u32,
     /// Picture size from its latest keyframe (0 when not known).
     pub width: u16,
@@ -253,7 +264,8 @@ impl Layers {
         for (o, l) in out.iter_mut().zip(&self.layers) {
             let (width, height) = l.size.unwrap_or((0, 0));
             *o = LayerState {
-                bitrate: (l.rate * 8).min(u64::from(u32::MAX)) as u32,
+                bitrate: (l.rates.iter().max().copied().unwrap_or(0) * 8).min(u64::from(u32::MAX))
+                    as u32,
                 width,
                 height,
                 flowing: l.flowing(now),
@@ -506,6 +518,32 @@ mod tests {
             cam.switches.last().map(|s| s.reason),
             Some(SwitchReason::Up)
         );
+    }
+
+    #[test]
+    fn a_layer_rate_is_the_most_of_its_last_seconds_so_a_keyframe_second_counts() {
+        let mut layers = Layers::default();
+        let l = layers.open(Some("h"), 1);
+        let t0 = Instant::now();
+        // Seconds of 100 kB (one with a keyframe), then 50 kB, 50 kB, 50 kB, in 10 ms packets.
+        for (second, bytes_per_second) in [100_000usize, 50_000, 50_000, 50_000, 50_000]
+            .into_iter()
+            .enumerate()
+        {
+            for step in 0..100u64 {
+                let now = t0 + Duration::from_millis(second as u64 * 1000 + step * 10);
+                layers.on_packet(l, bytes_per_second / 100, None, now);
+            }
+            let now = t0 + Duration::from_millis(second as u64 * 1000 + 1000);
+            layers.on_packet(l, 0, None, now);
+            let bitrate = layers.states(now)[l].bitrate;
+            let expected = if second < RATE_WINDOWS {
+                800_000
+            } else {
+                400_000
+            };
+            assert_eq!(bitrate, expected, "after second {second}");
+        }
     }
 
     #[test]
