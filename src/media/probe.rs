@@ -76,8 +76,16 @@ impl Prober {
     }
 
     /// Starts a probe if the player wants a higher layer than its link estimate allows
-    /// (`target`: the estimate that layer needs) and it is time. Returns whether one started.
-    pub fn maybe_start(&mut self, link: &LinkStats, target: Option<u64>, now: Instant) -> bool {
+    /// (`target`: the estimate that layer needs) and it is time; `sending` is the most the
+    /// player's media may be sending (its layer's peak rate and audio). Returns whether one
+    /// started.
+    pub fn maybe_start(
+        &mut self,
+        link: &LinkStats,
+        target: Option<u64>,
+        sending: u64,
+        now: Instant,
+    ) -> bool {
         if self.active.is_some() {
             return false;
         }
@@ -99,8 +107,12 @@ impl Prober {
         if rate <= estimate as f64 {
             return false;
         }
-        let delivered = link.snapshot().delivered_bps as f64;
-        let extra = (rate - delivered).max(rate * MIN_EXTRA) / 8.0;
+        // The duplicates make up what the media leaves short of the aim. What the link
+        // delivered lately may still count the previous probe's duplicates (the next step
+        // follows a carried one within PROBE_GAP_AFTER_SUCCESS): a probe topped up from that
+        // would send too little to prove anything.
+        let media = (link.snapshot().delivered_bps as f64).min(sending as f64);
+        let extra = (rate - media).max(rate * MIN_EXTRA) / 8.0;
         let seq = link.start_probe(rate as u64);
         self.active = Some(Active {
             seq,
@@ -176,17 +188,20 @@ mod tests {
         let mut p = Prober::default();
         let t0 = Instant::now();
         // No estimate, or nothing wanted: no probe.
-        assert!(!p.maybe_start(&link, Some(600_000), t0));
+        assert!(!p.maybe_start(&link, Some(600_000), u64::MAX, t0));
         link.set_for_test(500_000, 250_000, 1);
-        assert!(!p.maybe_start(&link, None, t0));
+        assert!(!p.maybe_start(&link, None, u64::MAX, t0));
         // Just congested: the link settles first.
-        assert!(!p.maybe_start(&link, Some(600_000), t0));
-        assert!(!p.maybe_start(&link, Some(600_000), t0 + ms(1_900)));
+        assert!(!p.maybe_start(&link, Some(600_000), u64::MAX, t0));
+        assert!(!p.maybe_start(&link, Some(600_000), u64::MAX, t0 + ms(1_900)));
         let t = t0 + PROBE_AFTER_CONGESTION;
-        assert!(p.maybe_start(&link, Some(600_000), t));
+        assert!(p.maybe_start(&link, Some(600_000), u64::MAX, t));
         // Aimed PROBE_OVERSHOOT above the 600 kbit/s wanted.
         assert_eq!(link.snapshot().probing_bps, Some(750_000));
-        assert!(!p.maybe_start(&link, Some(600_000), t), "one at a time");
+        assert!(
+            !p.maybe_start(&link, Some(600_000), u64::MAX, t),
+            "one at a time"
+        );
         // Duplicates on top of the 250 kbit/s the player gets: 500 kbit/s, 62.5 kB/s.
         let granted: usize = (1..=20).map(|i| p.take(&link, t + ms(10 * i))).sum();
         assert!(
@@ -205,7 +220,7 @@ mod tests {
             assert!(!p.active());
             assert_eq!(link.snapshot().probing_bps, None);
             let ended = t;
-            while !p.maybe_start(&link, Some(600_000), t) {
+            while !p.maybe_start(&link, Some(600_000), u64::MAX, t) {
                 t += ms(100);
             }
             gaps.push(t.duration_since(ended));
@@ -217,13 +232,37 @@ mod tests {
             ProbeVerdict::Carried,
         );
         p.take(&link, t);
-        assert!(!p.maybe_start(&link, Some(1_500_000), t + ms(400)));
-        assert!(p.maybe_start(&link, Some(1_500_000), t + PROBE_GAP_AFTER_SUCCESS));
+        assert!(!p.maybe_start(&link, Some(1_500_000), u64::MAX, t + ms(400)));
+        assert!(p.maybe_start(
+            &link,
+            Some(1_500_000),
+            u64::MAX,
+            t + PROBE_GAP_AFTER_SUCCESS
+        ));
         // A probe never goes past twice the estimate.
         assert_eq!(link.snapshot().probing_bps, Some(1_000_000));
         // Without a verdict it ends after PROBE_MAX, as not carried.
         let t = t + PROBE_GAP_AFTER_SUCCESS + PROBE_MAX;
         assert_eq!(p.take(&link, t), 0);
         assert!(!p.active());
+    }
+
+    #[test]
+    fn a_probe_tops_up_the_media_not_what_the_last_probe_delivered() {
+        let link = LinkStats::default();
+        let mut p = Prober::default();
+        let t0 = Instant::now();
+        // What the link delivered lately (900 kbit/s) is mostly the previous probe's
+        // duplicates; the player's media sends at most 250 kbit/s.
+        link.set_for_test(500_000, 900_000, 0);
+        assert!(p.maybe_start(&link, Some(800_000), 250_000, t0));
+        assert_eq!(link.snapshot().probing_bps, Some(1_000_000));
+        // 750 kbit/s of duplicates, 93.75 kB/s: about 18.75 kB in 200 ms, not the 5 kB that
+        // topping up 900 kbit/s would give.
+        let granted: usize = (1..=20).map(|i| p.take(&link, t0 + ms(10 * i))).sum();
+        assert!(
+            (18_000..=19_500).contains(&granted),
+            "granted {granted} B in 200 ms"
+        );
     }
 }

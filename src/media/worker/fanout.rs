@@ -294,9 +294,12 @@ impl Worker {
                 peer.pacer
                     .set_rate(limits.budget.map(|b| b.max(floor)), now);
                 if LINK_ADAPTATION
-                    && peer
-                        .prober
-                        .maybe_start(&peer.link, peer.selector.probe_target(), now)
+                    && peer.prober.maybe_start(
+                        &peer.link,
+                        peer.selector.probe_target(),
+                        sending,
+                        now,
+                    )
                 {
                     let target = peer.link.snapshot().probing_bps;
                     peer.span.in_scope(|| {
