@@ -328,6 +328,7 @@ impl Janus {
             video_pts,
             started,
             control: false,
+            feedback: false,
         })
     }
 

@@ -432,6 +432,7 @@ impl Tablecast {
             video_pts,
             started,
             control,
+            feedback: self.players_transport_cc,
         };
         Ok((
             setup,

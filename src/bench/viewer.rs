@@ -40,6 +40,9 @@ pub struct ViewerSetup {
     pub started: Instant,
     /// Say `hello` on the `control` data channel once it opens.
     pub control: bool,
+    /// The peer connection sends transport-cc feedback: it must see every packet, as a
+    /// browser's does, or its reports call the packets it did not see lost.
+    pub feedback: bool,
 }
 
 /// Samples and counters one load thread gathers from all its viewers.
@@ -111,6 +114,10 @@ pub struct Viewer {
     pub audio: SeqCounter,
     sample_every: u32,
     since_sample: u32,
+    /// Every packet goes into the peer connection (`ViewerSetup::feedback`); `sampled` says
+    /// whether the one going in now is a latency sample.
+    feed_all: bool,
+    sampled: bool,
     control: Option<RTCDataChannelId>,
     pub welcomed: bool,
     bets: Option<Bets>,
@@ -172,6 +179,8 @@ impl Viewer {
             audio: SeqCounter::default(),
             sample_every: sample_every.max(1),
             since_sample: 0,
+            feed_all: setup.feedback,
+            sampled: true,
             control: None,
             welcomed: false,
             bets: None,
@@ -203,10 +212,13 @@ impl Viewer {
             }
             let looking_for_keyframe = video && self.first_keyframe_at.is_none();
             self.since_sample += 1;
-            if !looking_for_keyframe && self.since_sample < self.sample_every {
+            self.sampled = looking_for_keyframe || self.since_sample >= self.sample_every;
+            if !self.sampled && !self.feed_all {
                 return false;
             }
-            self.since_sample = 0;
+            if self.sampled {
+                self.since_sample = 0;
+            }
         }
         let _ = self.pc.handle_read(TaggedBytesMut {
             now,
@@ -291,6 +303,9 @@ impl Viewer {
             self.first_keyframe_at = Some(arrival);
             s.join_us
                 .push(arrival.saturating_duration_since(self.started).as_micros() as u64);
+        }
+        if !std::mem::replace(&mut self.sampled, true) {
+            return;
         }
         let codec = video.then_some(VideoCodec::H264);
         if let Some(sent) = synth::payload_stamp(codec, &packet.payload) {
