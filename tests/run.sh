@@ -4,7 +4,7 @@
 #   bash tests/run.sh
 #
 # On a fresh Debian 12 machine it installs what the tests need when it is
-# missing (apt: chromium, redis-server, ffmpeg, nftables, coturn, python3-pip, GStreamer with its Python bindings;
+# missing (apt: chromium, redis-server, ffmpeg, nftables, coturn, openssl, python3-pip, GStreamer with its Python bindings;
 # npm: playwright-core; PyPI: aiortc; aiortc and GStreamer's webrtcbin are the third-party
 # WHIP publishers; crates.io: cargo-fuzz), builds the release binary, runs every Rust unit and
 # integration test, a short run of every fuzz target, then the headless-Chromium tests in
@@ -34,8 +34,9 @@ step "system packages"
 # driven from Debian's /usr/bin/python3 (tests/third_party/gst_whip.py): the packages after
 # ffmpeg are its Python bindings, libnice, and the x264/Opus encoders it publishes with.
 # nftables: tests that cut one path between two node processes (tests/common/nft.rs), and the
-# UDP block of tests/browser/turn.test.mjs. coturn: the TURN server that test relays through.
-APT_PACKAGES=(chromium redis-server ffmpeg nftables coturn
+# UDP block of tests/browser/turn.test.mjs. coturn: the TURN server that test relays through;
+# openssl makes the certificate of its TURN over TLS.
+APT_PACKAGES=(chromium redis-server ffmpeg nftables coturn openssl
   python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 gstreamer1.0-nice
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly)

@@ -1,4 +1,5 @@
-// A player whose network blocks UDP plays the table's video through TURN over TCP.
+// A player whose network blocks UDP plays the table's video through TURN over TCP, and one
+// whose network lets out nothing but TCP to port 443 plays it through TURN over TLS there.
 //
 // The player's Chromium runs in a network namespace whose nftables drop every UDP
 // datagram and every TCP connection but two: the node's HTTP port (page, WHEP) and the
@@ -6,12 +7,15 @@
 // the namespace's veth pair. The node has `[turn]` with that secret and lists the TURN
 // server for UDP and for TCP; tablecast.js asks for the servers before it creates its peer
 // connection (OPTIONS with the token), the UDP one goes nowhere, and the video must come
-// in over a relay candidate whose protocol to the TURN server is TCP.
+// in over a relay candidate whose protocol to the TURN server is TCP. coturn also listens for
+// TLS on port 443 with a certificate made for the run (the test's Chromium ignores certificate
+// errors), and the node lists it as `turns:`; the second player's namespace allows only port
+// 443 (and the node's HTTP port for the page), so its video must come over TLS.
 //
 // The dealer's Chromium publishes the fake camera from a second namespace (no firewall), so
 // that every packet of the test stays on the two veth pairs in 198.18.0.0/15 and loopback.
 //
-// Needs root, iproute2, nftables, coturn and `cargo build --release`. Logs in
+// Needs root, iproute2, nftables, coturn, openssl and `cargo build --release`. Logs in
 // tests/browser/.artifacts/turn.*.
 import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
@@ -29,6 +33,8 @@ const TABLE = 'demo';
 /** Frames the player must decode: two seconds of the 30 fps clip. */
 const MIN_FRAMES = 60;
 const MEDIA_TIMEOUT_MS = 40_000;
+/** TURN over TLS where networks that allow only HTTPS let it through. */
+const TLS_PORT = 443;
 
 let skipReason = null;
 let playerNs;
@@ -38,6 +44,8 @@ let node;
 let dealerBrowser;
 let playerBrowser;
 let pageLog;
+/** The dealer is on air (the first test); the second plays the same table. */
+let onAir = false;
 
 /** A TCP port free on `ip` a moment ago. */
 function freePortOn(ip) {
@@ -64,7 +72,7 @@ before(async () => {
   const clip = await ensureClip();
   const turnPort = await freePortOn(playerNs.hostIp);
   try {
-    turn = await startCoturn({ ip: playerNs.hostIp, port: turnPort, peers: [playerNs.hostIp], name: 'turn' });
+    turn = await startCoturn({ ip: playerNs.hostIp, port: turnPort, peers: [playerNs.hostIp], name: 'turn', tlsPort: TLS_PORT });
   } catch (err) {
     if (!err.skip) throw err;
     skipReason = err.message;
@@ -78,7 +86,11 @@ before(async () => {
       // The dealer's namespace reaches the node on its own pair, through the extra listener.
       TABLECAST_HTTP_PLAIN_LISTEN: `${dealerNs.hostIp}:${dealerPort}`,
       TABLECAST_MEDIA_ANNOUNCE_IPS: `${playerNs.hostIp},${dealerNs.hostIp}`,
-      TABLECAST_TURN_URLS: `turn:${turn.ip}:${turn.port}?transport=udp,turn:${turn.ip}:${turn.port}?transport=tcp`,
+      TABLECAST_TURN_URLS: [
+        `turn:${turn.ip}:${turn.port}?transport=udp`,
+        `turn:${turn.ip}:${turn.port}?transport=tcp`,
+        `turns:${turn.ip}:${turn.tlsPort}?transport=tcp`,
+      ].join(','),
       TABLECAST_TURN_SECRET: turn.secret,
       TABLECAST_TURN_TTL_SECS: '600',
     },
@@ -163,32 +175,9 @@ function describe(what, last) {
   ].join('\n');
 }
 
-test('a player whose network blocks UDP plays the video through coturn over TCP', { timeout: 180_000 }, async (t) => {
-  if (skipReason) {
-    t.skip(skipReason);
-    return;
-  }
-  const dealerToken = await node.token({ role: 'dealer', table: TABLE, user: 'dealer-turn' });
-  const playerToken = await node.token({ role: 'player', table: TABLE, user: 'player-turn' });
-
-  const dealer = await openPage(dealerBrowser, node.dealerUrl, 'dealer');
-  await dealer.evaluate(async ({ table, token }) => {
-    try {
-      const tc = await import('/web/tablecast.js');
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
-      window.session = await tc.publish({ table, token, stream });
-    } catch (err) {
-      window.sessionError = String(err?.message ?? err);
-    }
-  }, { table: TABLE, token: dealerToken });
-  const published = await waitUntil(() => sessionStats(dealer), (s) => s.error !== null || s.bytesSent > 0, {
-    timeoutMs: MEDIA_TIMEOUT_MS,
-    describe: (last) => describe('the dealer did not get on air', last),
-  });
-  assert.equal(published.error, null, `the dealer failed: ${published.error}`);
-  t.diagnostic(`dealer on air over ${published.local?.protocol} ${published.local?.type} (no relay needed in its namespace)`);
-
-  const player = await openPage(playerBrowser, node.baseUrl, 'player');
+/** Plays the table in a new page of the player's browser until it has decoded MIN_FRAMES. */
+async function playUntilDecoding(label, token) {
+  const player = await openPage(playerBrowser, node.baseUrl, label);
   const playedAt = Date.now();
   await player.evaluate(async ({ table, token }) => {
     const video = document.createElement('video');
@@ -208,18 +197,48 @@ test('a player whose network blocks UDP plays the video through coturn over TCP'
     } catch (err) {
       window.sessionError = String(err?.message ?? err);
     }
-  }, { table: TABLE, token: playerToken });
+  }, { table: TABLE, token });
 
   const first = await waitUntil(() => sessionStats(player), (s) => s.error !== null || s.framesDecoded > 0, {
     timeoutMs: MEDIA_TIMEOUT_MS,
-    describe: (last) => describe('the player behind the UDP block decoded no frame', last),
+    describe: (last) => describe(`the ${label} player decoded no frame`, last),
   });
-  assert.equal(first.error, null, `the player failed: ${first.error}`);
+  assert.equal(first.error, null, `the ${label} player failed: ${first.error}`);
   const firstFrameWallMs = Date.now() - playedAt;
   const playing = await waitUntil(() => sessionStats(player), (s) => s.framesDecoded >= first.framesDecoded + MIN_FRAMES, {
     timeoutMs: MEDIA_TIMEOUT_MS,
-    describe: (last) => describe(`the player's framesDecoded did not rise by ${MIN_FRAMES}`, last),
+    describe: (last) => describe(`the ${label} player's framesDecoded did not rise by ${MIN_FRAMES}`, last),
   });
+  return { first, playing, firstFrameWallMs };
+}
+
+test('a player whose network blocks UDP plays the video through coturn over TCP', { timeout: 180_000 }, async (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  const dealerToken = await node.token({ role: 'dealer', table: TABLE, user: 'dealer-turn' });
+
+  const dealer = await openPage(dealerBrowser, node.dealerUrl, 'dealer');
+  await dealer.evaluate(async ({ table, token }) => {
+    try {
+      const tc = await import('/web/tablecast.js');
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 }, audio: false });
+      window.session = await tc.publish({ table, token, stream });
+    } catch (err) {
+      window.sessionError = String(err?.message ?? err);
+    }
+  }, { table: TABLE, token: dealerToken });
+  const published = await waitUntil(() => sessionStats(dealer), (s) => s.error !== null || s.bytesSent > 0, {
+    timeoutMs: MEDIA_TIMEOUT_MS,
+    describe: (last) => describe('the dealer did not get on air', last),
+  });
+  assert.equal(published.error, null, `the dealer failed: ${published.error}`);
+  t.diagnostic(`dealer on air over ${published.local?.protocol} ${published.local?.type} (no relay needed in its namespace)`);
+  onAir = true;
+
+  const playerToken = await node.token({ role: 'player', table: TABLE, user: 'player-turn' });
+  const { first, playing, firstFrameWallMs } = await playUntilDecoding('player', playerToken);
   const dropped = playerNs.dropped();
 
   t.diagnostic(`player ICE servers from the node: ${JSON.stringify(playing.iceServers)}`);
@@ -234,4 +253,27 @@ test('a player whose network blocks UDP plays the video through coturn over TCP'
   assert.ok(playing.frameWidth > 0 && playing.frameHeight > 0, 'frames have a size');
   assert.ok(dropped.udp > 0, 'the browser tried UDP (to the node, or to TURN over UDP) and the firewall dropped it');
   assert.ok(playing.iceServers.flat().some((u) => u.includes('transport=tcp')), 'the node listed TURN over TCP');
+});
+
+test('a player whose network lets out only TCP to port 443 plays the video through coturn over TLS', { timeout: 120_000 }, async (t) => {
+  if (skipReason) {
+    t.skip(skipReason);
+    return;
+  }
+  assert.ok(onAir, 'the dealer did not get on air (the first test)');
+  // The page and WHEP come from the node's HTTP port; media may leave only for port 443.
+  playerNs.firewall([node.port, TLS_PORT]);
+  const token = await node.token({ role: 'player', table: TABLE, user: 'player-turns' });
+  const { first, playing } = await playUntilDecoding('tls', token);
+  const dropped = playerNs.dropped();
+  t.diagnostic(`selected pair: local ${JSON.stringify(playing.local)} -> remote ${JSON.stringify(playing.remote)}, RTT ${playing.rttMs} ms`);
+  t.diagnostic(`time to connected ${playing.connectedMs} ms; frames decoded ${first.framesDecoded} -> ${playing.framesDecoded}, ${playing.frameWidth}x${playing.frameHeight}`);
+  t.diagnostic(`dropped in the player's namespace: ${dropped.udp} UDP datagrams, ${dropped.other} other packets (TCP to coturn's plain port among them)`);
+
+  assert.equal(playing.connectionState, 'connected');
+  assert.equal(playing.local?.type, 'relay', `the selected local candidate is a relay: ${JSON.stringify(playing.local)}`);
+  assert.equal(playing.local?.relayProtocol, 'tls', `the relay is reached over TLS: ${JSON.stringify(playing.local)}`);
+  assert.ok(playing.iceServers.flat().some((u) => u.startsWith(`turns:`) && u.includes(`:${TLS_PORT}`)), `the node listed TURN over TLS on ${TLS_PORT}: ${JSON.stringify(playing.iceServers)}`);
+  assert.ok(dropped.udp > 0, 'the browser tried UDP and the firewall dropped it');
+  assert.ok(dropped.other > 0, `the browser tried TURN over plain TCP on ${turn.port} and the firewall dropped it`);
 });

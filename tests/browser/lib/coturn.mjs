@@ -1,7 +1,7 @@
 // A real coturn (Debian's `coturn` package, binary `turnserver`) for a test: the TURN REST
 // API scheme with a fresh shared secret, listening on one address and port, relaying only to
 // the peers the test names. Its log goes to tests/browser/.artifacts/<name>.coturn.log.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -26,19 +26,32 @@ process.on('exit', () => {
  * @param {number} opts.port TURN port (UDP and TCP)
  * @param {string[]} opts.peers the only addresses it may relay to (all others are denied)
  * @param {string} [opts.name='turn'] names the log file
+ * @param {number} [opts.tlsPort] also TURN over TLS (`turns:`) on this TCP port, with a
+ *   self-signed certificate for `ip` made here (Chromium in the tests ignores certificate
+ *   errors; a real deployment has a certificate its players trust)
  */
-export async function startCoturn({ ip, port, peers, name = 'turn' }) {
+export async function startCoturn({ ip, port, peers, name = 'turn', tlsPort = null }) {
   if (!existsSync(TURNSERVER)) {
     throw Object.assign(new Error(`no ${TURNSERVER}: install Debian's coturn (tests/run.sh does)`), { skip: true });
   }
   const secret = randomBytes(24).toString('hex');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tablecast-coturn-'));
   const logPath = artifact(`${name}.coturn.log`);
+  let tls = ['--no-tls'];
+  if (tlsPort) {
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-keyout', key, '-out', cert,
+      '-subj', '/CN=tablecast-test-turn', '-addext', `subjectAltName=IP:${ip}`,
+    ], { stdio: 'ignore', timeout: 30_000 });
+    tls = [`--tls-listening-port=${tlsPort}`, `--cert=${cert}`, `--pkey=${key}`];
+  }
   const args = [
     '-n', // no config file: everything is here
     `--listening-ip=${ip}`, `--relay-ip=${ip}`, `--listening-port=${port}`,
     '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=tablecast.test',
-    '--fingerprint', '--no-tls', '--no-dtls', '--no-cli', '--no-multicast-peers',
+    '--fingerprint', ...tls, '--no-dtls', '--no-cli', '--no-multicast-peers',
     // Relay to the test's peers only: deny everything, then allow them.
     '--denied-peer-ip=0.0.0.0-255.255.255.255',
     ...peers.map((p) => `--allowed-peer-ip=${p}`),
@@ -60,7 +73,7 @@ export async function startCoturn({ ip, port, peers, name = 'turn' }) {
     resolve({ code, signal });
   }));
   const turn = {
-    secret, logPath, ip, port,
+    secret, logPath, ip, port, tlsPort,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -81,11 +94,19 @@ export async function startCoturn({ ip, port, peers, name = 'turn' }) {
     await waitUntil(
       () => new Promise((resolve) => {
         if (child.exitCode !== null) { resolve('exited'); return; }
-        const s = net.connect({ host: ip, port }, () => { s.destroy(); resolve('up'); });
-        s.on('error', () => resolve('down'));
+        const ports = tlsPort ? [port, tlsPort] : [port];
+        let open = 0;
+        for (const p of ports) {
+          const s = net.connect({ host: ip, port: p }, () => {
+            s.destroy();
+            open += 1;
+            if (open === ports.length) resolve('up');
+          });
+          s.on('error', () => resolve('down'));
+        }
       }),
       (state) => state !== 'down',
-      { timeoutMs: 15_000, intervalMs: 100, describe: () => `coturn did not listen on ${ip}:${port}:\n${turn.logTail()}` },
+      { timeoutMs: 15_000, intervalMs: 100, describe: () => `coturn did not listen on ${ip}:${port}${tlsPort ? ` and TLS ${tlsPort}` : ''}:\n${turn.logTail()}` },
     ).then((state) => {
       if (state === 'exited') throw new Error(`coturn exited at start:\n${turn.logTail()}`);
     });

@@ -206,7 +206,10 @@ ${classify('passed')}
    */
   firewall(tcpPorts) {
     if (!have('nft')) throw noNft();
+    // Replaces the namespace's firewall if it had one (the add makes the delete safe).
     const rules = `
+add table inet tcblock
+delete table inet tcblock
 table inet tcblock {
   counter udp_dropped { }
   counter other_dropped { }
