@@ -8,7 +8,8 @@
 //! Input: one byte of flags (bit 0: VP8, else H.264; bit 1: simulcast with rids q, h and f on
 //! SSRCs 1, 2 and 3; bit 2: the player shows the video 390 pixels wide; bit 3: it chose Low;
 //! bit 4: its link estimate is 20 kbit/s per unit of each record's header; bit 5: its page is
-//! hidden while a record's header is odd), then records of `[header][length: u16][RTP packet]`
+//! hidden while a record's header is odd; bit 6: its estimate rises only on carried probes),
+//! then records of `[header][length: u16][RTP packet]`
 //! (see `common::records`), each parsed by `rtc` as it parses a decrypted SRTP packet. A header
 //! advances time by that many 5 ms.
 
@@ -77,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         buffers[layer].insert(source, Some(codec), &packet);
         let limits = Limits {
             budget: (flags & 16 != 0).then_some(u64::from(header) * 20_000),
+            proven: flags & 64 != 0,
             view: View {
                 width: if flags & 4 != 0 { 390 } else { 0 },
                 height: if flags & 4 != 0 { 219 } else { 0 },
