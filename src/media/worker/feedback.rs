@@ -56,6 +56,22 @@ fn repair(
     Some((packet, false))
 }
 
+/// The repair of a player's video packet `out_seq` (its own numbering): found through the
+/// player's selector in the camera's per-layer buffers, then as [`repair`] makes it.
+fn repair_video(
+    out: &mut OutSender,
+    selector: &crate::media::selector::Selector,
+    router: &crate::media::router::Router,
+    out_seq: u16,
+) -> Option<(rtc::rtp::Packet, bool)> {
+    let (epoch, src_seq) = out.stream.source_seq(out_seq)?;
+    let (codec, original) = selector
+        .source_of(epoch)
+        .and_then(|(layer, source)| router.layers.get(layer)?.get(source, src_seq))?;
+    let vp8 = (codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
+    repair(out, vp8, epoch, src_seq, codec, original)
+}
+
 /// How many of a player's last video packets a probe repeats, round and round.
 const PROBE_DEPTH: u16 = 48;
 
@@ -88,17 +104,7 @@ impl Worker {
             if unasked >= MAX_UNASKED || peer.pacer.in_debt(now) {
                 continue;
             }
-            let Some((epoch, src_seq)) = out.stream.source_seq(media_seq) else {
-                continue;
-            };
-            let Some((codec, original)) = selector
-                .source_of(epoch)
-                .and_then(|(layer, source)| router.layers.get(layer)?.get(source, src_seq))
-            else {
-                continue;
-            };
-            let vp8 = (codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
-            let Some((packet, true)) = repair(out, vp8, epoch, src_seq, codec, original) else {
+            let Some((packet, true)) = repair_video(out, selector, router, media_seq) else {
                 continue;
             };
             if let Some(rtx) = out.rtx.as_mut() {
@@ -152,17 +158,7 @@ impl Worker {
             tries += 1;
             peer.prober.cursor = (peer.prober.cursor + 1) % PROBE_DEPTH;
             let out_seq = last.wrapping_sub(peer.prober.cursor);
-            let Some((epoch, src_seq)) = out.stream.source_seq(out_seq) else {
-                continue;
-            };
-            let Some((codec, original)) = selector
-                .source_of(epoch)
-                .and_then(|(layer, source)| router.layers.get(layer)?.get(source, src_seq))
-            else {
-                continue;
-            };
-            let vp8 = (codec == Some(VideoCodec::Vp8)).then_some(&selector.vp8);
-            let Some((packet, _)) = repair(out, vp8, epoch, src_seq, codec, original) else {
+            let Some((packet, _)) = repair_video(out, selector, router, out_seq) else {
                 continue;
             };
             let wire = packet.payload.len() + super::fanout::RTP_OVERHEAD;
