@@ -410,6 +410,10 @@ struct ProbeTrack {
     since: Instant,
     /// Queueing delay and loss when it started.
     queue_before: f64,
+    /// The smallest queueing delay among its packets in the latest report: a queue even the
+    /// least delayed of them saw is standing, not one late packet, so a probe the link does not
+    /// carry is stopped a few reports sooner than the smoothed delay would show it.
+    queue_now: f64,
     loss_before: f64,
     sent_bytes: usize,
     first_departure: Option<Instant>,
@@ -443,7 +447,7 @@ impl ProbeTrack {
 
     /// The verdict so far, and the rate the link was seen to carry.
     fn judge(&self, queue_ms: f64) -> Option<(ProbeVerdict, f64)> {
-        let grown = queue_ms - self.queue_before;
+        let grown = queue_ms.max(self.queue_now) - self.queue_before;
         let loss = if self.packets >= 20 {
             self.lost as f64 / self.packets as f64
         } else {
@@ -501,6 +505,7 @@ impl BandwidthEstimator for LinkEstimator {
                     bps: bps as f64,
                     since: now,
                     queue_before: self.queue_ms,
+                    queue_now: 0.0,
                     loss_before: self.loss,
                     sent_bytes: 0,
                     first_departure: None,
@@ -516,6 +521,7 @@ impl BandwidthEstimator for LinkEstimator {
             (None, _) => self.probe = None,
         }
         let mut latest_queue = None;
+        let mut probe_min_delay: Option<f64> = None;
         for r in reports {
             self.departures.push_back((r.departure, r.size));
             self.sent_bytes += r.size;
@@ -534,6 +540,9 @@ impl BandwidthEstimator for LinkEstimator {
             let delay = arrival.as_secs_f64() * 1e3 - departure;
             self.base[0] = Some(self.base[0].map_or(delay, |b| b.min(delay)));
             latest_queue = Some(delay);
+            if self.probe.as_ref().is_some_and(|p| r.departure >= p.since) {
+                probe_min_delay = Some(probe_min_delay.map_or(delay, |m| m.min(delay)));
+            }
         }
         if let Some((newest, _)) = self.arrivals.back().copied() {
             while let Some(&(t, bytes)) = self.arrivals.front() {
@@ -556,6 +565,9 @@ impl BandwidthEstimator for LinkEstimator {
         if let (Some(delay), Some(base)) = (latest_queue, self.base_delay()) {
             // Smoothed over a few reports: one late packet is jitter, not a queue.
             self.queue_ms = 0.7 * self.queue_ms + 0.3 * (delay - base).max(0.0);
+            if let (Some(p), Some(d)) = (&mut self.probe, probe_min_delay) {
+                p.queue_now = (d - base).max(0.0);
+            }
         }
         // Loss over the last LOSS_WINDOW, and at least LOSS_MIN_PACKETS.
         if let Some(&(newest, _)) = self.losses.back() {
@@ -701,6 +713,8 @@ mod tests {
         queue_bytes: usize,
         loss: f64,
         rng: u64,
+        /// The longest a packet has queued, ms.
+        peak_queue_ms: f64,
     }
 
     impl Link {
@@ -714,6 +728,7 @@ mod tests {
                 queue_bytes: 30_000,
                 loss: 0.0,
                 rng: 0x9e37_79b9_7f4a_7c15,
+                peak_queue_ms: 0.0,
             }
         }
 
@@ -739,6 +754,10 @@ mod tests {
                 let start = self.free_at.max(departure);
                 let backlog = (start - departure).as_secs_f64() * self.capacity_bps / 8.0;
                 let dropped = backlog as usize > self.queue_bytes || self.random() < self.loss;
+                if !dropped {
+                    let queued = (start - departure).as_secs_f64() * 1e3;
+                    self.peak_queue_ms = self.peak_queue_ms.max(queued);
+                }
                 let arrival = if dropped {
                     None
                 } else {
@@ -928,9 +947,14 @@ mod tests {
         // A probe at 750 kbit/s on the 600 kbit/s link: not carried, within a second, and the
         // limit stays.
         for _ in 0..3 {
+            link.peak_queue_ms = 0.0;
             let (v, at) = link.probe(&mut est, 750_000, 1_500).expect("a verdict");
             assert_eq!(v, ProbeVerdict::NotCarried);
             assert!(at <= 1_000, "verdict after {at} ms");
+            // Stopped on the least delayed packet of a report, not the smoothed delay: the
+            // player's packets queued at most 50 ms behind it (61 ms on the smoothed delay).
+            let peak = link.peak_queue_ms;
+            assert!(peak <= 50.0, "queued {peak:.0} ms");
             assert!(est.stats.estimate().is_some_and(|l| l <= 600_000));
             link.run(&mut est, 250_000.0, 3_000);
         }

@@ -11,6 +11,14 @@
 //! One probe goes at most [`PROBE_STEP`] times the estimate, so a link is climbed in steps, each
 //! proven, rather than tried at a top layer's rate at once.
 //!
+//! A probe the link did not carry queued what it sent beyond the link's rate until it was
+//! stopped, and the player's own packets waited behind it. So the next probe does not repeat
+//! that rate: it aims halfway between the estimate and the rate that failed, but at least
+//! [`PROBE_RETRY_STEP`] times the estimate, and each probe that fails lowers the next one's aim
+//! the same way. A player held on a narrow link is then probed just above what it carries, not
+//! at twice its estimate every few seconds; a probe carried at or above the failed rate (the link
+//! widened) lifts that ceiling, and the steps are [`PROBE_STEP`] again.
+//!
 //! Sans-IO: time is an input; the worker sends the bytes [`Prober::take`] grants.
 
 use super::estimate::{LinkStats, ProbeVerdict};
@@ -33,6 +41,9 @@ pub const PROBE_STEP: f64 = 2.0;
 /// a probe carried at just under the target would leave the player where it was, to wait for
 /// the next one.
 pub const PROBE_OVERSHOOT: f64 = 1.25;
+/// After a probe that was not carried, the next aims at least this many times the estimate
+/// (see the module doc).
+pub const PROBE_RETRY_STEP: f64 = 1.25;
 /// Probe bytes are granted at least this share of the probe's rate, so a probe always adds
 /// something to what the player receives.
 const MIN_EXTRA: f64 = 0.2;
@@ -40,6 +51,8 @@ const MIN_EXTRA: f64 = 0.2;
 #[derive(Debug, Clone)]
 struct Active {
     seq: u32,
+    /// The rate it aims at, bits per second.
+    bps: f64,
     started: Instant,
     /// Bytes per second of duplicates on top of the player's media.
     extra: f64,
@@ -54,6 +67,8 @@ pub struct Prober {
     next_at: Option<Instant>,
     gap: Duration,
     backoffs_seen: u64,
+    /// The rate of the last probe the link did not carry, until one is carried at or above it.
+    failed_bps: Option<f64>,
     /// Which of the last sent packets the next duplicate repeats.
     pub cursor: u16,
 }
@@ -65,6 +80,7 @@ impl Default for Prober {
             next_at: None,
             gap: PROBE_GAP_MIN,
             backoffs_seen: 0,
+            failed_bps: None,
             cursor: 0,
         }
     }
@@ -103,8 +119,12 @@ impl Prober {
         if !link.limited_by_transport_cc() || self.next_at.is_some_and(|t| now < t) {
             return false;
         }
-        let rate = (target as f64 * PROBE_OVERSHOOT).min(estimate as f64 * PROBE_STEP);
-        if rate <= estimate as f64 {
+        let estimate = estimate as f64;
+        let mut rate = (target as f64 * PROBE_OVERSHOOT).min(estimate * PROBE_STEP);
+        if let Some(failed) = self.failed_bps {
+            rate = rate.min(((estimate + failed) / 2.0).max(estimate * PROBE_RETRY_STEP));
+        }
+        if rate <= estimate {
             return false;
         }
         // The duplicates make up what the media leaves short of the aim. What the link
@@ -116,6 +136,7 @@ impl Prober {
         let seq = link.start_probe(rate as u64);
         self.active = Some(Active {
             seq,
+            bps: rate,
             started: now,
             extra,
             credit: 0.0,
@@ -135,14 +156,19 @@ impl Prober {
                 .then_some(ProbeVerdict::NotCarried)
         });
         if let Some(v) = verdict {
+            let bps = a.bps;
             link.end_probe();
             self.active = None;
             match v {
                 ProbeVerdict::Carried => {
+                    if self.failed_bps.is_some_and(|f| bps >= f) {
+                        self.failed_bps = None;
+                    }
                     self.gap = PROBE_GAP_MIN;
                     self.next_at = Some(now + PROBE_GAP_AFTER_SUCCESS);
                 }
                 ProbeVerdict::NotCarried => {
+                    self.failed_bps = Some(bps);
                     self.next_at = Some(now + self.gap);
                     self.gap = (self.gap * 2).min(PROBE_GAP_MAX);
                 }
@@ -264,5 +290,40 @@ mod tests {
             (18_000..=19_500).contains(&granted),
             "granted {granted} B in 200 ms"
         );
+    }
+
+    /// A player on a 600 kbit/s link, estimated at 443 kbit/s, wanting a layer that needs
+    /// 755 kbit/s: after the first probe fails at twice the estimate, the next ones close in on
+    /// the link from below rather than repeat that rate; once the link widens they climb again.
+    #[test]
+    fn after_a_probe_fails_the_next_aims_lower() {
+        let link = LinkStats::default();
+        let mut p = Prober::default();
+        let mut t = Instant::now();
+        link.set_for_test(443_000, 200_000, 0);
+        let probe = |p: &mut Prober, verdict: ProbeVerdict, t: &mut Instant| {
+            while !p.maybe_start(&link, Some(755_000), 250_000, *t) {
+                *t += ms(100);
+            }
+            let bps = link.snapshot().probing_bps.expect("probing");
+            link.give_verdict(
+                link.probe_seq.load(std::sync::atomic::Ordering::Relaxed),
+                verdict,
+            );
+            assert_eq!(p.take(&link, *t), 0);
+            bps
+        };
+        assert_eq!(probe(&mut p, ProbeVerdict::NotCarried, &mut t), 886_000);
+        // Halfway between the estimate and the failed rate.
+        assert_eq!(probe(&mut p, ProbeVerdict::NotCarried, &mut t), 664_500);
+        // Halfway again would be under PROBE_RETRY_STEP times the estimate.
+        assert_eq!(probe(&mut p, ProbeVerdict::Carried, &mut t), 553_750);
+        // Carried below the failed rate: the estimate rose, the ceiling stays.
+        link.set_for_test(553_750, 250_000, 0);
+        assert_eq!(probe(&mut p, ProbeVerdict::NotCarried, &mut t), 692_187);
+        assert_eq!(probe(&mut p, ProbeVerdict::Carried, &mut t), 692_187);
+        // Carried at the failed rate: the link widened, and the steps are whole again.
+        link.set_for_test(692_187, 250_000, 0);
+        assert_eq!(probe(&mut p, ProbeVerdict::Carried, &mut t), 943_750);
     }
 }
