@@ -3,11 +3,12 @@
 
 use crate::ids::TableId;
 use crate::limits::Limit;
+use crate::media::estimate::{Link, LinkStats};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Node-wide counters.
 #[derive(Default)]
@@ -89,6 +90,28 @@ pub struct TableMetrics {
     pub log_appends: AtomicU64,
     /// Records appended to the table's log.
     pub log_records: AtomicU64,
+    /// The links of the table's players, read when the metrics are rendered (never per packet).
+    links: Mutex<Vec<Weak<LinkStats>>>,
+}
+
+impl TableMetrics {
+    /// Reports `link`, a player's, in the table's link metrics for as long as it lives. Called at
+    /// session setup.
+    pub fn watch_link(&self, link: &Arc<LinkStats>) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|l| l.strong_count() > 0);
+        links.push(Arc::downgrade(link));
+    }
+
+    /// The links of the table's players now.
+    pub fn player_links(&self) -> Vec<Link> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.retain(|l| l.strong_count() > 0);
+        links
+            .iter()
+            .filter_map(|l| l.upgrade().map(|l| l.snapshot()))
+            .collect()
+    }
 }
 
 /// The registry.
@@ -148,6 +171,7 @@ impl Metrics {
                 }
             }
         }
+        player_links(&mut out, &tables);
         let node = [
             (
                 "tablecast_media_datagrams_unroutable_total",
@@ -354,6 +378,77 @@ const TABLE_FAMILIES: &[Family] = &[
     },
 ];
 
+/// The quantiles the player link gauges give, over the table's players: the least, the median,
+/// the 90th percentile and the most.
+const LINK_QUANTILES: [(&str, f64); 4] = [("0", 0.0), ("0.5", 0.5), ("0.9", 0.9), ("1", 1.0)];
+
+/// How the players' links of each table stand: counts by feedback, and the spread of their
+/// estimates, round trips and loss over the table's players, as gauges with a `quantile` label.
+/// A per-player series would be one per session, unbounded; an operator finds the player
+/// itself in the table's session listing.
+fn player_links(out: &mut String, tables: &[(TableId, Arc<TableMetrics>)]) {
+    let links: Vec<(String, Vec<Link>)> = tables
+        .iter()
+        .map(|(id, m)| (escape(id.as_str()), m.player_links()))
+        .collect();
+    let name = "tablecast_player_links";
+    header(
+        out,
+        name,
+        "gauge",
+        "Players by where their link estimate comes from (transport-cc, remb or none) and whether it is limited (an estimate is known).",
+    );
+    for (table, links) in &links {
+        for feedback in ["transport-cc", "remb", "none"] {
+            for limited in [true, false] {
+                let n = links
+                    .iter()
+                    .filter(|l| l.feedback == feedback && l.estimate_bps.is_some() == limited)
+                    .count();
+                let labels =
+                    format!("table=\"{table}\",feedback=\"{feedback}\",limited=\"{limited}\"");
+                sample(out, name, &labels, n as i128);
+            }
+        }
+    }
+    type Value = fn(&Link) -> Option<f64>;
+    let spreads: [(&str, &str, Value); 3] = [
+        (
+            "tablecast_player_link_estimate_bps",
+            "Link estimates of the table's limited players, bits per second, by quantile over those players (0 is the lowest).",
+            |l| l.estimate_bps.map(|b| b as f64),
+        ),
+        (
+            "tablecast_player_link_rtt_seconds",
+            "Round trip times of the table's players, by quantile over the players whose round trip is known.",
+            |l| l.rtt_ms.map(|ms| ms / 1e3),
+        ),
+        (
+            "tablecast_player_link_loss_ratio",
+            "Share of packets lost on the way to the table's players (before repair), by quantile over the players with feedback.",
+            |l| (l.feedback != "none").then_some(l.loss),
+        ),
+    ];
+    for (name, help, value) in spreads {
+        header(out, name, "gauge", help);
+        for (table, links) in &links {
+            let mut values: Vec<f64> = links.iter().filter_map(value).collect();
+            if values.is_empty() {
+                continue;
+            }
+            values.sort_by(f64::total_cmp);
+            for (q, at) in LINK_QUANTILES {
+                let i = ((values.len() - 1) as f64 * at).round() as usize;
+                let _ = writeln!(
+                    out,
+                    "{name}{{table=\"{table}\",quantile=\"{q}\"}} {}",
+                    values[i]
+                );
+            }
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -428,6 +523,45 @@ mod tests {
                 assert!(value.parse::<i128>().is_ok(), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn player_links_are_counted_and_spread_over_the_table_and_forgotten_when_gone() {
+        let metrics = Metrics::new();
+        let demo = metrics.table(&TableId::parse("demo").unwrap());
+        let links: Vec<Arc<LinkStats>> = [300_000, 600_000, 0, 2_500_000]
+            .into_iter()
+            .map(|limit| {
+                let link = Arc::new(LinkStats::default());
+                link.set_for_test(limit, 1_000_000, 1);
+                demo.watch_link(&link);
+                link
+            })
+            .collect();
+        let silent = Arc::new(LinkStats::default());
+        demo.watch_link(&silent);
+        let text = metrics.render();
+        let has = |line: &str| assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        has("# TYPE tablecast_player_links gauge");
+        has(r#"tablecast_player_links{table="demo",feedback="transport-cc",limited="true"} 3"#);
+        has(r#"tablecast_player_links{table="demo",feedback="transport-cc",limited="false"} 1"#);
+        has(r#"tablecast_player_links{table="demo",feedback="none",limited="false"} 1"#);
+        // Over the three limited players: the lowest, the median and the highest estimate.
+        has(r#"tablecast_player_link_estimate_bps{table="demo",quantile="0"} 300000"#);
+        has(r#"tablecast_player_link_estimate_bps{table="demo",quantile="0.5"} 600000"#);
+        has(r#"tablecast_player_link_estimate_bps{table="demo",quantile="1"} 2500000"#);
+        // No round trip known yet: no samples, only the family's header.
+        assert!(!text.contains("tablecast_player_link_rtt_seconds{"));
+        drop(links);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "tablecast_player_links{table=\"demo\",feedback=\"transport-cc\",limited=\"true\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("tablecast_player_link_estimate_bps{"));
+        assert_eq!(demo.player_links().len(), 1);
     }
 
     #[test]

@@ -190,6 +190,19 @@ async function counters() {
   return out;
 }
 
+/** The table's player link gauges in /metrics: players by feedback and limit, and quantiles. */
+async function linkMetrics() {
+  const res = await node.api('GET', '/metrics', { token: metricsToken });
+  assert.equal(res.status, 200, res.text);
+  const out = {};
+  for (const [, name, labels, value] of res.text.matchAll(/^tablecast_(player_links?[a-z_]*)\{([^}]*)\} ([0-9.e+-]+)$/gm)) {
+    if (!labels.includes(`table="${TABLE}"`)) continue;
+    const rest = labels.split(',').filter((l) => !l.startsWith('table=')).map((l) => l.replace(/"/g, '')).join(',');
+    out[`${name}{${rest}}`] = Number(value);
+  }
+  return out;
+}
+
 /** `b - a`, counter by counter. */
 const delta = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, b[k] - (a[k] ?? 0)]));
 
@@ -418,6 +431,8 @@ test('a player on a 600 kbit/s link settles on the lowest layer and goes back up
     await new Promise((resolve) => setTimeout(resolve, FREEZE_WINDOW_MS));
     const end = await videoIn(page);
     f.tbf = ns.shaped.shaped();
+    // What an operator's dashboard shows of the table's links while one player is held back.
+    f.linkMetrics = await linkMetrics();
     ns.shaped.unshape();
     const liftedAt = mark('lifted');
     const window = rowsBetween(settledAt, liftedAt).map((r) => r.players.shaped);
@@ -456,6 +471,11 @@ test('a player on a 600 kbit/s link settles on the lowest layer and goes back up
 
     assert.ok(f.settleMs !== null && f.settleMs <= SETTLE_MS, `the shaped player did not decode ${LOWEST} within ${SETTLE_MS} ms of the shaping: ${f.settleMs === null ? 'not at all' : `after ${f.settleMs} ms`}`);
     assert.ok(f.sessionKept, `the page changed its WHEP session during the window (${atSettle.session} then ${end.session}): its freeze count started again`);
+    t.diagnostic(`/metrics while shaped: ${JSON.stringify(f.linkMetrics)}`);
+    const limited = f.linkMetrics['player_links{feedback=transport-cc,limited=true}'];
+    const lowest = f.linkMetrics['player_link_estimate_bps{quantile=0}'];
+    assert.ok(limited >= 1 && lowest <= 1_000_000, `/metrics does not show the shaped player's limited link: ${limited} limited, lowest estimate ${lowest}`);
+    assert.ok(f.linkMetrics['player_link_rtt_seconds{quantile=1}'] > 0, 'no round trip time in /metrics');
     assert.ok(f.backUpMs !== null && f.backUpMs <= BACK_UP_MS, `the player did not go above ${LOWEST} within ${BACK_UP_MS} ms of the lifting: ${f.backUpMs === null ? 'not at all' : `after ${f.backUpMs} ms`}`);
   } finally {
     ns.shaped.unshape();

@@ -52,6 +52,9 @@ impl Worker {
         });
         let metrics = self.metrics.table(&req.table);
         let _ = link.metrics.set(metrics.clone());
+        if req.role == Role::Subscriber && !req.relay {
+            metrics.watch_link(&link);
+        }
         // A player whose video has RTX can be probed (`probe.rs`).
         link.set_can_probe(!req.relay && video.as_ref().is_some_and(|v| v.rtx.is_some()));
         let peer = Peer {
