@@ -3,8 +3,9 @@
 //!
 //! - `GET  /api/v1/tables/{table}`: the snapshot (any token for the table);
 //! - `POST /api/v1/tables/{table}/round/open | close | result | void`: dealer or operator token;
-//!   `result` takes `{"outcome": "banker"}` (or a list of spots, and an optional `media_ts`),
-//!   `void` an optional `{"reason": "..."}`. Each answers `200 {"round": N}` once the action is in
+//!   `result` takes `{"outcome": "banker"}` (or a list of spots, and an optional `media_ts` or
+//!   `captured_at`), `void` an optional `{"reason": "..."}`. Each answers `200 {"round": N}`
+//!   (`result` also with the `media_ts` it named) once the action is in
 //!   the table's log, `409` when the round's state refuses it, `422` for a bad argument;
 //! - `GET  /api/v1/tables/{table}/join?region=R&exclude=ID,ID`: the node a player should use
 //!   (any token for the table): the least-loaded serving node of region `R` (default: this
@@ -194,6 +195,8 @@ struct ResultBody {
     outcome: Outcome,
     #[serde(default)]
     media_ts: Option<u64>,
+    #[serde(default)]
+    captured_at: Option<u64>,
 }
 
 async fn result(
@@ -203,23 +206,30 @@ async fn result(
     body: Result<Json<ResultBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     // Authorize before reading the body, so a stranger learns nothing from its errors.
-    entitled(&state, &headers, &raw, DEALERS, "dealer or operator")?;
+    let (table, who) = entitled(&state, &headers, &raw, DEALERS, "dealer or operator")?;
     let Json(body) = body.map_err(|e| {
         ApiError::BadRequest(format!(
             "{}; send {{\"outcome\": \"banker\"}} as application/json",
             e.body_text()
         ))
     })?;
-    act(
-        &state,
-        &raw,
-        &headers,
-        DealerAction::Result {
+    // The frame it belongs to, named here, where the dealer's video arrives (`frame_clock`).
+    let media_ts = body.media_ts.or_else(|| {
+        state
+            .media
+            .frames
+            .name_result(&table.id, body.captured_at)
+            .map(u64::from)
+    });
+    let round = table
+        .dealer(DealerAction::Result {
             outcome: body.outcome,
-            media_ts: body.media_ts,
-        },
-    )
-    .await
+            media_ts,
+            captured_at: body.captured_at,
+        })
+        .await??;
+    tracing::info!(table_id = %table.id, user = %who.user, %round, ?media_ts, captured_at = ?body.captured_at, "dealer result over HTTP");
+    Ok(Json(serde_json::json!({ "round": round, "media_ts": media_ts })).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -152,8 +152,9 @@ async fn serve(
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
                         }
                     }
-                    Step::Command { speaker, msg } => {
+                    Step::Command { speaker, mut msg } => {
                         let Some(table) = &table else { break Closing::quietly() };
+                        plane.name_result_frame(table.id(), &mut msg);
                         if !table.writer().command(conn, speaker.user, msg) {
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
                         }

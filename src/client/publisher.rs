@@ -58,7 +58,13 @@ pub struct PublisherStats {
     /// Keyframe requests (PLI) that reached this publisher.
     pub plis_received: u64,
     pub nacks_received: u64,
+    /// The video frames sent lately, oldest first: RTP timestamp, and wall-clock ms (Unix) at
+    /// capture (when it was sent, for this synthetic camera). At most [`FRAMES_KEPT`].
+    pub frames: std::collections::VecDeque<(u32, u64)>,
 }
+
+/// Frames a publisher's stats remember: 20 s at 30 frames a second.
+pub const FRAMES_KEPT: usize = 600;
 
 /// A running synthetic publisher.
 pub struct Publisher {
@@ -244,8 +250,8 @@ impl Publisher {
                         let keyframe = key_wanted || last_key.is_none_or(|t| now.duration_since(t) >= synth::KEYFRAME_INTERVAL);
                         if keyframe { last_key = Some(now); key_wanted = false; }
                         if let Some((out, codec)) = video.as_mut() {
-                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, synth::micros_since(epoch), &mut counter);
                             let ts = (frame * (synth::VIDEO_CLOCK / synth::VIDEO_FPS) as u64) as u32;
+                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, synth::micros_since(epoch), &mut counter);
                             let last = payloads.len() - 1;
                             for (i, payload) in payloads.into_iter().enumerate() {
                                 send(&mut pc, out, ts, i == last, payload, now);
@@ -253,6 +259,10 @@ impl Publisher {
                             let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
                             s.video_sent += last as u64 + 1;
                             s.keyframes_sent += u64::from(keyframe);
+                            if s.frames.len() == FRAMES_KEPT {
+                                s.frames.pop_front();
+                            }
+                            s.frames.push_back((ts, crate::control::server_ms()));
                         }
                         frame += 1;
                     }

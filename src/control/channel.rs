@@ -71,7 +71,8 @@ impl ControlHook for ControlPlane {
                     media.control_send(ch.session, Arc::from(unavailable(table.id())));
                 }
             }
-            Step::Command { speaker, msg } => {
+            Step::Command { speaker, mut msg } => {
+                self.name_result_frame(table.id(), &mut msg);
                 if !table.writer().command(conn, speaker.user, msg)
                     && let Some(media) = media
                 {

@@ -390,6 +390,7 @@ impl ControlPlane {
             mode,
             self.limits.clone(),
             self.metrics.table(&config.id),
+            self.media.clone(),
             stop_rx,
         )
         .await?;
@@ -508,6 +509,24 @@ impl ControlPlane {
     /// Turns true when the node closes its connections.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Names the frame of the dealer's video a `dealer.result` belongs to, when the dealer did
+    /// not (`media::frame_clock`). Done by the node that takes the command in, which is where
+    /// the dealer's video arrives; the table's writer may be another node's.
+    pub fn name_result_frame(&self, table: &TableId, msg: &mut ClientMessage) {
+        if let ClientMessage::DealerResult {
+            media_ts: media_ts @ None,
+            captured_at,
+            ..
+        } = msg
+        {
+            *media_ts = self
+                .media
+                .get()
+                .and_then(|m| m.frames.name_result(table, *captured_at))
+                .map(u64::from);
+        }
     }
 
     /// Connects the media plane, once it has started with this plane as its hook.

@@ -39,6 +39,9 @@ pub enum DealerAction {
     Result {
         outcome: Outcome,
         media_ts: Option<u64>,
+        /// Wall-clock ms the result was seen at, for the frame captured then (`frame_clock`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        captured_at: Option<u64>,
     },
     Void {
         reason: Option<String>,
@@ -128,6 +131,8 @@ enum Delivery {
 }
 
 struct TableWriter {
+    /// The node's media plane, once started: the frames of the dealer's video it receives.
+    media: Arc<std::sync::OnceLock<crate::media::MediaHandle>>,
     id: TableId,
     table: Table,
     store: Arc<dyn EventStore>,
@@ -168,6 +173,7 @@ pub enum StartMode {
 
 /// Rebuilds a table from its log, finishes or resumes the round in progress (see
 /// [`StartMode`]), and starts its writer. The writer's first feed is `local_feed`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn spawn(
     config: TableConfig,
     store: Arc<dyn EventStore>,
@@ -175,6 +181,7 @@ pub(super) async fn spawn(
     mode: StartMode,
     limits: Limits,
     metrics: Arc<TableMetrics>,
+    media: Arc<std::sync::OnceLock<crate::media::MediaHandle>>,
     stopping: watch::Receiver<bool>,
 ) -> Result<Started, StartError> {
     let id = config.id.clone();
@@ -205,6 +212,7 @@ pub(super) async fn spawn(
     })?;
     let delivered_seq = ring.back().map(|(seq, _)| *seq).unwrap_or(0);
     let mut writer = TableWriter {
+        media,
         metrics,
         id: id.clone(),
         table,
@@ -252,6 +260,17 @@ pub(super) async fn spawn(
 }
 
 impl TableWriter {
+    /// A result that reached the writer without its frame named: the node that took it in has
+    /// no dealer video of the table. The dealer's WHIP session is on the table's owner, so the
+    /// writer names it (`media::frame_clock`), a link's latency later.
+    fn name_frame(&self, captured_at: Option<u64>) -> Option<u64> {
+        self.media
+            .get()?
+            .frames
+            .name_result(&self.id, captured_at)
+            .map(u64::from)
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, mut stopping: watch::Receiver<bool>) {
         loop {
             if *stopping.borrow_and_update() {
@@ -317,6 +336,15 @@ impl TableWriter {
                 if let Some(refusal) = self.rate_limit(&user, &msg) {
                     self.deliveries.push(Delivery::ToConn(origin, refusal));
                 } else {
+                    let mut msg = msg;
+                    if let ClientMessage::DealerResult {
+                        media_ts: media_ts @ None,
+                        captured_at,
+                        ..
+                    } = &mut msg
+                    {
+                        *media_ts = self.name_frame(*captured_at);
+                    }
                     self.table
                         .handle_command(ServerTime(server_ms()), &user, msg);
                     self.drain();
@@ -327,7 +355,12 @@ impl TableWriter {
                 let outcome = match action {
                     DealerAction::Open => self.table.handle_open(now),
                     DealerAction::Close => self.table.handle_close(now),
-                    DealerAction::Result { outcome, media_ts } => {
+                    DealerAction::Result {
+                        outcome,
+                        media_ts,
+                        captured_at,
+                    } => {
+                        let media_ts = media_ts.or_else(|| self.name_frame(captured_at));
                         self.table.handle_result(now, outcome, media_ts)
                     }
                     DealerAction::Void { reason } => self.table.handle_void(now, reason.as_deref()),

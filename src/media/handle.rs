@@ -51,6 +51,8 @@ pub struct MediaHandle {
     node: NodeId,
     /// Players of each table camera on this node.
     pub viewers: Arc<super::relay::Viewers>,
+    /// The frames of the cameras dealers publish on this node (what results are stamped with).
+    pub frames: Arc<super::frame_clock::FrameClocks>,
 }
 
 /// The addresses to announce when the config names none.
@@ -134,6 +136,7 @@ impl Media {
             epochs: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             control,
             viewers: Arc::new(Default::default()),
+            frames: Arc::new(Default::default()),
         };
         for (i, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
             let local_addrs = candidates[i].clone();
@@ -166,6 +169,7 @@ impl Media {
                 candidates: Arc::new(candidates),
                 node,
                 viewers: shared.viewers.clone(),
+                frames: shared.frames.clone(),
             },
             threads,
         })

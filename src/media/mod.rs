@@ -21,6 +21,7 @@ pub mod demux;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod frame_clock;
 pub mod frame_size;
 pub mod keyframe;
 pub mod pacer;

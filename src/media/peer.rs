@@ -70,6 +70,8 @@ pub struct InTrack {
     pub epoch: u64,
     /// Video: its layers (one without simulcast). Each player's selector picks among them.
     pub layers: Layers,
+    /// Video: the camera's frames in time, which results are stamped with (`frame_clock.rs`).
+    pub clock: Option<Arc<super::frame_clock::FrameClock>>,
 }
 
 impl InTrack {

@@ -99,6 +99,7 @@ impl RelaySource {
             ssrc: 0,
             epoch: 0,
             layers: Default::default(),
+            clock: None,
         };
         Self {
             id,

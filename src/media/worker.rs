@@ -151,6 +151,8 @@ pub struct WorkerShared {
     pub control: Arc<dyn ControlHook>,
     /// Players of each table camera on this node (the cascade pulls what they watch).
     pub viewers: Arc<super::relay::Viewers>,
+    /// The frames of the cameras dealers publish on this node (`frame_clock.rs`).
+    pub frames: Arc<super::frame_clock::FrameClocks>,
 }
 
 pub struct Worker {
@@ -198,6 +200,7 @@ pub struct Worker {
     /// The control plane, told about `control` data channels.
     control: Arc<dyn ControlHook>,
     viewers: Arc<super::relay::Viewers>,
+    frames: Arc<super::frame_clock::FrameClocks>,
 }
 
 impl Worker {
@@ -214,6 +217,7 @@ impl Worker {
             epochs,
             control,
             viewers,
+            frames,
         } = shared;
         let recv = RecvBatch::new(&socket)?;
         let send = SendQueue::for_socket(&socket);
@@ -249,6 +253,7 @@ impl Worker {
             epochs,
             control,
             viewers,
+            frames,
         })
     }
 

@@ -71,8 +71,15 @@ pub enum ClientMessage {
     DealerResult {
         id: BetId,
         outcome: Outcome,
+        /// The frame of the dealer's video the result belongs to, as the reference layer's RTP
+        /// timestamp (`media::frame_clock`). The node that takes the command in fills it when
+        /// absent: from `captured_at`, else the newest frame it has received of the camera.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_ts: Option<u64>,
+        /// When the result was seen, wall-clock milliseconds since the Unix epoch (a studio
+        /// system on NTP): the result belongs to the frame captured then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        captured_at: Option<u64>,
     },
     /// Dealer or operator: void the round in progress; every bet is refunded.
     #[serde(rename = "dealer.void")]

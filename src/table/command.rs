@@ -58,6 +58,7 @@ impl Table {
                 id,
                 outcome,
                 media_ts,
+                ..
             } => {
                 let r = self.handle_result(now, outcome, media_ts);
                 dealer(self, id, r)

@@ -62,7 +62,8 @@ export class TableConsole extends ControlSession {
 
   /**
    * Enter the result: the winning spot, or a list of winning spots.
-   * `mediaTs` is the RTP timestamp of the dealer's video at that moment, when known.
+   * `mediaTs` is the RTP timestamp of the dealer's video at that moment, when known; without
+   * it the node names the newest frame of the dealer's video it has received.
    */
   result(outcome, mediaTs) {
     const fields = { outcome };

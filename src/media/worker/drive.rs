@@ -6,6 +6,7 @@
 use super::Worker;
 use super::control::control_channel;
 use crate::media::demux::{self, Kind, NewPath};
+use crate::media::frame_clock::{FrameClock, VIDEO_CLOCK_RATE};
 use crate::media::keyframe;
 use crate::media::peer::{InTrack, MediaKind};
 use crate::media::simulcast::Layers;
@@ -16,6 +17,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{debug, info};
@@ -159,8 +161,13 @@ impl Worker {
                             let video_codec = keyframe::VideoCodec::from_mime(&mime);
                             peer.span.in_scope(|| info!(track = %init.track_id, ?kind, %mime, rid = rid.unwrap_or("-"), ssrc = init.ssrc, "publisher track open"));
                             let mut layers = Layers::default();
+                            let mut clock = None;
                             if kind == MediaKind::Video {
                                 layers.open(rid, init.ssrc);
+                                let c = Arc::new(FrameClock::new(VIDEO_CLOCK_RATE));
+                                self.frames
+                                    .publish(&peer.key.table, &peer.key.camera, c.clone());
+                                clock = Some(c);
                             }
                             peer.in_tracks.insert(
                                 init.track_id.clone(),
@@ -171,6 +178,7 @@ impl Worker {
                                     ssrc: init.ssrc,
                                     epoch: self.epochs.fetch_add(1, Relaxed),
                                     layers,
+                                    clock,
                                 },
                             );
                         }
@@ -217,6 +225,7 @@ impl Worker {
             self.on_publisher_rtp(slot, &track_id, packet, now);
         }
         if !rtcp.is_empty() {
+            self.on_publisher_rtcp(slot, &rtcp);
             self.on_subscriber_rtcp(slot, &rtcp, now);
             rtcp.clear();
         }

@@ -128,6 +128,9 @@ impl Worker {
             .rtp_bytes_in
             .fetch_add(packet.payload.len() as u64, Relaxed);
         let got = ingest(track, &mut packet, &self.epochs, now);
+        if let (Some(clock), Some(_)) = (&track.clock, got.layer) {
+            clock.on_packet(packet.header.ssrc, packet.header.timestamp, now);
+        }
         let (kind, codec) = (track.kind, track.video_codec);
         let layer = layer_tag(&mut track.layers, got.layer, &self.epochs, now);
         let key = peer.key.clone();

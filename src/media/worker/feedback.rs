@@ -178,6 +178,32 @@ impl Worker {
         true
     }
 
+    /// A dealer's sender reports: each maps one of its layers' RTP clock to the dealer's NTP
+    /// clock, for the camera's frame clock (`frame_clock.rs`).
+    pub(super) fn on_publisher_rtcp(
+        &mut self,
+        slot: usize,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+    ) {
+        let Some(peer) = self.peers[slot].as_ref() else {
+            return;
+        };
+        if peer.role != Role::Publisher {
+            return;
+        }
+        for p in packets {
+            let Some(sr) = p
+                .as_any()
+                .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+            else {
+                continue;
+            };
+            for clock in peer.in_tracks.values().filter_map(|t| t.clock.as_ref()) {
+                clock.on_sender_report(sr.ssrc, sr.ntp_time, sr.rtp_time);
+            }
+        }
+    }
+
     pub(super) fn on_subscriber_rtcp(
         &mut self,
         slot: usize,

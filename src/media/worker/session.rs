@@ -296,6 +296,10 @@ impl Worker {
             }
         }
         sessions_gauge(&peer.metrics, peer.role, peer.relay).fetch_sub(1, Relaxed);
+        for clock in peer.in_tracks.values().filter_map(|t| t.clock.as_ref()) {
+            self.frames
+                .unpublish(&peer.key.table, &peer.key.camera, clock);
+        }
         let lived_ms = peer.created.elapsed().as_millis() as u64;
         peer.span
             .in_scope(|| info!(reason, lived_ms, "session closed"));

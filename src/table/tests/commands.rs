@@ -56,6 +56,7 @@ fn dealer_commands_in_the_wrong_state_get_typed_errors_and_via_handle_command_an
         id: bet_id("c3"),
         outcome: outcome("dragon"),
         media_ts: None,
+        captured_at: None,
     };
     sim.table.handle_command(sim.now, &dealer, msg);
     assert!(

@@ -1,0 +1,335 @@
+//! Which frame of a table's camera a moment is: what a result is stamped with.
+//!
+//! A `round.result` names the frame of the dealer's video it belongs to (`media_ts`), so that
+//! every player can reveal it on that frame. The name is an RTP timestamp in the clock of the
+//! camera's *reference layer*: the first video layer of the current publisher session (the only
+//! one without simulcast). The worker that receives the dealer's video tells the camera's
+//! [`FrameClock`] of each frame as it arrives and of each RTCP sender report (NTP ↔ RTP), and the
+//! control plane asks it, when a result comes in:
+//!
+//! - [`FrameClock::latest`]: the newest frame the node has received, whichever layer it came on;
+//! - [`FrameClock::captured_at`]: the frame captured at a wall-clock moment (a card scanner on
+//!   NTP sends `captured_at`), through the sender reports.
+//!
+//! Simulcast layers have clocks of their own (each SSRC starts at a random timestamp), so a frame
+//! of another layer is named in the reference layer's clock through the two layers' sender
+//! reports, which map both to the one NTP clock of the dealer's capture, and then snapped to the
+//! reference layer's own frame at that moment.
+//!
+//! Written by one worker per packet of the dealer's video (an uncontended lock), read by the
+//! control plane once per result. Sans-IO: every instant is a parameter.
+
+use crate::ids::{CameraId, TableId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The RTP clock rate of video (H.264 and VP8 alike, RFC 6184 and RFC 7741).
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+/// Frames of the reference layer remembered for snapping: about 8 s at 30 frames a second.
+const FRAMES_KEPT: usize = 256;
+/// A reference layer this long without a packet, when a new SSRC comes, has been replaced.
+const RESTART_QUIET: Duration = Duration::from_secs(1);
+/// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// NTP time (RFC 3550: seconds since 1900 in the upper 32 bits, the fraction in the lower) of a
+/// Unix time in milliseconds.
+pub fn ntp_from_unix_ms(ms: u64) -> u64 {
+    ((ms / 1000 + NTP_UNIX_OFFSET) << 32) | (((ms % 1000) << 32) / 1000)
+}
+
+/// Is RTP timestamp `a` after `b`, in the 32-bit wrapping sense?
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[derive(Debug)]
+struct Layer {
+    ssrc: u32,
+    /// The newest frame's timestamp and when its first packet came.
+    latest: Option<(u32, Instant)>,
+    /// The newest sender report: its NTP time and RTP timestamp.
+    report: Option<(u64, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// In the order they opened; the first is the reference.
+    layers: Vec<Layer>,
+    /// The reference layer's recent frames, oldest first.
+    frames: VecDeque<u32>,
+}
+
+/// One camera's frames in time (see the module doc).
+#[derive(Debug)]
+pub struct FrameClock {
+    clock_rate: u32,
+    state: Mutex<State>,
+}
+
+impl FrameClock {
+    pub fn new(clock_rate: u32) -> Self {
+        Self {
+            clock_rate: clock_rate.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A video packet of layer `ssrc` with RTP timestamp `ts` arrived.
+    pub fn on_packet(&self, ssrc: u32, ts: u32, now: Instant) {
+        let mut s = self.state();
+        let i = match s.layers.iter().position(|l| l.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                // A new SSRC while the reference layer has gone quiet: the source restarted its
+                // stream (a dealer's encoder, without simulcast), and its clock with it.
+                if s.layers
+                    .first()
+                    .and_then(|l| l.latest)
+                    .is_some_and(|(_, at)| now.saturating_duration_since(at) >= RESTART_QUIET)
+                {
+                    *s = State::default();
+                }
+                s.layers.push(Layer {
+                    ssrc,
+                    latest: None,
+                    report: None,
+                });
+                s.layers.len() - 1
+            }
+        };
+        let layer = &mut s.layers[i];
+        if layer.latest.is_some_and(|(t, _)| !after(ts, t)) {
+            // The same frame, or a late packet of an older one.
+            return;
+        }
+        layer.latest = Some((ts, now));
+        if i == 0 {
+            if s.frames.len() == FRAMES_KEPT {
+                s.frames.pop_front();
+            }
+            s.frames.push_back(ts);
+        }
+    }
+
+    /// A sender report of layer `ssrc`: NTP time `ntp` is RTP timestamp `rtp`.
+    pub fn on_sender_report(&self, ssrc: u32, ntp: u64, rtp: u32) {
+        let mut s = self.state();
+        if let Some(layer) = s.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+            layer.report = Some((ntp, rtp));
+        }
+    }
+
+    /// The RTP timestamp of the reference layer at NTP time `ntp`, from its sender report or
+    /// another layer's.
+    fn reference_at(&self, s: &State, ntp: u64) -> Option<u32> {
+        let reference = s.layers.first()?;
+        let (r_ntp, r_rtp) = reference.report?;
+        let ticks = ((ntp as i128 - r_ntp as i128) * self.clock_rate as i128) >> 32;
+        Some(r_rtp.wrapping_add(ticks as i64 as u32))
+    }
+
+    /// The reference layer's frame nearest `ts` (within half a frame interval or so); `ts`
+    /// itself when no remembered frame is that close.
+    fn snap_nearest(s: &State, ts: u32) -> u32 {
+        s.frames
+            .iter()
+            .copied()
+            .min_by_key(|f| f.wrapping_sub(ts).min(ts.wrapping_sub(*f)))
+            .filter(|f| f.wrapping_sub(ts).min(ts.wrapping_sub(*f)) <= 1_500)
+            .unwrap_or(ts)
+    }
+
+    /// The newest frame the node has received of the camera, in the reference layer's clock.
+    pub fn latest(&self) -> Option<u32> {
+        let s = self.state();
+        let (i, (ts, _)) = s
+            .layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.latest.map(|x| (i, x)))
+            .max_by_key(|(_, (_, at))| *at)?;
+        if i == 0 {
+            return Some(ts);
+        }
+        // Another layer's frame: through its sender report to the dealer's clock, and from
+        // there to the reference layer's. Without reports, the reference layer's own newest
+        // frame (at most a frame or two older).
+        let via_reports = s.layers[i].report.and_then(|(ntp, rtp)| {
+            let at_report = self.reference_at(&s, ntp)?;
+            Some(Self::snap_nearest(
+                &s,
+                ts.wrapping_sub(rtp).wrapping_add(at_report),
+            ))
+        });
+        via_reports.or_else(|| s.layers[0].latest.map(|(t, _)| t))
+    }
+
+    /// The frame captured at `unix_ms` (wall clock), in the reference layer's clock: the newest
+    /// remembered frame at or before that moment, or the exact timestamp of that moment when it
+    /// is outside the frames remembered. None until a sender report has come.
+    pub fn captured_at(&self, unix_ms: u64) -> Option<u32> {
+        let s = self.state();
+        let ts = self.reference_at(&s, ntp_from_unix_ms(unix_ms))?;
+        let (Some(&oldest), Some(&newest)) = (s.frames.front(), s.frames.back()) else {
+            return Some(ts);
+        };
+        if after(oldest, ts) || after(ts, newest.wrapping_add(self.clock_rate)) {
+            return Some(ts);
+        }
+        Some(
+            s.frames
+                .iter()
+                .rev()
+                .copied()
+                .find(|f| !after(*f, ts))
+                .unwrap_or(oldest),
+        )
+    }
+}
+
+/// The cameras of this node's tables that have a dealer publishing here, by table and camera.
+#[derive(Debug, Default)]
+pub struct FrameClocks {
+    cameras: Mutex<HashMap<(TableId, CameraId), Arc<FrameClock>>>,
+}
+
+impl FrameClocks {
+    fn cameras(&self) -> std::sync::MutexGuard<'_, HashMap<(TableId, CameraId), Arc<FrameClock>>> {
+        self.cameras.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A publisher session's video of the camera opened: its clock replaces any older one (a
+    /// dealer who reconnected).
+    pub fn publish(&self, table: &TableId, camera: &CameraId, clock: Arc<FrameClock>) {
+        self.cameras()
+            .insert((table.clone(), camera.clone()), clock);
+    }
+
+    /// The publisher session of `clock` ended; a newer session's clock stays.
+    pub fn unpublish(&self, table: &TableId, camera: &CameraId, clock: &Arc<FrameClock>) {
+        let mut cameras = self.cameras();
+        let key = (table.clone(), camera.clone());
+        if cameras.get(&key).is_some_and(|c| Arc::ptr_eq(c, clock)) {
+            cameras.remove(&key);
+        }
+    }
+
+    /// The clock of the table's main camera, while a dealer publishes it on this node.
+    pub fn main(&self, table: &TableId) -> Option<Arc<FrameClock>> {
+        self.cameras()
+            .get(&(table.clone(), CameraId::main()))
+            .cloned()
+    }
+
+    /// The frame of the table's main camera a result taken in now belongs to: the one captured
+    /// at `captured_at` (wall-clock ms), else the newest one received. None when no dealer
+    /// publishes the camera on this node, or (`captured_at`) before its first sender report.
+    pub fn name_result(&self, table: &TableId, captured_at: Option<u64>) -> Option<u32> {
+        let clock = self.main(table)?;
+        let named = match captured_at {
+            Some(ms) => clock.captured_at(ms),
+            None => clock.latest(),
+        };
+        match named {
+            Some(ts) => {
+                tracing::debug!(table_id = %table, media_ts = ts, ?captured_at, "result named its frame")
+            }
+            // The table's writer asks again when the node that took the result in could not name
+            // it (it is often the same node): not worth a warning each time.
+            None => {
+                tracing::debug!(table_id = %table, ?captured_at, "a result's frame is unknown (captured_at before the dealer's first sender report): it goes out without media_ts, and players reveal it as it arrives")
+            }
+        }
+        named
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: u32 = 3_000;
+
+    /// A dealer at 30 frames a second on two layers whose clocks start apart, with sender
+    /// reports on both: the top layer's newest frame is named in the reference layer's clock,
+    /// and a wall-clock moment maps to the reference frame captured then.
+    #[test]
+    fn frames_are_named_in_the_reference_layers_clock() {
+        let clock = FrameClock::new(90_000);
+        let t0 = Instant::now();
+        let (low, high) = (0x1111, 0x2222);
+        let (low0, high0) = (4_000_000_000u32, 77u32);
+        // Capture of frame n at unix 1_700_000_000_000 + n * 100/3 ms.
+        let unix0 = 1_700_000_000_000u64;
+        for n in 0..60u32 {
+            let at = t0 + Duration::from_micros(u64::from(n) * 33_333);
+            clock.on_packet(low, low0.wrapping_add(n * FRAME), at);
+            // The top layer's frame arrives a little later.
+            clock.on_packet(
+                high,
+                high0.wrapping_add(n * FRAME),
+                at + Duration::from_millis(4),
+            );
+        }
+        // No reports yet: the reference layer's own newest frame.
+        assert_eq!(clock.latest(), Some(low0.wrapping_add(59 * FRAME)));
+        assert_eq!(clock.captured_at(unix0), None);
+        // Reports of frame 30 on each layer, with the NTP time of its capture.
+        let ntp30 = ntp_from_unix_ms(unix0 + 1_000);
+        clock.on_sender_report(low, ntp30, low0.wrapping_add(30 * FRAME));
+        clock.on_sender_report(high, ntp30, high0.wrapping_add(30 * FRAME));
+        assert_eq!(clock.latest(), Some(low0.wrapping_add(59 * FRAME)));
+        // The top layer's frame 60 comes first: named as the reference layer's frame 60.
+        let at60 = t0 + Duration::from_secs(2);
+        clock.on_packet(high, high0.wrapping_add(60 * FRAME), at60);
+        assert_eq!(clock.latest(), Some(low0.wrapping_add(60 * FRAME)));
+        // Wall clock to frame: frame 45 was captured at +1.5 s; 10 ms later is still frame 45.
+        assert_eq!(
+            clock.captured_at(unix0 + 1_510),
+            Some(low0.wrapping_add(45 * FRAME))
+        );
+        assert_eq!(
+            clock.captured_at(unix0 + 1_500),
+            Some(low0.wrapping_add(45 * FRAME))
+        );
+        // Long before the remembered frames: the timestamp of that moment, unsnapped.
+        assert_eq!(
+            clock.captured_at(unix0 - 60_000),
+            Some(low0.wrapping_add(30 * FRAME).wrapping_sub(61 * 90_000))
+        );
+    }
+
+    #[test]
+    fn a_restarted_stream_becomes_the_reference() {
+        let clock = FrameClock::new(VIDEO_CLOCK_RATE);
+        let t0 = Instant::now();
+        clock.on_packet(1, 1_000, t0);
+        clock.on_packet(1, 4_000, t0 + Duration::from_millis(33));
+        // A second layer while the first still flows: a simulcast layer, not a restart.
+        clock.on_packet(2, 900_000, t0 + Duration::from_millis(40));
+        assert_eq!(clock.latest(), Some(4_000));
+        // The encoder restarts with a new SSRC after 2 s of silence.
+        clock.on_packet(3, 50, t0 + Duration::from_secs(2));
+        assert_eq!(clock.latest(), Some(50));
+    }
+
+    #[test]
+    fn a_newer_publisher_keeps_its_clock_when_the_older_one_leaves() {
+        let clocks = FrameClocks::default();
+        let table = TableId::parse("demo").unwrap();
+        let old = Arc::new(FrameClock::new(90_000));
+        let new = Arc::new(FrameClock::new(90_000));
+        clocks.publish(&table, &CameraId::main(), old.clone());
+        clocks.publish(&table, &CameraId::main(), new.clone());
+        clocks.unpublish(&table, &CameraId::main(), &old);
+        assert!(clocks.main(&table).is_some_and(|c| Arc::ptr_eq(&c, &new)));
+        clocks.unpublish(&table, &CameraId::main(), &new);
+        assert!(clocks.main(&table).is_none());
+    }
+}

@@ -1,0 +1,168 @@
+//! A result names the frame of the dealer's video it belongs to (`round.result`'s `media_ts`):
+//! the newest frame the node had received when the result came in. The dealer is the client's
+//! synthetic publisher (one H.264 frame every 33 ms, RTP timestamps 3000 apart), so the test
+//! knows the timestamp and the send time of every frame. (`captured_at`, mapped through the
+//! dealer's sender reports, is tested in `media::frame_clock`: the synthetic publisher's sender
+//! reports do not reach the node yet.)
+
+mod common;
+
+use common::TestNode;
+use common::control::{WsPlayer, dealer, hello, token_for};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tablecast::auth::TokenRole;
+
+/// One frame at 30 frames a second, in RTP ticks of the 90 kHz video clock.
+const FRAME: i64 = 3_000;
+
+/// The signed distance from `b` to `a` in RTP's 32-bit timestamp space.
+fn ticks(a: u64, b: u32) -> i64 {
+    i64::from((a as u32).wrapping_sub(b) as i32)
+}
+
+/// A node whose demo table opens rounds only when the dealer says (the built-in one opens the
+/// next by itself).
+async fn node() -> TestNode {
+    TestNode::start_with(|c| {
+        let table: toml::Table =
+            toml::from_str("id = \"demo\"\nbetting_window_secs = 30\n").expect("table toml");
+        c.tables = vec![table];
+    })
+    .await
+}
+
+/// Plays one round over HTTP to its result, with `body` as the result; returns the answer.
+async fn round_to_result(node: &TestNode, body: Value) -> Value {
+    for action in ["open", "close"] {
+        let (status, text) = dealer(node, action, None).await;
+        assert_eq!(status, 200, "round/{action}: {text}");
+    }
+    let (status, text) = dealer(node, "result", Some(body)).await;
+    assert_eq!(status, 200, "round/result: {text}");
+    serde_json::from_str(&text).expect("a JSON answer")
+}
+
+/// The `round.result` events a watcher has seen, in order.
+fn results(watcher: &WsPlayer) -> Vec<Value> {
+    watcher
+        .got()
+        .into_iter()
+        .map(|g| g.msg)
+        .filter(|m| m["type"] == "round.result")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_http_names_the_newest_frame_received() {
+    let node = node().await;
+    let publisher = common::dealer(&node, std::time::Instant::now()).await;
+    let watcher = WsPlayer::connect(&node, "demo").await;
+    watcher.send(hello(&token_for(&node, TokenRole::Player, "watcher"), None));
+    let frames = || publisher.stats().frames;
+    common::wait_until(
+        Duration::from_secs(10),
+        "the dealer has sent a second of video",
+        async || frames().len(),
+        |n| *n >= 30,
+    )
+    .await;
+
+    // No media_ts and no captured_at: the newest frame the node had received. It was sent no
+    // later than the newest frame sent once the answer came, and not before the newest one
+    // sent when the request left, less a frame or two in flight.
+    let sent_before = frames().back().expect("frames").0;
+    let answer = round_to_result(&node, json!({"outcome": "banker"})).await;
+    let sent_after = frames().back().expect("frames").0;
+    let named = answer["media_ts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the answer names no frame: {answer}"));
+    let (from_before, to_after) = (ticks(named, sent_before), ticks(named, sent_after));
+    println!(
+        "received: named {named}, {from_before} ticks from the newest frame sent before the \
+         request, {to_after} after the answer"
+    );
+    assert!(
+        from_before >= -2 * FRAME && to_after <= 0,
+        "named {named}: {from_before} ticks from the newest frame sent before the request \
+         ({sent_before}), {to_after} from the newest after the answer ({sent_after})"
+    );
+    assert_eq!(named % FRAME as u64, 0, "not a frame's timestamp: {named}");
+    let received = named;
+
+    // Every watcher gets the named frame in the public event (and the log keeps it).
+    let seen = common::wait_until(
+        Duration::from_secs(10),
+        "the watcher has the results",
+        async || results(&watcher),
+        |r| !r.is_empty(),
+    )
+    .await;
+    assert_eq!(seen[0]["media_ts"].as_u64(), Some(received));
+    watcher.close().await;
+    publisher.close().await.ok();
+    node.stop().await;
+}
+
+/// A dealer's `dealer.result` over its control connection, naming no frame: the node that takes
+/// it in names the newest frame it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_over_the_control_connection_names_its_frame_too() {
+    let node = node().await;
+    let publisher = common::dealer(&node, std::time::Instant::now()).await;
+    let frames = || publisher.stats().frames;
+    common::wait_until(
+        Duration::from_secs(10),
+        "the dealer has sent video",
+        async || frames().len(),
+        |n| *n >= 10,
+    )
+    .await;
+    let console = WsPlayer::connect(&node, "demo").await;
+    console.send(hello(
+        &token_for(&node, TokenRole::Dealer, "dealer-1"),
+        None,
+    ));
+    let said = |ty: &'static str| {
+        let console = &console;
+        async move {
+            common::wait_until(
+                Duration::from_secs(10),
+                ty,
+                async || {
+                    console
+                        .got()
+                        .into_iter()
+                        .map(|g| g.msg)
+                        .find(|m| m["type"] == ty)
+                },
+                Option::is_some,
+            )
+            .await
+            .expect("found")
+        }
+    };
+    said("welcome").await;
+    console.send(json!({"type": "dealer.open", "id": "c-1"}));
+    said("round.opened").await;
+    console.send(json!({"type": "dealer.close", "id": "c-2"}));
+    said("betting.closed").await;
+    let sent_before = frames().back().expect("frames").0;
+    console.send(json!({"type": "dealer.result", "id": "c-3", "outcome": "tie"}));
+    let event = said("round.result").await;
+    let sent_after = frames().back().expect("frames").0;
+    let named = event["media_ts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the event names no frame: {event}"));
+    println!(
+        "control connection: named {named}, {} ticks from the newest frame sent before",
+        ticks(named, sent_before)
+    );
+    assert!(
+        ticks(named, sent_before) >= -2 * FRAME && ticks(named, sent_after) <= 0,
+        "named {named}; newest frame sent before {sent_before}, after {sent_after}"
+    );
+    console.close().await;
+    publisher.close().await.ok();
+    node.stop().await;
+}
