@@ -1,9 +1,9 @@
 //! A result names the frame of the dealer's video it belongs to (`round.result`'s `media_ts`):
-//! the newest frame the node had received when the result came in. The dealer is the client's
-//! synthetic publisher (one H.264 frame every 33 ms, RTP timestamps 3000 apart), so the test
-//! knows the timestamp and the send time of every frame. (`captured_at`, mapped through the
-//! dealer's sender reports, is tested in `media::frame_clock`: the synthetic publisher's sender
-//! reports do not reach the node yet.)
+//! the newest frame the node had received when the result came in, or, with `captured_at`, the
+//! frame captured at that wall-clock moment, mapped through the dealer's RTCP sender reports.
+//! The dealer is the client's synthetic publisher (one H.264 frame every 33 ms, RTP timestamps
+//! 3000 apart, a sender report a second), so the test knows the timestamp and the send time of
+//! every frame.
 
 mod common;
 
@@ -54,7 +54,7 @@ fn results(watcher: &WsPlayer) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_result_over_http_names_the_newest_frame_received() {
+async fn a_result_names_the_frame_received_or_the_one_captured_at_its_moment() {
     let node = node().await;
     let publisher = common::dealer(&node, std::time::Instant::now()).await;
     let watcher = WsPlayer::connect(&node, "demo").await;
@@ -90,15 +90,55 @@ async fn a_result_over_http_names_the_newest_frame_received() {
     assert_eq!(named % FRAME as u64, 0, "not a frame's timestamp: {named}");
     let received = named;
 
+    // captured_at: the frame captured at that moment. The synthetic dealer's frames are
+    // captured as they are sent, and it sends a sender report a second; take a frame sent half
+    // a second ago and name a moment 10 ms into it. Until the dealer's first sender report the
+    // node cannot map it and answers without media_ts, so rounds are played until it can.
+    let mut attempts = 0;
+    let (target, answer) = loop {
+        attempts += 1;
+        let recent = frames();
+        let now = tablecast::control::server_ms();
+        let &(ts, at) = recent
+            .iter()
+            .rev()
+            .find(|(_, at)| now.saturating_sub(*at) >= 500)
+            .expect("a frame half a second old");
+        let answer = round_to_result(
+            &node,
+            json!({"outcome": ["player"], "captured_at": at + 10}),
+        )
+        .await;
+        if answer["media_ts"].is_u64() {
+            break (ts, answer);
+        }
+        assert!(
+            attempts < 20,
+            "after {attempts} rounds, captured_at still names no frame: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let named = answer["media_ts"].as_u64().expect("checked");
+    println!(
+        "captured_at: named {named}, frame {target} wanted ({} ticks), after {attempts} rounds",
+        ticks(named, target)
+    );
+    assert_eq!(
+        ticks(named, target),
+        0,
+        "captured_at 10 ms into frame {target} named {named}"
+    );
+
     // Every watcher gets the named frame in the public event (and the log keeps it).
     let seen = common::wait_until(
         Duration::from_secs(10),
         "the watcher has the results",
         async || results(&watcher),
-        |r| !r.is_empty(),
+        |r| r.last().is_some_and(|e| e["round"] == answer["round"]),
     )
     .await;
     assert_eq!(seen[0]["media_ts"].as_u64(), Some(received));
+    assert_eq!(seen.last().expect("two")["media_ts"].as_u64(), Some(named));
     watcher.close().await;
     publisher.close().await.ok();
     node.stop().await;

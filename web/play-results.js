@@ -39,7 +39,7 @@ export class ResultsView {
       const outcome = outcomeList(ev.outcome);
       this.banner(resultText(outcome), outcome[0] ?? 'none');
       this.push(ev.round, outcome);
-      this.shown.push({ round: ev.round, outcome, seq: ev.seq, waitedMs, shownAfterMs: Math.round(performance.now() - arrived) });
+      this.shown.push({ round: ev.round, outcome, seq: ev.seq, mediaTs: ev.media_ts ?? null, waitedMs, shownAfterMs: Math.round(performance.now() - arrived) });
     });
   }
 

@@ -65,6 +65,8 @@ pub struct PublisherStats {
 
 /// Frames a publisher's stats remember: 20 s at 30 frames a second.
 pub const FRAMES_KEPT: usize = 600;
+/// How often the publisher sends a sender report of its video (RFC 3550 section 6.4.1).
+const SENDER_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// A running synthetic publisher.
 pub struct Publisher {
@@ -207,6 +209,7 @@ impl Publisher {
             let mut counter: u64 = 0;
             let mut connected = false;
             let mut last_key: Option<Instant> = None;
+            let mut last_report: Option<Instant> = None;
             let mut key_wanted = true;
             loop {
                 driver::flush(&mut pc, &socket).await;
@@ -251,6 +254,10 @@ impl Publisher {
                         if keyframe { last_key = Some(now); key_wanted = false; }
                         if let Some((out, codec)) = video.as_mut() {
                             let ts = (frame * (synth::VIDEO_CLOCK / synth::VIDEO_FPS) as u64) as u32;
+                            if last_report.is_none_or(|t| now.duration_since(t) >= SENDER_REPORT_EVERY) {
+                                last_report = Some(now);
+                                sender_report(&mut pc, out, ts);
+                            }
                             let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, synth::micros_since(epoch), &mut counter);
                             let last = payloads.len() - 1;
                             for (i, payload) in payloads.into_iter().enumerate() {
@@ -323,6 +330,29 @@ impl Publisher {
     pub async fn vanish(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
+    }
+}
+
+/// A sender report of the video stream: this moment, as NTP time, is RTP timestamp `ts` (the
+/// frame captured now). Written here: `rtc`'s report interceptor reports only a stream whose
+/// encoding named a negotiated codec, which an offerer's cannot before the answer.
+fn sender_report(pc: &mut rtc::peer_connection::RTCPeerConnection, out: &Out, ts: u32) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ntp = ((unix.as_secs() + 2_208_988_800) << 32)
+        | ((u64::from(unix.subsec_nanos()) << 32) / 1_000_000_000);
+    let report = rtc::rtcp::sender_report::SenderReport {
+        ssrc: out.ssrc,
+        ntp_time: ntp,
+        rtp_time: ts,
+        packet_count: u32::from(out.seq),
+        octet_count: 0,
+        reports: vec![],
+        profile_extensions: Default::default(),
+    };
+    if let Some(mut sender) = pc.rtp_sender(out.sender) {
+        let _ = sender.write_rtcp(Instant::now(), vec![Box::new(report)]);
     }
 }
 

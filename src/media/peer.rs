@@ -11,7 +11,7 @@ use super::engine::{publisher_ingest, subscriber_feedback};
 use super::estimate::LinkStats;
 use super::keyframe::VideoCodec;
 use super::router::RELAY_LAYERS;
-use super::rtcp_tap::RtcpTap;
+use super::rtcp_tap::{RtcpTap, SenderReportTap};
 use super::rtx::{self, OutRtx, RtxRoute, RtxWrap};
 use super::selector::Selector;
 use super::simulcast::Layers;
@@ -212,7 +212,10 @@ pub fn answer(
                         .with_interval(Duration::from_millis(50))
                         .build(),
                 )
-                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                // Application-most: the receiver reports have read the dealer's sender reports
+                // by then (`frame_clock.rs` reads them too).
+                .with(Slot::from(11_500usize), SenderReportTap::default()),
             &mut engine,
         )?,
         Role::Subscriber => subscriber_feedback(

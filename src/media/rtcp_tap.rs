@@ -13,6 +13,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -113,6 +114,71 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
 }
 
 impl Interceptor for RtcpTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Lets a dealer's RTCP sender reports reach the worker, for the camera's frame clock
+/// (`frame_clock.rs`): each maps one of its streams' RTP timestamps to its NTP clock.
+///
+/// `rtc` ends inbound RTCP at the last interceptor unless a packet is marked
+/// `DeliverToApplication` (see [`RtcpTap`]). The reports are delivered without their reception
+/// blocks: `rtc` files a packet under the stream its first SSRC names, and a block names a stream
+/// of the node's, where the report's own SSRC names the dealer's stream it is about.
+#[derive(Default)]
+pub struct SenderReportTap {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let reports: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                .map(|sr| {
+                    Box::new(SenderReport {
+                        reports: Vec::new(),
+                        profile_extensions: Default::default(),
+                        ..sr.clone()
+                    }) as Box<dyn rtc::rtcp::Packet>
+                })
+                .collect();
+            if !reports.is_empty() {
+                // The reception reports and the rest stay with the interceptors, which have
+                // read them already.
+                msg.message.packet = Packet::Rtcp(reports);
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for SenderReportTap {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -110,6 +110,11 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
     assert.equal(v.banner.title, 'Banker wins');
     assert.deepEqual(v.results[0].outcome, ['banker']);
   }
+  // The node named the frame of the dealer's video the result belongs to: the newest it had
+  // received from the dealer page's camera. Every player has the same.
+  const named = shown.map((v) => v.results[0].mediaTs);
+  assert.ok(Number.isInteger(named[0]) && named.every((n) => n === named[0]), `round.result names no frame of the dealer's video, or not the same one: ${JSON.stringify(named)}`);
+  t.diagnostic(`the result names frame ${named[0]} of the dealer's video`);
   const aliceEnd = await waitView(alice, (v) => v.banner?.payout === 'You win €4.75', 'alice was not paid');
   assert.deepEqual(aliceEnd.bets.map((b) => [b.spot, b.status, b.result, b.paid]), [['banker', 'accepted', 'won', 975 / 1]]);
   await waitView(bob, (v) => v.banner?.payout === 'No win this round' && v.bets[0].result === 'lost', 'bob did not see his loss');
@@ -126,6 +131,34 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
   t.diagnostic(`after the round: ${end.map((v) => `${v.stats.framesDecoded} frames, ${v.stats.packetsLost} lost, ${v.stats.freezeCount} freezes, clock ±${(v.clock.rtt / 2).toFixed(2)} ms`).join('; ')}`);
   await carol.screenshot({ path: artifact('table-phone-after-round.png') });
   await alice.screenshot({ path: artifact('table-desktop-after-round.png') });
+
+  // A round over HTTP whose result names the moment it was seen (a card scanner on NTP): the
+  // node maps it to a frame through the dealer page's RTCP sender reports, which Chromium sends
+  // about once a second; the dealer has been on air for longer.
+  const token = await node.token({ role: 'dealer', table: TABLE });
+  for (const action of ['open', 'close']) {
+    const r = await node.api('POST', `/api/v1/tables/${TABLE}/round/${action}`, { token });
+    assert.equal(r.status, 200, `round/${action}: ${r.text}`);
+  }
+  const seen = Date.now() - 300;
+  const r = await node.api('POST', `/api/v1/tables/${TABLE}/round/result`, { token, body: { outcome: 'player', captured_at: seen } });
+  assert.equal(r.status, 200, r.text);
+  assert.ok(Number.isInteger(r.json?.media_ts), `captured_at named no frame: the dealer page's sender reports did not reach the node (${r.text})`);
+  // And at once another round, named by the newest frame received: the two frames lie as far
+  // apart as the two moments, less the camera-to-node delay (encoding, pacing, the network:
+  // tens of ms here), in the 90 kHz clock. Chromium's sender reports read the same wall clock
+  // as this test.
+  for (const action of ['open', 'close']) {
+    const o = await node.api('POST', `/api/v1/tables/${TABLE}/round/${action}`, { token });
+    assert.equal(o.status, 200, `round/${action}: ${o.text}`);
+  }
+  const latestAt = Date.now();
+  const l = await node.api('POST', `/api/v1/tables/${TABLE}/round/result`, { token, body: { outcome: 'tie' } });
+  assert.equal(l.status, 200, l.text);
+  const apartMs = (((l.json.media_ts - r.json.media_ts) | 0) / 90);
+  const wallMs = latestAt - seen;
+  t.diagnostic(`captured_at ${seen} named frame ${r.json.media_ts}; the newest frame ${wallMs} ms later was ${l.json.media_ts}: ${apartMs.toFixed(1)} ms apart in the video`);
+  assert.ok(apartMs > wallMs - 250 && apartMs < wallMs + 50, `frames ${apartMs.toFixed(1)} ms apart for moments ${wallMs} ms apart`);
 
   for (const p of [...players, dealer]) await p.context().close();
 });
