@@ -340,8 +340,7 @@ fn sender_report(pc: &mut rtc::peer_connection::RTCPeerConnection, out: &Out, ts
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let ntp = ((unix.as_secs() + 2_208_988_800) << 32)
-        | ((u64::from(unix.subsec_nanos()) << 32) / 1_000_000_000);
+    let ntp = rtc::shared::time::SystemInstant::unix2ntp(unix);
     let report = rtc::rtcp::sender_report::SenderReport {
         ssrc: out.ssrc,
         ntp_time: ntp,

@@ -515,18 +515,12 @@ impl ControlPlane {
     /// not (`media::frame_clock`). Done by the node that takes the command in, which is where
     /// the dealer's video arrives; the table's writer may be another node's.
     pub fn name_result_frame(&self, table: &TableId, msg: &mut ClientMessage) {
-        if let ClientMessage::DealerResult {
-            media_ts: media_ts @ None,
-            captured_at,
-            ..
-        } = msg
-        {
-            *media_ts = self
-                .media
+        name_unnamed_result(msg, |captured_at| {
+            self.media
                 .get()
-                .and_then(|m| m.frames.name_result(table, *captured_at))
-                .map(u64::from);
-        }
+                .and_then(|m| m.frames.name_result(table, captured_at))
+                .map(u64::from)
+        });
     }
 
     /// Connects the media plane, once it has started with this plane as its hook.
@@ -585,6 +579,22 @@ impl ControlPlane {
 
     pub fn next_conn(&self) -> ConnId {
         ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Fills the `media_ts` of a `dealer.result` that names none with `name(captured_at)`; any other
+/// message is left alone.
+pub(crate) fn name_unnamed_result(
+    msg: &mut ClientMessage,
+    name: impl FnOnce(Option<u64>) -> Option<u64>,
+) {
+    if let ClientMessage::DealerResult {
+        media_ts: media_ts @ None,
+        captured_at,
+        ..
+    } = msg
+    {
+        *media_ts = name(*captured_at);
     }
 }
 

@@ -337,14 +337,7 @@ impl TableWriter {
                     self.deliveries.push(Delivery::ToConn(origin, refusal));
                 } else {
                     let mut msg = msg;
-                    if let ClientMessage::DealerResult {
-                        media_ts: media_ts @ None,
-                        captured_at,
-                        ..
-                    } = &mut msg
-                    {
-                        *media_ts = self.name_frame(*captured_at);
-                    }
+                    super::name_unnamed_result(&mut msg, |at| self.name_frame(at));
                     self.table
                         .handle_command(ServerTime(server_ms()), &user, msg);
                     self.drain();

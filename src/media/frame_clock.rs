@@ -30,13 +30,11 @@ pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 const FRAMES_KEPT: usize = 256;
 /// A reference layer this long without a packet, when a new SSRC comes, has been replaced.
 const RESTART_QUIET: Duration = Duration::from_secs(1);
-/// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
-const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// NTP time (RFC 3550: seconds since 1900 in the upper 32 bits, the fraction in the lower) of a
 /// Unix time in milliseconds.
 pub fn ntp_from_unix_ms(ms: u64) -> u64 {
-    ((ms / 1000 + NTP_UNIX_OFFSET) << 32) | (((ms % 1000) << 32) / 1000)
+    rtc::shared::time::SystemInstant::unix2ntp(Duration::from_millis(ms))
 }
 
 /// Is RTP timestamp `a` after `b`, in the 32-bit wrapping sense?
