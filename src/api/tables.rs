@@ -196,6 +196,8 @@ struct ResultBody {
     #[serde(default)]
     media_ts: Option<u64>,
     #[serde(default)]
+    media_clock: Option<u32>,
+    #[serde(default)]
     captured_at: Option<u64>,
 }
 
@@ -214,22 +216,25 @@ async fn result(
         ))
     })?;
     // The frame it belongs to, named here, where the dealer's video arrives (`frame_clock`).
-    let media_ts = body.media_ts.or_else(|| {
-        state
-            .media
-            .frames
-            .name_result(&table.id, body.captured_at)
-            .map(u64::from)
-    });
+    let (media_ts, media_clock) = match body.media_ts {
+        Some(ts) => (Some(ts), body.media_clock),
+        None => crate::control::frame_fields(
+            state.media.frames.name_result(&table.id, body.captured_at),
+        ),
+    };
     let round = table
         .dealer(DealerAction::Result {
             outcome: body.outcome,
             media_ts,
+            media_clock,
             captured_at: body.captured_at,
         })
         .await??;
-    tracing::info!(table_id = %table.id, user = %who.user, %round, ?media_ts, captured_at = ?body.captured_at, "dealer result over HTTP");
-    Ok(Json(serde_json::json!({ "round": round, "media_ts": media_ts })).into_response())
+    tracing::info!(table_id = %table.id, user = %who.user, %round, ?media_ts, ?media_clock, captured_at = ?body.captured_at, "dealer result over HTTP");
+    Ok(Json(
+        serde_json::json!({ "round": round, "media_ts": media_ts, "media_clock": media_clock }),
+    )
+    .into_response())
 }
 
 #[derive(Deserialize, Default)]

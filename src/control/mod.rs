@@ -38,6 +38,7 @@ pub use writer::{DealerAction, DealerOutcome, Origin, StartMode, TableUnavailabl
 use crate::auth::Tokens;
 use crate::ids::{SessionId, TableId, UserId};
 use crate::media::MediaHandle;
+use crate::media::frame_clock::NamedFrame;
 use crate::metrics::{Metrics, TableMetrics};
 use crate::protocol::{ClientMessage, Snapshot, TableConfig};
 use crate::store::{EventStore, Fence, StoreError};
@@ -519,7 +520,6 @@ impl ControlPlane {
             self.media
                 .get()
                 .and_then(|m| m.frames.name_result(table, captured_at))
-                .map(u64::from)
         });
     }
 
@@ -582,19 +582,28 @@ impl ControlPlane {
     }
 }
 
-/// Fills the `media_ts` of a `dealer.result` that names none with `name(captured_at)`; any other
-/// message is left alone.
+/// Fills the `media_ts` and `media_clock` of a `dealer.result` that names no frame with
+/// `name(captured_at)`; any other message is left alone.
 pub(crate) fn name_unnamed_result(
     msg: &mut ClientMessage,
-    name: impl FnOnce(Option<u64>) -> Option<u64>,
+    name: impl FnOnce(Option<u64>) -> Option<NamedFrame>,
 ) {
     if let ClientMessage::DealerResult {
         media_ts: media_ts @ None,
+        media_clock,
         captured_at,
         ..
     } = msg
     {
-        *media_ts = name(*captured_at);
+        (*media_ts, *media_clock) = frame_fields(name(*captured_at));
+    }
+}
+
+/// A named frame as the `media_ts` and `media_clock` fields of `dealer.result`/`round.result`.
+pub(crate) fn frame_fields(frame: Option<NamedFrame>) -> (Option<u64>, Option<u32>) {
+    match frame {
+        Some(f) => (Some(u64::from(f.media_ts)), Some(f.clock)),
+        None => (None, None),
     }
 }
 

@@ -16,6 +16,7 @@ use super::session::Bucket;
 use super::{ConnId, Limits, StartError, TableHandle, server_ms};
 use crate::cluster::LeaseClock;
 use crate::ids::{RoundId, TableId, UserId};
+use crate::media::frame_clock::NamedFrame;
 use crate::metrics::TableMetrics;
 use crate::protocol::{
     self, ClientMessage, ErrorCode, Outcome, PROTOCOL_VERSION, PublicEvent, Reply, SequencedEvent,
@@ -39,6 +40,8 @@ pub enum DealerAction {
     Result {
         outcome: Outcome,
         media_ts: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_clock: Option<u32>,
         /// Wall-clock ms the result was seen at, for the frame captured then (`frame_clock`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         captured_at: Option<u64>,
@@ -263,12 +266,8 @@ impl TableWriter {
     /// A result that reached the writer without its frame named: the node that took it in has
     /// no dealer video of the table. The dealer's WHIP session is on the table's owner, so the
     /// writer names it (`media::frame_clock`), a link's latency later.
-    fn name_frame(&self, captured_at: Option<u64>) -> Option<u64> {
-        self.media
-            .get()?
-            .frames
-            .name_result(&self.id, captured_at)
-            .map(u64::from)
+    fn name_frame(&self, captured_at: Option<u64>) -> Option<NamedFrame> {
+        self.media.get()?.frames.name_result(&self.id, captured_at)
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>, mut stopping: watch::Receiver<bool>) {
@@ -351,10 +350,15 @@ impl TableWriter {
                     DealerAction::Result {
                         outcome,
                         media_ts,
+                        media_clock,
                         captured_at,
                     } => {
-                        let media_ts = media_ts.or_else(|| self.name_frame(captured_at));
-                        self.table.handle_result(now, outcome, media_ts)
+                        let (media_ts, media_clock) = match media_ts {
+                            Some(ts) => (Some(ts), media_clock),
+                            None => super::frame_fields(self.name_frame(captured_at)),
+                        };
+                        self.table
+                            .handle_result(now, outcome, media_ts, media_clock)
                     }
                     DealerAction::Void { reason } => self.table.handle_void(now, reason.as_deref()),
                 };

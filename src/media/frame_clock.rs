@@ -37,6 +37,15 @@ pub fn ntp_from_unix_ms(ms: u64) -> u64 {
     rtc::shared::time::SystemInstant::unix2ntp(Duration::from_millis(ms))
 }
 
+/// A frame of a table's camera, as a result names it: the reference layer's RTP timestamp, and
+/// the reference layer's SSRC, which names the clock the timestamp is in (a dealer who
+/// reconnects starts a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamedFrame {
+    pub media_ts: u32,
+    pub clock: u32,
+}
+
 /// Is RTP timestamp `a` after `b`, in the 32-bit wrapping sense?
 fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -143,9 +152,52 @@ impl FrameClock {
             .unwrap_or(ts)
     }
 
-    /// The newest frame the node has received of the camera, in the reference layer's clock.
-    pub fn latest(&self) -> Option<u32> {
+    /// The SSRC of the reference layer: the name of the clock frames are named in.
+    pub fn reference(&self) -> Option<u32> {
+        self.state().layers.first().map(|l| l.ssrc)
+    }
+
+    /// Timestamp `ts` of layer `ssrc`, in the reference layer's clock, and whether it is exact
+    /// (the reference layer itself, or through both layers' sender reports) rather than guessed
+    /// from when the two layers' newest frames arrived. None when the layer is unknown, or
+    /// nothing is known yet to relate it to the reference.
+    pub fn to_reference(&self, ssrc: u32, ts: u32) -> Option<(NamedFrame, bool)> {
         let s = self.state();
+        let reference = s.layers.first()?;
+        let clock = reference.ssrc;
+        let named = |media_ts| NamedFrame { media_ts, clock };
+        if ssrc == clock {
+            return Some((named(ts), true));
+        }
+        let layer = s.layers.iter().find(|l| l.ssrc == ssrc)?;
+        if let Some((ntp, rtp)) = layer.report
+            && let Some(at_report) = self.reference_at(&s, ntp)
+        {
+            let ts = Self::snap_nearest(&s, ts.wrapping_sub(rtp).wrapping_add(at_report));
+            return Some((named(ts), true));
+        }
+        // No reports: a layer's frame arrives within a few milliseconds of the same capture on
+        // the reference layer, so the two newest frames, corrected for the time between their
+        // arrivals, relate the clocks to within a frame.
+        let ((l_ts, l_at), (r_ts, r_at)) = (layer.latest?, reference.latest?);
+        let apart = if l_at >= r_at {
+            (l_at - r_at).as_micros() as i64
+        } else {
+            -((r_at - l_at).as_micros() as i64)
+        };
+        let ticks = apart * i64::from(self.clock_rate) / 1_000_000;
+        let guess = ts
+            .wrapping_sub(l_ts)
+            .wrapping_add(r_ts)
+            .wrapping_add(ticks as i32 as u32);
+        Some((named(Self::snap_nearest(&s, guess)), false))
+    }
+
+    /// The newest frame the node has received of the camera, in the reference layer's clock.
+    pub fn latest(&self) -> Option<NamedFrame> {
+        let s = self.state();
+        let clock = s.layers.first()?.ssrc;
+        let named = |media_ts| NamedFrame { media_ts, clock };
         let (i, (ts, _)) = s
             .layers
             .iter()
@@ -153,7 +205,7 @@ impl FrameClock {
             .filter_map(|(i, l)| l.latest.map(|x| (i, x)))
             .max_by_key(|(_, (_, at))| *at)?;
         if i == 0 {
-            return Some(ts);
+            return Some(named(ts));
         }
         // Another layer's frame: through its sender report to the dealer's clock, and from
         // there to the reference layer's. Without reports, the reference layer's own newest
@@ -165,29 +217,33 @@ impl FrameClock {
                 ts.wrapping_sub(rtp).wrapping_add(at_report),
             ))
         });
-        via_reports.or_else(|| s.layers[0].latest.map(|(t, _)| t))
+        via_reports
+            .or_else(|| s.layers[0].latest.map(|(t, _)| t))
+            .map(named)
     }
 
     /// The frame captured at `unix_ms` (wall clock), in the reference layer's clock: the newest
     /// remembered frame at or before that moment, or the exact timestamp of that moment when it
     /// is outside the frames remembered. None until a sender report has come.
-    pub fn captured_at(&self, unix_ms: u64) -> Option<u32> {
+    pub fn captured_at(&self, unix_ms: u64) -> Option<NamedFrame> {
         let s = self.state();
         let ts = self.reference_at(&s, ntp_from_unix_ms(unix_ms))?;
+        let clock = s.layers.first()?.ssrc;
+        let named = |media_ts| NamedFrame { media_ts, clock };
         let (Some(&oldest), Some(&newest)) = (s.frames.front(), s.frames.back()) else {
-            return Some(ts);
+            return Some(named(ts));
         };
         if after(oldest, ts) || after(ts, newest.wrapping_add(self.clock_rate)) {
-            return Some(ts);
+            return Some(named(ts));
         }
-        Some(
+        Some(named(
             s.frames
                 .iter()
                 .rev()
                 .copied()
                 .find(|f| !after(*f, ts))
                 .unwrap_or(oldest),
-        )
+        ))
     }
 }
 
@@ -220,23 +276,28 @@ impl FrameClocks {
 
     /// The clock of the table's main camera, while a dealer publishes it on this node.
     pub fn main(&self, table: &TableId) -> Option<Arc<FrameClock>> {
+        self.camera(table, &CameraId::main())
+    }
+
+    /// The clock of a table's camera, while a dealer publishes it on this node.
+    pub fn camera(&self, table: &TableId, camera: &CameraId) -> Option<Arc<FrameClock>> {
         self.cameras()
-            .get(&(table.clone(), CameraId::main()))
+            .get(&(table.clone(), camera.clone()))
             .cloned()
     }
 
     /// The frame of the table's main camera a result taken in now belongs to: the one captured
     /// at `captured_at` (wall-clock ms), else the newest one received. None when no dealer
     /// publishes the camera on this node, or (`captured_at`) before its first sender report.
-    pub fn name_result(&self, table: &TableId, captured_at: Option<u64>) -> Option<u32> {
+    pub fn name_result(&self, table: &TableId, captured_at: Option<u64>) -> Option<NamedFrame> {
         let clock = self.main(table)?;
         let named = match captured_at {
             Some(ms) => clock.captured_at(ms),
             None => clock.latest(),
         };
         match named {
-            Some(ts) => {
-                tracing::debug!(table_id = %table, media_ts = ts, ?captured_at, "result named its frame")
+            Some(f) => {
+                tracing::debug!(table_id = %table, media_ts = f.media_ts, media_clock = f.clock, ?captured_at, "result named its frame")
             }
             // The table's writer asks again when the node that took the result in could not name
             // it (it is often the same node): not worth a warning each time.
@@ -276,30 +337,79 @@ mod tests {
             );
         }
         // No reports yet: the reference layer's own newest frame.
-        assert_eq!(clock.latest(), Some(low0.wrapping_add(59 * FRAME)));
-        assert_eq!(clock.captured_at(unix0), None);
+        assert_eq!(
+            clock.latest().map(|f| f.media_ts),
+            Some(low0.wrapping_add(59 * FRAME))
+        );
+        assert_eq!(clock.captured_at(unix0).map(|f| f.media_ts), None);
         // Reports of frame 30 on each layer, with the NTP time of its capture.
         let ntp30 = ntp_from_unix_ms(unix0 + 1_000);
         clock.on_sender_report(low, ntp30, low0.wrapping_add(30 * FRAME));
         clock.on_sender_report(high, ntp30, high0.wrapping_add(30 * FRAME));
-        assert_eq!(clock.latest(), Some(low0.wrapping_add(59 * FRAME)));
+        assert_eq!(
+            clock.latest().map(|f| f.media_ts),
+            Some(low0.wrapping_add(59 * FRAME))
+        );
         // The top layer's frame 60 comes first: named as the reference layer's frame 60.
         let at60 = t0 + Duration::from_secs(2);
         clock.on_packet(high, high0.wrapping_add(60 * FRAME), at60);
-        assert_eq!(clock.latest(), Some(low0.wrapping_add(60 * FRAME)));
+        assert_eq!(
+            clock.latest().map(|f| f.media_ts),
+            Some(low0.wrapping_add(60 * FRAME))
+        );
         // Wall clock to frame: frame 45 was captured at +1.5 s; 10 ms later is still frame 45.
         assert_eq!(
-            clock.captured_at(unix0 + 1_510),
+            clock.captured_at(unix0 + 1_510).map(|f| f.media_ts),
             Some(low0.wrapping_add(45 * FRAME))
         );
         assert_eq!(
-            clock.captured_at(unix0 + 1_500),
+            clock.captured_at(unix0 + 1_500).map(|f| f.media_ts),
             Some(low0.wrapping_add(45 * FRAME))
         );
         // Long before the remembered frames: the timestamp of that moment, unsnapped.
         assert_eq!(
-            clock.captured_at(unix0 - 60_000),
+            clock.captured_at(unix0 - 60_000).map(|f| f.media_ts),
             Some(low0.wrapping_add(30 * FRAME).wrapping_sub(61 * 90_000))
+        );
+    }
+
+    /// A player's layer maps to the reference layer's clock: exactly through both layers'
+    /// sender reports, and before them to within a frame from when the frames arrived.
+    #[test]
+    fn a_layers_timestamp_maps_to_the_reference_clock() {
+        let clock = FrameClock::new(VIDEO_CLOCK_RATE);
+        let t0 = Instant::now();
+        let (low, high) = (0x1111u32, 0x2222u32);
+        let (low0, high0) = (1_000u32, 4_294_000_000u32);
+        for n in 0..30u32 {
+            let at = t0 + Duration::from_micros(u64::from(n) * 33_333);
+            clock.on_packet(low, low0 + n * FRAME, at);
+            clock.on_packet(
+                high,
+                high0.wrapping_add(n * FRAME),
+                at + Duration::from_millis(3),
+            );
+        }
+        let expect = |n: u32| NamedFrame {
+            media_ts: low0 + n * FRAME,
+            clock: low,
+        };
+        assert_eq!(
+            clock.to_reference(low, low0 + 7 * FRAME),
+            Some((expect(7), true))
+        );
+        assert_eq!(clock.to_reference(0x3333, 5), None);
+        // Guessed from arrivals: 3 ms apart is well inside a frame.
+        assert_eq!(
+            clock.to_reference(high, high0.wrapping_add(20 * FRAME)),
+            Some((expect(20), false))
+        );
+        let ntp = ntp_from_unix_ms(1_700_000_000_000);
+        clock.on_sender_report(low, ntp, low0 + 10 * FRAME);
+        clock.on_sender_report(high, ntp, high0.wrapping_add(10 * FRAME));
+        assert_eq!(
+            clock.to_reference(high, high0.wrapping_add(25 * FRAME)),
+            Some((expect(25), true))
         );
     }
 
@@ -311,10 +421,11 @@ mod tests {
         clock.on_packet(1, 4_000, t0 + Duration::from_millis(33));
         // A second layer while the first still flows: a simulcast layer, not a restart.
         clock.on_packet(2, 900_000, t0 + Duration::from_millis(40));
-        assert_eq!(clock.latest(), Some(4_000));
+        assert_eq!(clock.latest().map(|f| f.media_ts), Some(4_000));
         // The encoder restarts with a new SSRC after 2 s of silence.
         clock.on_packet(3, 50, t0 + Duration::from_secs(2));
-        assert_eq!(clock.latest(), Some(50));
+        assert_eq!(clock.latest().map(|f| f.media_ts), Some(50));
+        assert_eq!(clock.reference(), Some(3));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod subscriber;
 pub mod transport_cc;
 pub mod trickle;
 pub mod udp;
+pub mod video_map;
 pub mod vp8;
 mod worker;
 

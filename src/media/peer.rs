@@ -152,6 +152,8 @@ pub struct Peer {
     pub prober: super::probe::Prober,
     /// Subscriber: what its feedback says about its link.
     pub link: Arc<LinkStats>,
+    /// Player: which frame of the camera each of its frames is (`video_map.rs`).
+    pub video_map: super::video_map::VideoMap,
 }
 
 /// A connection that has answered its offer.

@@ -49,6 +49,8 @@ pub struct OutStream {
     run_start: u16,
     /// The run before the current one, whose packets a player may still ask to be repaired.
     previous: Option<Run>,
+    /// A run began with the last packet rewritten ([`OutStream::take_new_run`]).
+    new_run: bool,
 }
 
 /// One epoch's run of a stream: its offsets and the sequence numbers it was sent under.
@@ -93,6 +95,7 @@ impl OutStream {
             last: None,
             run_start: first_seq,
             previous: None,
+            new_run: false,
         }
         .with_start(first_seq, first_ts)
     }
@@ -111,6 +114,12 @@ impl OutStream {
     /// True once this stream has sent anything.
     pub fn started(&self) -> bool {
         self.last.is_some()
+    }
+
+    /// Whether the packet last rewritten began a run (a new source or layer, with new offsets);
+    /// true once per run.
+    pub fn take_new_run(&mut self) -> bool {
+        std::mem::take(&mut self.new_run)
     }
 
     /// Whether the stream is waiting for a keyframe of `epoch` before it can send.
@@ -160,6 +169,7 @@ impl OutStream {
             self.ts_offset = out_ts.wrapping_sub(timestamp);
             self.epoch = Some(epoch);
             self.run_start = out_seq;
+            self.new_run = true;
         }
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = timestamp.wrapping_add(self.ts_offset);

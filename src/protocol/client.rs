@@ -76,6 +76,10 @@ pub enum ClientMessage {
         /// absent: from `captured_at`, else the newest frame it has received of the camera.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_ts: Option<u64>,
+        /// The clock `media_ts` is in: the SSRC of the camera's reference layer. Filled with
+        /// `media_ts` by the node; a caller naming its own `media_ts` may leave it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_clock: Option<u32>,
         /// When the result was seen, wall-clock milliseconds since the Unix epoch (a studio
         /// system on NTP): the result belongs to the frame captured then.
         #[serde(default, skip_serializing_if = "Option::is_none")]

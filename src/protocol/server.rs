@@ -42,9 +42,14 @@ pub enum PublicEvent {
     RoundResult {
         round: RoundId,
         outcome: Outcome,
-        /// RTP timestamp of the dealer's video at the result, when the dealer console knows it.
+        /// The frame of the dealer's video the result belongs to: an RTP timestamp of the
+        /// camera's reference layer (`media::frame_clock`). Each player maps it to its own video
+        /// through its private `video.map`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_ts: Option<u64>,
+        /// The clock `media_ts` is in (the reference layer's SSRC), as `video.map` names it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_clock: Option<u32>,
     },
     #[serde(rename = "round.settled")]
     RoundSettled { round: RoundId },

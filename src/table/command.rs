@@ -58,9 +58,10 @@ impl Table {
                 id,
                 outcome,
                 media_ts,
+                media_clock,
                 ..
             } => {
-                let r = self.handle_result(now, outcome, media_ts);
+                let r = self.handle_result(now, outcome, media_ts, media_clock);
                 dealer(self, id, r)
             }
             ClientMessage::DealerVoid { id, reason } => {

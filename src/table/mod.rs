@@ -371,6 +371,7 @@ impl Table {
         now: ServerTime,
         outcome: Outcome,
         media_ts: Option<u64>,
+        media_clock: Option<u32>,
     ) -> Result<RoundId, DealerError> {
         self.advance(now);
         let round = self.rounds.check_result(&self.config, &outcome)?;
@@ -380,6 +381,7 @@ impl Table {
                 round,
                 outcome: outcome.clone(),
                 media_ts,
+                media_clock,
             },
         );
         self.settle(round, outcome);

@@ -224,6 +224,7 @@ impl Table {
                 round,
                 outcome,
                 media_ts,
+                ..
             } => {
                 self.rounds
                     .check_result(&self.config, &outcome)

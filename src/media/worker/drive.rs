@@ -189,6 +189,7 @@ impl Worker {
                             peer.span.in_scope(|| info!(%label, "data channel open"));
                             if label == "control" && peer.control.is_none() {
                                 peer.control = Some(id);
+                                peer.video_map.on_channel_open(now);
                                 self.control.opened(control_channel(peer));
                             }
                         }

@@ -5,9 +5,10 @@
 
 use super::{Worker, WorkerMsg};
 use crate::media::Role;
+use crate::media::frame_clock::FrameClocks;
 use crate::media::frame_size;
 use crate::media::keyframe::{self, VideoCodec};
-use crate::media::peer::{InTrack, MediaKind, RouterKey};
+use crate::media::peer::{InTrack, MediaKind, Peer, RouterKey};
 use crate::media::router::{Forward, LayerTag, RELAY_LAYERS};
 use crate::media::selector::{AUDIO_RESERVE_BPS, Limits, Switch, Verdict};
 use crate::media::simulcast::{LayerStates, Layers};
@@ -384,6 +385,14 @@ impl Worker {
                     // The player's own VP8 numbering, continuous across its layers.
                     packet.payload = peer.selector.vp8.rewrite(packet.payload, fwd.keyframe);
                 }
+                if !peer.relay && fwd.kind == MediaKind::Video && out.stream.take_new_run() {
+                    peer.video_map.on_run(
+                        timestamp,
+                        fwd.packet.header.ssrc,
+                        fwd.packet.header.timestamp,
+                        now,
+                    );
+                }
                 packet.header.ssrc = out.stream.ssrc;
                 packet.header.sequence_number = seq;
                 packet.header.timestamp = timestamp;
@@ -420,6 +429,9 @@ impl Worker {
                     }
                 }
             }
+            if peer.video_map.due(now) {
+                send_video_map(peer, &self.frames, key, now);
+            }
             while let Some(out) = peer.pc.poll_write() {
                 self.send.push(out.transport.peer_addr, out.message);
             }
@@ -444,6 +456,27 @@ impl Worker {
             self.request_keyframe(key, want_layers, now);
         }
     }
+}
+
+/// Tells a player its `video.map` when its run's anchor is found or changed (`video_map.rs`).
+fn send_video_map(peer: &mut Peer, frames: &FrameClocks, key: &RouterKey, now: Instant) {
+    let clock = frames.camera(&key.table, &key.camera);
+    let channel = peer
+        .control
+        .filter(|id| peer.pc.data_channel(*id).is_some());
+    let Some(text) = peer
+        .video_map
+        .poll(clock.as_deref(), channel.is_some(), now)
+    else {
+        return;
+    };
+    if let Some(mut dc) = channel.and_then(|id| peer.pc.data_channel(id))
+        && let Err(e) = dc.send_text(now, &text)
+    {
+        peer.span
+            .in_scope(|| debug!(error = %e, "video.map not sent"));
+    }
+    peer.span.in_scope(|| debug!(map = %text, "video.map"));
 }
 
 /// The tag of a video packet of `layer`: its index, the layer's own epoch, and what every layer

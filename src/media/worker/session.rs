@@ -87,6 +87,7 @@ impl Worker {
             pacer: Default::default(),
             prober: Default::default(),
             link,
+            video_map: Default::default(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {

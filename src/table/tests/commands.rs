@@ -18,7 +18,7 @@ fn dealer_commands_in_the_wrong_state_get_typed_errors_and_via_handle_command_an
         Err(DealerError::BettingNotOpen { .. })
     ));
     assert!(matches!(
-        sim.table.handle_result(sim.now, outcome("tie"), None),
+        sim.table.handle_result(sim.now, outcome("tie"), None, None),
         Err(DealerError::NoRoundToSettle)
     ));
     assert!(matches!(
@@ -31,7 +31,7 @@ fn dealer_commands_in_the_wrong_state_get_typed_errors_and_via_handle_command_an
         Err(DealerError::RoundInProgress { .. })
     ));
     assert!(matches!(
-        sim.table.handle_result(sim.now, outcome("tie"), None),
+        sim.table.handle_result(sim.now, outcome("tie"), None, None),
         Err(DealerError::BettingStillOpen { .. })
     ));
     assert_eq!(
@@ -56,6 +56,7 @@ fn dealer_commands_in_the_wrong_state_get_typed_errors_and_via_handle_command_an
         id: bet_id("c3"),
         outcome: outcome("dragon"),
         media_ts: None,
+        media_clock: None,
         captured_at: None,
     };
     sim.table.handle_command(sim.now, &dealer, msg);

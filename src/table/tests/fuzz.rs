@@ -201,7 +201,7 @@ fn thousands_of_random_rounds_keep_every_invariant_the_players_rely_on() {
             }
             91..=98 => {
                 let won = ["player", "banker", "tie"][rng.random_range(0..3)];
-                let _ = sim.table.handle_result(sim.now, outcome(won), None);
+                let _ = sim.table.handle_result(sim.now, outcome(won), None, None);
                 sim.drain();
             }
             _ => {

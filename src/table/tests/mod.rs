@@ -136,7 +136,7 @@ impl Sim {
 
     pub fn result(&mut self, won: &str) {
         self.table
-            .handle_result(self.now, outcome(won), Some(90_000))
+            .handle_result(self.now, outcome(won), Some(90_000), Some(7))
             .unwrap();
         self.drain();
     }
