@@ -262,12 +262,8 @@ async fn each_player_is_told_how_its_frames_map_to_the_dealers() {
             |n| *n >= 60,
         )
         .await;
-        let sent: std::collections::HashSet<u32> = publisher
-            .stats()
-            .frames
-            .iter()
-            .map(|(ts, _)| *ts as u32)
-            .collect();
+        let sent: std::collections::HashSet<u32> =
+            publisher.stats().frames.iter().map(|(ts, _)| *ts).collect();
         let mut checked = std::collections::HashSet::new();
         for r in player.stats().video {
             let since = r.timestamp.wrapping_sub(rtp);
