@@ -31,15 +31,18 @@ export class ResultsView {
     this.queue = Promise.resolve();
   }
 
-  /** A `round.result`: wait until the video has caught up with it, then show it. */
+  /** A `round.result`: wait until the frame it names is on screen, then show it. */
   result(ev) {
     const arrived = performance.now();
-    const wait = this.client().inStepWithVideo();
-    this.queue = this.queue.then(() => wait).then((waitedMs) => {
+    const wait = this.client().onFrame(ev);
+    this.queue = this.queue.then(() => wait).then(({ via, waitedMs, frames, rtp }) => {
       const outcome = outcomeList(ev.outcome);
       this.banner(resultText(outcome), outcome[0] ?? 'none');
       this.push(ev.round, outcome);
-      this.shown.push({ round: ev.round, outcome, seq: ev.seq, mediaTs: ev.media_ts ?? null, waitedMs, shownAfterMs: Math.round(performance.now() - arrived) });
+      this.shown.push({
+        round: ev.round, outcome, seq: ev.seq, mediaTs: ev.media_ts ?? null, mediaClock: ev.media_clock ?? null,
+        via, framesLate: frames, rtp, waitedMs, shownAfterMs: Math.round(performance.now() - arrived),
+      });
     });
   }
 

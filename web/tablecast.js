@@ -34,6 +34,7 @@ export { ServerClock, clientNow } from './tc/clock.js';
 export { ControlSession, BetRejectedError, CommandError } from './tc/control.js';
 export { outcomeList } from './tc/state.js';
 export { joinTable, TableClient } from './tc/table.js';
+export { FrameMap, waitForFrame } from './tc/frames.js';
 export { openConsole, TableConsole } from './tc/console.js';
 export { formatMoney, formatChip } from './tc/format.js';
 export { parsePrometheus, sampleValue } from './tc/prometheus.js';

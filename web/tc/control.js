@@ -320,6 +320,7 @@ export class ControlSession extends EventTarget {
       case 'payout': this._onPayout(msg); break;
       case 'ok': this._settle(msg.id, null, msg); break;
       case 'error': this._onError(msg); break;
+      case 'video.map': this._emit('video.map', msg); break;
       default:
         // Public table events carry seq (`welcome` does too, so it is matched first).
         if (typeof msg.seq === 'number') this._onEvent(msg);

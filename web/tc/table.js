@@ -27,6 +27,7 @@ import { NodeRing, chooseNodes } from './nodes.js';
 import { StallWatch, nodeAnswers } from './liveness.js';
 import { play } from './whep.js';
 import { ViewReporter, checkQuality, layerName } from './view.js';
+import { FrameMap, FRAME_WAIT_MS, waitForFrame } from './frames.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
 const ICE_GRACE_MS = 2000;
@@ -117,6 +118,14 @@ export class TableClient extends ControlSession {
     this._videoQuality = checkQuality(videoQuality);
     /** `video.view` messages sent (diagnostics and tests). */
     this.viewsSent = 0;
+    /** The current session's `video.map`s: which camera frame each of its frames is. */
+    this.frames = new FrameMap();
+    /**
+     * How results are revealed: 'frame' (on the frame they name) or 'arrival' (when the first
+     * frame after them shows), and why not 'frame'. Also in `quality.reveal`.
+     */
+    this.reveal = { mode: 'frame', reason: null };
+    this.on('video.map', (msg) => this.frames.add(msg));
     this.on('joined', () => this._view?.flush());
   }
 
@@ -156,33 +165,36 @@ export class TableClient extends ControlSession {
    * the latest. Resolves with the wait in ms.
    */
   inStepWithVideo(maxWaitMs = 1500) {
-    const v = this.video;
-    const since = performance.now();
-    if (!v || v.paused || v.readyState < 2 || typeof v.requestVideoFrameCallback !== 'function' || !this.quality.video) {
-      return Promise.resolve(0);
-    }
-    return new Promise((resolve) => {
-      let done = false;
-      const finish = () => {
-        if (done) return;
-        done = true;
-        clearTimeout(cap);
-        resolve(Math.round(performance.now() - since));
-      };
-      const cap = setTimeout(finish, maxWaitMs);
-      const step = (now, meta) => {
-        if (done) return;
-        if (typeof meta?.receiveTime === 'number') {
-          if (meta.receiveTime >= since) finish();
-          else v.requestVideoFrameCallback(step);
-          return;
-        }
-        // No receive time: wait for the jitter buffer's delay instead.
-        const wait = (this.quality.jitterBufferMs ?? 80) - (now - since);
-        if (wait <= 0) finish(); else setTimeout(finish, wait);
-      };
-      v.requestVideoFrameCallback(step);
+    // An event that names no frame waits for the first frame received after it.
+    return waitForFrame(this.video, this.frames, {}, {
+      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80,
+    }).then((r) => r.waitedMs);
+  }
+
+  /**
+   * Resolves when the frame of the dealer's video that `event` names (a `round.result`'s
+   * `media_ts`) is on screen: show the event then, and every player sees it on the same
+   * frame. Resolves with {via, waitedMs, frames, rtp}: via 'frame' when that frame (or one
+   * `frames` later) was presented; 'arrival' when the browser gives no `rtpTimestamp` or the
+   * event names no frame, and it waited as inStepWithVideo() does (then `quality.reveal` says
+   * so); 'timeout' after `maxWaitMs` (video paused, a layer gone); 'no-video' at once when
+   * nothing plays. Emits 'revealed' ({event, ...the same}) just before it resolves.
+   */
+  async onFrame(event, maxWaitMs = FRAME_WAIT_MS) {
+    const r = await waitForFrame(this.video, this.frames, event, {
+      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80,
     });
+    if (r.via === 'arrival' || r.via === 'frame') {
+      const reason = r.via === 'frame' ? null
+        : !Number.isInteger(event?.media_ts) ? 'the event names no frame'
+          : this.frames.maps.length === 0 ? 'the node sent no video.map (WebSocket control, or an edge node)'
+            : 'this browser gives no rtpTimestamp for video frames';
+      this.reveal = { mode: r.via, reason };
+      this.quality = { ...this.quality, reveal: r.via, revealReason: reason };
+    }
+    // Still in the task that presented the frame: a listener can draw it (tests do).
+    this._emit('revealed', { event, ...r });
+    return r;
   }
 
   /**
@@ -294,6 +306,7 @@ export class TableClient extends ControlSession {
   /** Make `player` the current WHEP session and watch it for trouble. */
   _adopt(player) {
     this.player = player;
+    this.frames.clear();
     const pc = player.pc;
     // Tracks arrive while the answer is applied, before play() returns, or later.
     if (player.stream.getTracks().length) this._showStream(player.stream);
@@ -514,6 +527,8 @@ export class TableClient extends ControlSession {
       jitterBufferMs: s.jitterBufferMs,
       transport: this._transport?.kind ?? null,
       clockRtt: this.clock.rtt,
+      reveal: this.reveal.mode,
+      revealReason: this.reveal.reason,
     });
   }
 

@@ -113,3 +113,51 @@ export async function ensureStudioClip({ ffmpeg = process.env.FFMPEG || 'ffmpeg'
   }
   return clip;
 }
+
+/** Bits of the counter clip's frame number, drawn as boxes across its top. */
+export const COUNTER_BITS = 6;
+/** Where bit `b`'s box is, as fractions of the picture: its centre. */
+export function counterBitAt(b) {
+  return { x: (40 + b * 70 + 25) / CLIP_WIDTH, y: (30 + 25) / CLIP_HEIGHT };
+}
+
+/**
+ * The frame-counter camera: testsrc2 with its frame number (0..59, the clip loops every 2 s)
+ * written large for the eye, and in binary as white boxes across the top for a test to read
+ * from any layer (bit b lit when the frame number has it; `counterBitAt`). Made once with
+ * ffmpeg's drawtext and drawbox, cached next to the other clips.
+ */
+export async function ensureCounterClip({ ffmpeg = process.env.FFMPEG || 'ffmpeg', fonts = '/usr/share/fonts/truetype/dejavu' } = {}) {
+  const clip = path.join(ensureDir(CACHE_DIR), `counter-${CLIP_WIDTH}x${CLIP_HEIGHT}-${CLIP_FPS}fps-${CLIP_SECONDS}s.y4m`);
+  const minBytes = FRAME_BYTES * CLIP_FPS * CLIP_SECONDS;
+  if (existsSync(clip) && statSync(clip).size >= minBytes) return clip;
+  const font = `${fonts}/DejaVuSansMono-Bold.ttf`.replace(/:/g, '\\:');
+  const bits = [];
+  for (let b = 0; b < COUNTER_BITS; b += 1) {
+    bits.push(`drawbox=x=${40 + b * 70}:y=30:w=50:h=50:color=white@1:t=fill:enable='eq(mod(floor(n/${2 ** b}),2),1)'`);
+  }
+  const filters = [
+    'format=yuv420p',
+    `drawbox=x=20:y=10:w=${COUNTER_BITS * 70 + 30}:h=90:color=black@1:t=fill`,
+    ...bits,
+    `drawbox=x=440:y=200:w=400:h=300:color=black@1:t=fill`,
+    `drawtext=fontfile=${font}:text='%{frame_num}':fontcolor=white:fontsize=240:x=(w-tw)/2:y=220`,
+  ];
+  const partial = `${clip}.partial-${process.pid}.y4m`;
+  const args = [
+    '-hide_banner', '-loglevel', 'error', '-nostdin', '-y',
+    '-f', 'lavfi', '-i', `testsrc2=size=${CLIP_WIDTH}x${CLIP_HEIGHT}:rate=${CLIP_FPS}`,
+    '-vf', filters.join(','),
+    '-t', String(CLIP_SECONDS),
+    '-pix_fmt', 'yuv420p',
+    partial,
+  ];
+  try {
+    await run(ffmpeg, args);
+    if (statSync(partial).size < minBytes) throw new Error(`ffmpeg wrote a short clip (${statSync(partial).size} bytes < ${minBytes})`);
+    renameSync(partial, clip);
+  } finally {
+    rmSync(partial, { force: true });
+  }
+  return clip;
+}

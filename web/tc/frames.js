@@ -1,0 +1,141 @@
+// Which frame of the dealer's camera is on screen: what `table.onFrame(event)` waits for.
+//
+//   round.result {media_ts: M, media_clock: C}   the frame the result belongs to (public, same bytes
+//                                                for every player)
+//   video.map {rtp: R, media_ts: A, media_clock: C}
+//                                                private, at the start of each run of this player's
+//                                                video: its frame R is the camera's frame A
+//   presented frame (requestVideoFrameCallback, metadata.rtpTimestamp = r)
+//        └─ the newest map with R <= r:  camera frame = A + (r - R), in clock C
+//   reveal when that frame is M or later, in M's clock
+//
+// All timestamps are 32-bit RTP timestamps of the 90 kHz video clock, compared with wrap-around.
+
+/** A frame at 30 frames a second, in 90 kHz ticks. */
+export const FRAME_TICKS = 3000;
+/** How long `onFrame` waits for the named frame at most, by default. */
+export const FRAME_WAIT_MS = 2000;
+/** Maps kept: a few runs back, for frames still in the jitter buffer across a switch. */
+const MAPS_KEPT = 8;
+
+/** `a - b` in RTP's 32-bit timestamp space, signed. */
+export function rtpDiff(a, b) {
+  return ((a - b) | 0);
+}
+
+/** Whether a `video.map` message is well formed. */
+function isMap(msg) {
+  return [msg?.rtp, msg?.media_ts, msg?.media_clock].every((v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff);
+}
+
+/** The maps of one WHEP session's video, newest last. */
+export class FrameMap {
+  constructor() {
+    /** @type {{rtp: number, mediaTs: number, clock: number}[]} */
+    this.maps = [];
+  }
+
+  /** A `video.map` from the node; ignored when malformed. */
+  add(msg) {
+    if (!isMap(msg)) return false;
+    const map = { rtp: msg.rtp >>> 0, mediaTs: msg.media_ts >>> 0, clock: msg.media_clock >>> 0 };
+    // A refined map of the same run replaces the guess.
+    const last = this.maps[this.maps.length - 1];
+    if (last && last.rtp === map.rtp) this.maps.pop();
+    this.maps.push(map);
+    if (this.maps.length > MAPS_KEPT) this.maps.shift();
+    return true;
+  }
+
+  /** A new WHEP session: its timestamps are new, and so are its maps. */
+  clear() {
+    this.maps = [];
+  }
+
+  /** Whether any map names `clock`. */
+  knows(clock) {
+    return this.maps.some((m) => m.clock === clock);
+  }
+
+  /**
+   * The camera frame of this session's frame `rtp`: {mediaTs, clock}, from the newest map at
+   * or before it; null when no map is.
+   */
+  cameraFrame(rtp) {
+    for (let i = this.maps.length - 1; i >= 0; i -= 1) {
+      const m = this.maps[i];
+      const since = rtpDiff(rtp, m.rtp);
+      if (since >= 0) return { mediaTs: (m.mediaTs + since) >>> 0, clock: m.clock };
+    }
+    return null;
+  }
+}
+
+/**
+ * Resolves when the frame `event` names is on screen in `video`, or after `maxWaitMs`.
+ * Resolves with {via, waitedMs, frames, rtp, mediaTs}, in the task that presented the frame:
+ *  - via 'frame': that frame (or a later one, `frames` after it) was presented; `rtp` is its
+ *    RTP timestamp, `mediaTs` the camera frame it is, `heldMs` how long it waited on the page
+ *    after it arrived, and `previousFrames` where the frame presented before it was (a browser
+ *    that skips frames on screen may never present the named one);
+ *  - via 'timeout': the frame did not come in time (video paused, layer gone, no map);
+ *  - via 'arrival': the browser gives no `rtpTimestamp`, or the event or this player's
+ *    video has no map: it resolved when the first frame received after the call was shown;
+ *  - via 'no-video': nothing is playing.
+ * @param {HTMLVideoElement|null} video
+ * @param {FrameMap} maps
+ * @param {{media_ts?: number, media_clock?: number}} event
+ * @param {{maxWaitMs?: number, hasVideo?: boolean, jitterBufferMs?: number}} opts `hasVideo`
+ *   false: the node sends no video now (a hidden page)
+ */
+export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, hasVideo = true, jitterBufferMs = 80 } = {}) {
+  const since = performance.now();
+  const waited = () => Math.round(performance.now() - since);
+  if (!video || video.paused || video.readyState < 2 || typeof video.requestVideoFrameCallback !== 'function' || !hasVideo) {
+    return Promise.resolve({ via: 'no-video', waitedMs: 0, frames: null });
+  }
+  const target = Number.isInteger(event?.media_ts) ? event.media_ts >>> 0 : null;
+  const clock = Number.isInteger(event?.media_clock) ? event.media_clock >>> 0 : null;
+  return new Promise((resolve) => {
+    let done = false;
+    // The frame presented before the one revealed on, in frames from the target (negative).
+    let previous = null;
+    const finish = (via, frames = null, rtp = null, mediaTs = null, meta = null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(cap);
+      // How long the frame was held between its arrival and the screen, when the browser says.
+      const heldMs = typeof meta?.receiveTime === 'number' ? Math.round(meta.presentationTime - meta.receiveTime) : null;
+      resolve({ via, waitedMs: waited(), frames, rtp, mediaTs, heldMs, previousFrames: previous });
+    };
+    const cap = setTimeout(() => finish('timeout'), maxWaitMs);
+    const step = (now, meta) => {
+      if (done) return;
+      const rtp = meta?.rtpTimestamp;
+      if (typeof rtp !== 'number' || target === null || clock === null || maps.maps.length === 0) {
+        // Today's behaviour: the first frame received after the event came.
+        if (typeof meta?.receiveTime === 'number') {
+          if (meta.receiveTime >= since) finish('arrival');
+          else video.requestVideoFrameCallback(step);
+          return;
+        }
+        const wait = jitterBufferMs - (now - since);
+        if (wait <= 0) finish('arrival'); else setTimeout(() => finish('arrival'), wait);
+        return;
+      }
+      const shown = maps.cameraFrame(rtp >>> 0);
+      if (shown && shown.clock === clock) {
+        // Within half a frame counts as the frame: layers' clocks map to the reference to
+        // within a few ticks, not exactly.
+        const after = rtpDiff(shown.mediaTs, target);
+        if (after >= -FRAME_TICKS / 2) {
+          finish('frame', Math.max(0, Math.round(after / FRAME_TICKS)), rtp >>> 0, shown.mediaTs, meta);
+          return;
+        }
+        previous = after / FRAME_TICKS;
+      }
+      video.requestVideoFrameCallback(step);
+    };
+    video.requestVideoFrameCallback(step);
+  });
+}
