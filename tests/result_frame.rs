@@ -304,3 +304,75 @@ async fn each_player_is_told_how_its_frames_map_to_the_dealers() {
     second.close().await.ok();
     node.stop().await;
 }
+
+/// A player whose table events come over a WebSocket (no `control` channel) gets its
+/// `video.map` there, once its `video.view` names its WHEP session; a stranger's socket naming
+/// the same session gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_on_a_websocket_gets_its_map_there() {
+    let node = node().await;
+    let epoch = std::time::Instant::now();
+    let publisher = common::dealer(&node, epoch).await;
+    let player = common::player(&node, common::media_only(), epoch).await;
+    let session = player
+        .resource
+        .location
+        .rsplit('/')
+        .next()
+        .expect("a Location")
+        .to_owned();
+    common::wait_until(
+        Duration::from_secs(10),
+        "the player has video",
+        async || player.stats().video.len(),
+        |n| *n > 0,
+    )
+    .await;
+    let view = json!({"type": "video.view", "width": 640, "height": 360, "session": session});
+    let stranger = WsPlayer::connect(&node, "demo").await;
+    stranger.send(hello(
+        &token_for(&node, TokenRole::Player, "stranger"),
+        None,
+    ));
+    stranger.send(view.clone());
+    let own = WsPlayer::connect(&node, "demo").await;
+    // The player's own user (the test client's tokens name "tester").
+    own.send(hello(&token_for(&node, TokenRole::Player, "tester"), None));
+    own.send(view);
+    let map_of = |ws: &WsPlayer| {
+        ws.got()
+            .into_iter()
+            .map(|g| g.msg)
+            .find(|m| m["type"] == "video.map")
+    };
+    let map = common::wait_until(
+        Duration::from_secs(10),
+        "the player's WebSocket has a video.map",
+        async || map_of(&own),
+        Option::is_some,
+    )
+    .await
+    .expect("found");
+    // It maps the player's frames to the dealer's.
+    let (rtp, media_ts) = (
+        map["rtp"].as_u64().expect("rtp") as u32,
+        map["media_ts"].as_u64().expect("media_ts") as u32,
+    );
+    let sent: std::collections::HashSet<u32> =
+        publisher.stats().frames.iter().map(|(ts, _)| *ts).collect();
+    let newest = player.stats().video.last().expect("video").timestamp;
+    let named = media_ts.wrapping_add(newest.wrapping_sub(rtp));
+    assert!(
+        sent.contains(&named),
+        "frame {newest} maps to {named}, never sent; {map}"
+    );
+    assert!(
+        map_of(&stranger).is_none(),
+        "a stranger naming the session got its map"
+    );
+    own.close().await;
+    stranger.close().await;
+    player.close().await.ok();
+    publisher.close().await.ok();
+    node.stop().await;
+}

@@ -112,6 +112,8 @@ async fn serve(
     // Handed to the table on the first `hello`; from then on the table holds the only sender,
     // so `rx` ends when the table drops this member.
     let mut outlet = Some(tx);
+    // The `video.map`s of the WHEP session this socket's `video.view` names, from its worker.
+    let (maps_tx, mut maps_rx) = mpsc::channel::<Arc<str>>(crate::media::video_map::MAP_QUEUE);
     let mut closing = plane.closing();
     let hello_deadline =
         tokio::time::Instant::now() + Duration::from_secs(limits.hello_timeout_secs.max(1));
@@ -159,13 +161,18 @@ async fn serve(
                             break Closing::because(ErrorCode::Unavailable, control::TableUnavailable::Moving(conn_table.clone()).to_string());
                         }
                     }
-                    Step::View { session: Some(session), user, view } => plane.set_view(&session, &user, view),
+                    Step::View { session: Some(session), user, view } => plane.set_view(&session, &user, view, Some(maps_tx.clone())),
                     Step::View { session: None, .. } => {
                         if socket.send(Message::Text(session::view_needs_session().into())).await.is_err() {
                             break Closing::quietly();
                         }
                     }
                     Step::Close { code, reason } => break Closing::because(code, reason),
+                }
+            }
+            Some(text) = maps_rx.recv() => {
+                if socket.send(Message::Text(text.as_ref().into())).await.is_err() {
+                    break Closing::quietly();
                 }
             }
             out = rx.recv(), if outlet.is_none() => match out {

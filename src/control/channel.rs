@@ -83,7 +83,7 @@ impl ControlHook for ControlPlane {
                 session,
                 user,
                 view,
-            } => self.set_view(session.as_ref().unwrap_or(ch.session), &user, view),
+            } => self.set_view(session.as_ref().unwrap_or(ch.session), &user, view, None),
             Step::Close { code, reason } => {
                 warn!(session = %ch.session, table_id = %ch.table, user = %ch.user, %reason, "closing a control connection");
                 if let Some(media) = media {

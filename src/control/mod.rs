@@ -531,9 +531,17 @@ impl ControlPlane {
     /// Tells the media worker of WHEP `session` how `user`'s page shows its video
     /// (`video.view`). The session is on this node (a player's media and control connections
     /// go to the same node); when it is not, or is not `user`'s, nothing happens.
-    pub fn set_view(&self, session: &SessionId, user: &UserId, view: crate::media::View) {
+    /// `maps`: the WebSocket the view came on, which then gets the session's `video.map`s
+    /// (`media::video_map`) while the session has no `control` channel of its own.
+    pub fn set_view(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        view: crate::media::View,
+        maps: Option<crate::media::video_map::MapSocket>,
+    ) {
         if let Some(media) = self.media.get() {
-            media.set_view(session, user, view);
+            media.set_view(session, user, view, maps);
         }
     }
 

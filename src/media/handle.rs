@@ -324,7 +324,13 @@ impl MediaHandle {
     /// Records how a player's page shows the video (`video.view`). Ignored unless `session` is a
     /// subscriber of `user`'s on this node. Never waits; a full worker queue drops it (the page
     /// sends its view again when it changes, and every few seconds).
-    pub fn set_view(&self, session: &SessionId, user: &UserId, view: super::View) {
+    pub fn set_view(
+        &self,
+        session: &SessionId,
+        user: &UserId,
+        view: super::View,
+        maps: Option<super::video_map::MapSocket>,
+    ) {
         let Some(worker) = self.worker_of(session) else {
             return;
         };
@@ -332,6 +338,7 @@ impl MediaHandle {
             session: session.clone(),
             user: user.clone(),
             view,
+            maps,
         };
         if let Err(e) = worker.try_send(msg) {
             warn!(error = %e, %session, "media worker queue full: a player's view was dropped");

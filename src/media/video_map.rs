@@ -21,7 +21,15 @@
 //! frames arrived (within a frame), and then refined until the reports come.
 
 use super::frame_clock::{FrameClock, NamedFrame};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A player's WebSocket, as its worker sends `video.map` to it: a player whose table events
+/// come over a WebSocket names its WHEP session in `video.view`, and gets its maps there.
+pub type MapSocket = mpsc::Sender<Arc<str>>;
+/// `video.map`s queued for one WebSocket at most: they come one per layer switch.
+pub const MAP_QUEUE: usize = 8;
 
 /// How often a run's anchor is looked for while the camera's clock cannot give it.
 const RETRY: Duration = Duration::from_millis(100);
@@ -68,6 +76,8 @@ pub struct VideoMap {
     run: Option<Run>,
     /// When to look next; None when there is nothing to do.
     next: Option<Instant>,
+    /// The player's WebSocket, when its `video.view` came on one.
+    socket: Option<MapSocket>,
 }
 
 impl VideoMap {
@@ -89,6 +99,28 @@ impl VideoMap {
         if self.anchor.is_some() {
             self.next = Some(self.next.map_or(now, |t| t.min(now)));
         }
+    }
+
+    /// The player's `video.view` came on a WebSocket: its maps go there while it has no
+    /// `control` channel. A new socket (the player reconnected it) is told the current map.
+    pub fn on_socket(&mut self, socket: MapSocket, now: Instant) {
+        if self
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.same_channel(&socket))
+        {
+            return;
+        }
+        self.socket = Some(socket);
+        self.on_channel_open(now);
+    }
+
+    /// The player's WebSocket for maps, while it is open.
+    pub fn socket(&mut self) -> Option<&MapSocket> {
+        if self.socket.as_ref().is_some_and(|s| s.is_closed()) {
+            self.socket = None;
+        }
+        self.socket.as_ref()
     }
 
     /// Whether [`VideoMap::poll`] has anything to do now: one comparison per packet otherwise.

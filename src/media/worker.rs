@@ -112,6 +112,8 @@ pub enum WorkerMsg {
         session: SessionId,
         user: crate::ids::UserId,
         view: super::View,
+        /// The player's WebSocket, for its `video.map` when it has no `control` channel.
+        maps: Option<super::video_map::MapSocket>,
     },
     /// Close a session for a reason of the node's (a flooding client, an operator's kick).
     Kick {
@@ -459,6 +461,7 @@ impl Worker {
                 session,
                 user,
                 view,
+                maps,
             } => {
                 if let Some(&slot) = self.by_session.get(&session)
                     && let Some(peer) = self.peers[slot].as_mut()
@@ -467,6 +470,9 @@ impl Worker {
                     && peer.user == user
                 {
                     peer.view = view;
+                    if let Some(socket) = maps {
+                        peer.video_map.on_socket(socket, Instant::now());
+                    }
                 }
             }
             WorkerMsg::Kick {

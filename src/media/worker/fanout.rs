@@ -464,19 +464,27 @@ fn send_video_map(peer: &mut Peer, frames: &FrameClocks, key: &RouterKey, now: I
     let channel = peer
         .control
         .filter(|id| peer.pc.data_channel(*id).is_some());
-    let Some(text) = peer
-        .video_map
-        .poll(clock.as_deref(), channel.is_some(), now)
-    else {
+    let can_send = channel.is_some() || peer.video_map.socket().is_some();
+    let Some(text) = peer.video_map.poll(clock.as_deref(), can_send, now) else {
         return;
     };
-    if let Some(mut dc) = channel.and_then(|id| peer.pc.data_channel(id))
-        && let Err(e) = dc.send_text(now, &text)
-    {
-        peer.span
-            .in_scope(|| debug!(error = %e, "video.map not sent"));
+    let sent = match channel.and_then(|id| peer.pc.data_channel(id)) {
+        Some(mut dc) => dc.send_text(now, &text).map_err(|e| e.to_string()),
+        // A full queue drops this map: the socket's reader is far behind, and the next map
+        // replaces it.
+        None => match peer.video_map.socket() {
+            Some(socket) => socket
+                .try_send(Arc::from(text.as_str()))
+                .map_err(|e| e.to_string()),
+            None => Err("no control channel or WebSocket".into()),
+        },
+    };
+    match sent {
+        Ok(()) => peer.span.in_scope(|| debug!(map = %text, "video.map")),
+        Err(e) => peer
+            .span
+            .in_scope(|| debug!(error = %e, map = %text, "video.map not sent")),
     }
-    peer.span.in_scope(|| debug!(map = %text, "video.map"));
 }
 
 /// The tag of a video packet of `layer`: its index, the layer's own epoch, and what every layer
