@@ -349,6 +349,13 @@ async fn when_the_origin_dies_edge_players_keep_their_sessions_and_a_continuous_
         .map(|p| p.resource.location.clone())
         .collect();
 
+    // The players' maps so far (of the first dealer stream, through the first origin).
+    let maps_before: Vec<usize> = players
+        .iter()
+        .map(common::video_map::maps)
+        .map(|m| m.len())
+        .collect();
+
     cluster.node(origin).kill();
     drop(dealer);
     let killed = Instant::now();
@@ -408,6 +415,16 @@ async fn when_the_origin_dies_edge_players_keep_their_sessions_and_a_continuous_
             audio_jump <= 2,
             "audio sequence numbers continue through the failover (largest step {audio_jump})"
         );
+    }
+    // Pulled again from the new owner, each player is mapped to the dealer's new stream.
+    for (i, (p, &before)) in players.iter().zip(&maps_before).enumerate() {
+        common::video_map::frames_map_to_the_dealers(
+            p,
+            &dealer,
+            before,
+            &format!("edge player {i}"),
+        )
+        .await;
     }
     players.clear();
     drop(dealer);
@@ -580,4 +597,48 @@ async fn a_join_storm_on_the_edges_is_one_keyframe_request_per_throttle_window_a
         median(&edge),
         median(&home)
     );
+}
+
+/// A player on an edge node can find the frame a result names, as one on the origin can: the
+/// origin tells the edge's pull which camera frame each relay stream's frame is, and the edge
+/// tells its players (`video.map`). Their frames map to the frames the dealer sent, in the
+/// same clock as the origin's players'. When the dealer reconnects at the origin the relay
+/// stream runs on unchanged, and the edge's players are mapped again, to the new clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_players_map_their_frames_to_the_dealers_through_the_relay() {
+    use common::video_map::frames_map_to_the_dealers;
+    let cluster = Cluster::three("").await;
+    let origin = owner(&cluster, 0, None).await;
+    let edge = (origin + 1) % 3;
+    let epoch = Instant::now();
+    let first = common::dealer(cluster.node(origin), epoch).await;
+    let at_origin = players_on(cluster.node(origin), 1, epoch).await;
+    let at_edge = players_on(cluster.node(edge), 1, epoch).await;
+    let (o_clock, o_maps) =
+        frames_map_to_the_dealers(&at_origin[0], &first, 0, "the origin's player").await;
+    let (e_clock, e_maps) =
+        frames_map_to_the_dealers(&at_edge[0], &first, 0, "the edge's player").await;
+    assert_eq!(
+        o_clock, e_clock,
+        "both players' maps are in the dealer's clock"
+    );
+
+    // The dealer reconnects at the origin: a new stream and clock.
+    first.close().await.ok();
+    let second = common::dealer(cluster.node(origin), epoch).await;
+    let (o_clock2, _) =
+        frames_map_to_the_dealers(&at_origin[0], &second, o_maps, "the origin's player").await;
+    let (e_clock2, _) =
+        frames_map_to_the_dealers(&at_edge[0], &second, e_maps, "the edge's player").await;
+    assert_ne!(
+        o_clock2, o_clock,
+        "the reconnected dealer's stream is a new clock"
+    );
+    assert_eq!(
+        o_clock2, e_clock2,
+        "the edge's player follows the new clock"
+    );
+    drop(at_origin);
+    drop(at_edge);
+    second.close().await.ok();
 }

@@ -9,6 +9,7 @@ mod common;
 
 use common::TestNode;
 use common::control::{WsPlayer, dealer, hello, token_for};
+use common::video_map::frames_map_to_the_dealers;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tablecast::auth::TokenRole;
@@ -207,25 +208,6 @@ async fn a_result_over_the_control_connection_names_its_frame_too() {
     node.stop().await;
 }
 
-/// The `video.map` messages a player has had, in order: (rtp, media_ts, media_clock).
-fn maps(player: &tablecast::client::Subscriber) -> Vec<(u32, u32, u32)> {
-    player
-        .stats()
-        .control_messages
-        .iter()
-        .filter_map(|t| serde_json::from_str::<Value>(t).ok())
-        .filter(|m| m["type"] == "video.map")
-        .map(|m| {
-            let field = |k: &str| {
-                m[k].as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .unwrap_or_else(|| panic!("video.map without a 32-bit {k}: {m}"))
-            };
-            (field("rtp"), field("media_ts"), field("media_clock"))
-        })
-        .collect()
-}
-
 /// Each player is told privately how its video's timestamps map to the dealer's frames
 /// (`video.map`), and the mapping is right: every frame the player receives after it maps to a
 /// frame the dealer sent. Through a dealer who reconnects (a new stream, a new clock and a new
@@ -237,60 +219,12 @@ async fn each_player_is_told_how_its_frames_map_to_the_dealers() {
     let first = common::dealer(&node, epoch).await;
     let player = common::player(&node, Default::default(), epoch).await;
 
-    // Checks that the player's frames after its newest map are the dealer's frames; returns the
-    // map's clock.
-    let check = async |publisher: &tablecast::client::Publisher, maps_before: usize| {
-        let map = common::wait_until(
-            Duration::from_secs(10),
-            "the player has a video.map for the dealer's stream",
-            async || maps(&player),
-            |m| m.len() > maps_before,
-        )
-        .await;
-        let &(rtp, media_ts, clock) = map.last().expect("a map");
-        common::wait_until(
-            Duration::from_secs(10),
-            "the player has 60 video packets after the map",
-            async || {
-                player
-                    .stats()
-                    .video
-                    .iter()
-                    .filter(|r| (r.timestamp.wrapping_sub(rtp) as i32) >= 0)
-                    .count()
-            },
-            |n| *n >= 60,
-        )
-        .await;
-        let sent: std::collections::HashSet<u32> =
-            publisher.stats().frames.iter().map(|(ts, _)| *ts).collect();
-        let mut checked = std::collections::HashSet::new();
-        for r in player.stats().video {
-            let since = r.timestamp.wrapping_sub(rtp);
-            if (since as i32) < 0 {
-                continue;
-            }
-            let named = media_ts.wrapping_add(since);
-            assert!(
-                sent.contains(&named),
-                "the player's frame {} maps to {named}, which the dealer never sent (map rtp \
-                 {rtp} = media_ts {media_ts})",
-                r.timestamp
-            );
-            checked.insert(named);
-        }
-        println!(
-            "video.map rtp {rtp} = media_ts {media_ts} in clock {clock}: {} frames checked",
-            checked.len()
-        );
-        (clock, map.len())
-    };
-    let (clock1, n) = check(&first, 0).await;
+    let (clock1, n) = frames_map_to_the_dealers(&player, &first, 0, "the player").await;
 
     // The dealer reconnects: a new WHIP session, a new SSRC and timestamps.
     first.close().await.ok();
     let second = common::dealer(&node, epoch).await;
-    let (clock2, _) = check(&second, n).await;
+    let (clock2, _) = frames_map_to_the_dealers(&player, &second, n, "the player").await;
     assert_ne!(clock1, clock2, "a new dealer stream is a new clock");
 
     // A result now names its frame in the new clock, which the player's map names too.

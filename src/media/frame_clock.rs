@@ -64,6 +64,9 @@ struct Layer {
 struct State {
     /// In the order they opened; the first is the reference.
     layers: Vec<Layer>,
+    /// On an edge node, the camera's streams from the origin's relay, by SSRC: the origin's
+    /// `video.map` of each (its frame `rtp` is the camera's frame). An edge has no layers.
+    relayed: HashMap<u32, (u32, NamedFrame)>,
     /// The reference layer's recent frames, oldest first.
     frames: VecDeque<u32>,
 }
@@ -152,6 +155,16 @@ impl FrameClock {
             .unwrap_or(ts)
     }
 
+    /// On an edge node: the origin says relay stream `ssrc`'s frame `rtp` is `frame`.
+    pub fn set_relayed(&self, ssrc: u32, rtp: u32, frame: NamedFrame) {
+        self.state().relayed.insert(ssrc, (rtp, frame));
+    }
+
+    /// On an edge node: a new pull from the origin; its streams are new.
+    pub fn clear_relayed(&self) {
+        self.state().relayed.clear();
+    }
+
     /// The SSRC of the reference layer: the name of the clock frames are named in.
     pub fn reference(&self) -> Option<u32> {
         self.state().layers.first().map(|l| l.ssrc)
@@ -163,6 +176,16 @@ impl FrameClock {
     /// nothing is known yet to relate it to the reference.
     pub fn to_reference(&self, ssrc: u32, ts: u32) -> Option<(NamedFrame, bool)> {
         let s = self.state();
+        if let Some(&(rtp, frame)) = s.relayed.get(&ssrc) {
+            let media_ts = frame.media_ts.wrapping_add(ts.wrapping_sub(rtp));
+            return Some((
+                NamedFrame {
+                    media_ts,
+                    clock: frame.clock,
+                },
+                true,
+            ));
+        }
         let reference = s.layers.first()?;
         let clock = reference.ssrc;
         let named = |media_ts| NamedFrame { media_ts, clock };
@@ -272,6 +295,15 @@ impl FrameClocks {
         if cameras.get(&key).is_some_and(|c| Arc::ptr_eq(c, clock)) {
             cameras.remove(&key);
         }
+    }
+
+    /// The clock of a table's camera on an edge node, which the origin's relay maps: the one
+    /// there is, or a new one.
+    pub fn relayed(&self, table: &TableId, camera: &CameraId) -> Arc<FrameClock> {
+        self.cameras()
+            .entry((table.clone(), camera.clone()))
+            .or_insert_with(|| Arc::new(FrameClock::new(VIDEO_CLOCK_RATE)))
+            .clone()
     }
 
     /// The clock of the table's main camera, while a dealer publishes it on this node.

@@ -217,6 +217,19 @@ impl MediaHandle {
             .is_some_and(|w| w.try_send(msg).is_ok())
     }
 
+    /// The origin's map of a pull's stream `ssrc` changed from its frame `rtp` on: every
+    /// worker re-anchors its players of `key` who watch that stream (`video_map.rs`). The map
+    /// itself is in the camera's clock (`frames`) already.
+    pub(super) fn relay_map(&self, key: &super::peer::RouterKey, ssrc: u32, rtp: u32) {
+        for w in self.workers.iter() {
+            let _ = w.try_send(WorkerMsg::RelayMap {
+                key: key.clone(),
+                ssrc,
+                rtp,
+            });
+        }
+    }
+
     /// Hands a pull's start or end to its worker, waiting for room in its queue.
     pub(super) async fn relay_send_wait(&self, key: &super::peer::RouterKey, msg: WorkerMsg) {
         if let Some(w) = self.relay_worker(key) {

@@ -154,6 +154,8 @@ pub struct Peer {
     pub link: Arc<LinkStats>,
     /// Player: which frame of the camera each of its frames is (`video_map.rs`).
     pub video_map: super::video_map::VideoMap,
+    /// Relay: the same for each of its layer streams, by layer index, for the edge's players.
+    pub relay_maps: Vec<super::video_map::VideoMap>,
 }
 
 /// A connection that has answered its offer.

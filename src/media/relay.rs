@@ -30,6 +30,7 @@ use super::handle::MediaHandle;
 use super::keyframe::VideoCodec;
 use super::peer::{MediaKind, RouterKey, media_engine};
 use super::router::{RELAY_LAYERS, RelaySource};
+use super::video_map::parse_relay_map;
 use super::worker::WorkerMsg;
 use crate::client::driver;
 use crate::client::{ClientError, Target};
@@ -341,6 +342,11 @@ impl Cascade {
             .with_interceptor_registry(registry)
             .build(Instant::now())?;
         driver::receive_video_and_audio(&mut pc, RELAY_LAYERS)?;
+        // The origin tells the pull, on this channel, which frame of the camera each of its
+        // streams' frames is (`video.map`), for the players here to reveal results on.
+        pc.create_data_channel("control", None)?;
+        let frames = self.media.frames.relayed(&key.table, &key.camera);
+        frames.clear_relayed();
         let socket = UdpSocket::bind(SocketAddr::new(self.bind_ip, 0)).await?;
         let local = SocketAddr::new(self.announce_ip, socket.local_addr()?.port());
         let http = driver::http_client();
@@ -407,6 +413,20 @@ impl Cascade {
                 break "the connection to the origin was lost";
             }
             while let Some(msg) = pc.poll_read() {
+                if let RTCMessage::DataChannelMessage(_, message) = &msg.message {
+                    if let Some((ssrc, anchor)) = parse_relay_map(&message.data) {
+                        debug!(
+                            ssrc,
+                            rtp = anchor.rtp,
+                            media_ts = anchor.frame.media_ts,
+                            media_clock = anchor.frame.clock,
+                            "the origin's video.map of a relay stream"
+                        );
+                        frames.set_relayed(ssrc, anchor.rtp, anchor.frame);
+                        self.media.relay_map(key, ssrc, anchor.rtp);
+                    }
+                    continue;
+                }
                 if let RTCMessage::RtpPacket(track_id, packet) = msg.message {
                     let Some(&(kind, receiver)) = tracks.get(&track_id) else {
                         continue;

@@ -47,13 +47,45 @@ pub struct Anchor {
 }
 
 impl Anchor {
-    /// The `video.map` message.
-    pub fn message(&self) -> String {
-        format!(
-            r#"{{"type":"video.map","rtp":{},"media_ts":{},"media_clock":{}}}"#,
-            self.rtp, self.frame.media_ts, self.frame.clock
-        )
+    /// The `video.map` message; `stream`: the SSRC of the stream it is of, when the session
+    /// has several (a relay to an edge node has one per layer).
+    pub fn message(&self, stream: Option<u32>) -> String {
+        match stream {
+            None => format!(
+                r#"{{"type":"video.map","rtp":{},"media_ts":{},"media_clock":{}}}"#,
+                self.rtp, self.frame.media_ts, self.frame.clock
+            ),
+            Some(ssrc) => format!(
+                r#"{{"type":"video.map","ssrc":{ssrc},"rtp":{},"media_ts":{},"media_clock":{}}}"#,
+                self.rtp, self.frame.media_ts, self.frame.clock
+            ),
+        }
     }
+}
+
+/// A relay's `video.map` as an edge node reads it: the relay stream `ssrc`'s frame `rtp` is
+/// the camera's `frame`. None for anything else.
+pub fn parse_relay_map(text: &[u8]) -> Option<(u32, Anchor)> {
+    #[derive(serde::Deserialize)]
+    struct Map {
+        #[serde(rename = "type")]
+        kind: String,
+        ssrc: u32,
+        rtp: u32,
+        media_ts: u32,
+        media_clock: u32,
+    }
+    let m: Map = serde_json::from_slice(text).ok()?;
+    (m.kind == "video.map").then_some((
+        m.ssrc,
+        Anchor {
+            rtp: m.rtp,
+            frame: NamedFrame {
+                media_ts: m.media_ts,
+                clock: m.media_clock,
+            },
+        },
+    ))
 }
 
 /// The run being anchored: its first frame as sent, and as the camera's layer had it.
@@ -78,19 +110,41 @@ pub struct VideoMap {
     next: Option<Instant>,
     /// The player's WebSocket, when its `video.view` came on one.
     socket: Option<MapSocket>,
+    /// The SSRC of the stream this map is of, named in its messages (a relay's layers).
+    stream: Option<u32>,
+    /// The current run's first frame, as sent and as the source had it, kept after it is
+    /// anchored: an edge node re-anchors it when the origin's map of its relay stream changes.
+    current: Option<Run>,
 }
 
 impl VideoMap {
+    /// The map is of one of several streams of a session: its messages name its SSRC.
+    pub fn set_stream(&mut self, ssrc: u32) {
+        self.stream = Some(ssrc);
+    }
+
     /// A new run of the player's video began: its first packet went out with timestamp `rtp`,
     /// and came from layer `ssrc` with timestamp `ts`.
     pub fn on_run(&mut self, rtp: u32, ssrc: u32, ts: u32, now: Instant) {
-        self.run = Some(Run {
+        let run = Run {
             rtp,
             ssrc,
             ts,
             since: now,
-        });
+        };
+        self.run = Some(run);
+        self.current = Some(run);
         self.next = Some(now);
+    }
+
+    /// On an edge node: the origin's map of relay stream `ssrc` changed from its frame `rtp`
+    /// on (the dealer reconnected at the origin; the relay stream itself runs on unchanged). A
+    /// player whose run comes from that stream is anchored again at that frame.
+    pub fn on_relay_anchor(&mut self, ssrc: u32, rtp: u32, now: Instant) {
+        if let Some(run) = self.current.filter(|r| r.ssrc == ssrc) {
+            let offset = run.rtp.wrapping_sub(run.ts);
+            self.on_run(rtp.wrapping_add(offset), ssrc, rtp, now);
+        }
     }
 
     /// The player's `control` channel (re)opened: it has been told nothing yet.
@@ -179,7 +233,7 @@ impl VideoMap {
             return None;
         }
         self.delivered = true;
-        Some(anchor.message())
+        Some(anchor.message(self.stream))
     }
 
     /// The anchor of the current run, when found.
@@ -243,6 +297,59 @@ mod tests {
         assert_eq!(map.poll(Some(&clock), true, now + 2 * REFINE), None);
         assert!(!map.due(now + GIVE_UP));
         assert_eq!(map.anchor().map(|a| a.rtp), Some(90_000));
+    }
+
+    /// On an edge: the origin's map of a relay stream maps the edge player's frames, and when
+    /// it changes (the dealer reconnected at the origin), the player is anchored again at the
+    /// frame it changed from, with its own offset.
+    #[test]
+    fn an_edge_player_follows_the_origins_map_of_its_relay_stream() {
+        let relay = 0xabcd_u32;
+        let text = format!(
+            r#"{{"type":"video.map","ssrc":{relay},"rtp":1000,"media_ts":50,"media_clock":7}}"#
+        );
+        let (ssrc, anchor) = parse_relay_map(text.as_bytes()).expect("a relay map");
+        assert_eq!(ssrc, relay);
+        assert_eq!(parse_relay_map(br#"{"type":"pong","ssrc":1}"#), None);
+        assert_eq!(parse_relay_map(b"not json"), None);
+        let clock = FrameClock::new(VIDEO_CLOCK_RATE);
+        clock.set_relayed(ssrc, anchor.rtp, anchor.frame);
+        let t0 = Instant::now();
+        let mut map = VideoMap::default();
+        // The player's run starts at relay frame 7000, sent as 100.
+        map.on_run(100, relay, 7_000, t0);
+        let sent = map.poll(Some(&clock), true, t0).expect("a map");
+        assert_eq!(
+            sent,
+            r#"{"type":"video.map","rtp":100,"media_ts":6050,"media_clock":7}"#
+        );
+        // The dealer reconnects at the origin: from relay frame 40_000 on, clock 9 from 0.
+        let new = NamedFrame {
+            media_ts: 0,
+            clock: 9,
+        };
+        clock.set_relayed(relay, 40_000, new);
+        map.on_relay_anchor(0x9999, 40_000, t0);
+        assert!(!map.due(t0), "another stream's map is not this player's");
+        map.on_relay_anchor(relay, 40_000, t0);
+        let sent = map.poll(Some(&clock), true, t0).expect("a new map");
+        // Relay 40_000 is the player's 40_000 - 7_000 + 100.
+        assert_eq!(
+            sent,
+            r#"{"type":"video.map","rtp":33100,"media_ts":0,"media_clock":9}"#
+        );
+        // A relay's own map names its stream.
+        let mut of_relay = VideoMap::default();
+        of_relay.set_stream(relay);
+        of_relay.on_run(1000, 5, 50, t0);
+        let source = FrameClock::new(VIDEO_CLOCK_RATE);
+        source.on_packet(5, 50, t0);
+        assert_eq!(
+            of_relay.poll(Some(&source), true, t0),
+            Some(format!(
+                r#"{{"type":"video.map","ssrc":{relay},"rtp":1000,"media_ts":50,"media_clock":5}}"#
+            ))
+        );
     }
 
     /// No clock (no dealer on this node): nothing is sent, the wrong old anchor is dropped,

@@ -97,6 +97,12 @@ pub enum WorkerMsg {
         codec: Option<super::keyframe::VideoCodec>,
         packet: rtc::rtp::Packet,
     },
+    /// The origin's map of a pull's stream changed from its frame `rtp` on (`relay.rs`).
+    RelayMap {
+        key: RouterKey,
+        ssrc: u32,
+        rtp: u32,
+    },
     /// The pull ended.
     RelayClose {
         key: RouterKey,
@@ -439,6 +445,15 @@ impl Worker {
                     source.video.video_codec = codec;
                 }
                 self.on_relay_rtp(key, relay, kind, packet, now);
+            }
+            WorkerMsg::RelayMap { key, ssrc, rtp } => {
+                if let Some(router) = self.routers.get(&key) {
+                    for &sub in &router.subscribers {
+                        if let Some(peer) = self.peers[sub].as_mut() {
+                            peer.video_map.on_relay_anchor(ssrc, rtp, now);
+                        }
+                    }
+                }
             }
             WorkerMsg::RelayClose { key, relay } => {
                 if let Some(router) = self.routers.get_mut(&key)

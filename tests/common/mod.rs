@@ -11,6 +11,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod round;
+pub mod video_map;
 
 use std::fmt::Debug;
 use std::path::PathBuf;

@@ -190,7 +190,14 @@ impl Worker {
                             if label == "control" && peer.control.is_none() {
                                 peer.control = Some(id);
                                 peer.video_map.on_channel_open(now);
-                                self.control.opened(control_channel(peer));
+                                for map in &mut peer.relay_maps {
+                                    map.on_channel_open(now);
+                                }
+                                // A relay's channel carries its video.maps to the edge node,
+                                // and nothing of the table's.
+                                if !peer.relay {
+                                    self.control.opened(control_channel(peer));
+                                }
                             }
                         }
                     }
@@ -199,7 +206,9 @@ impl Worker {
                     {
                         peer.control = None;
                         peer.span.in_scope(|| info!("control channel closed"));
-                        self.control.closed(control_channel(peer));
+                        if !peer.relay {
+                            self.control.closed(control_channel(peer));
+                        }
                     }
                     _ => {}
                 }
@@ -208,7 +217,9 @@ impl Worker {
                 match msg.message {
                     RTCMessage::RtpPacket(track_id, packet) => rtp.push((track_id, packet)),
                     RTCMessage::RtcpPacket(_, packets) => rtcp.extend(packets),
-                    RTCMessage::DataChannelMessage(id, message) if Some(id) == peer.control => {
+                    RTCMessage::DataChannelMessage(id, message)
+                        if Some(id) == peer.control && !peer.relay =>
+                    {
                         self.control.message(control_channel(peer), &message.data);
                     }
                     _ => {}

@@ -385,8 +385,20 @@ impl Worker {
                     // The player's own VP8 numbering, continuous across its layers.
                     packet.payload = peer.selector.vp8.rewrite(packet.payload, fwd.keyframe);
                 }
-                if !peer.relay && fwd.kind == MediaKind::Video && out.stream.take_new_run() {
-                    peer.video_map.on_run(
+                if fwd.kind == MediaKind::Video && out.stream.take_new_run() {
+                    let map = match layer {
+                        Some(i) if peer.relay => {
+                            let i = usize::from(i);
+                            if peer.relay_maps.len() <= i {
+                                peer.relay_maps.resize_with(i + 1, Default::default);
+                            }
+                            let map = &mut peer.relay_maps[i];
+                            map.set_stream(out.stream.ssrc);
+                            map
+                        }
+                        _ => &mut peer.video_map,
+                    };
+                    map.on_run(
                         timestamp,
                         fwd.packet.header.ssrc,
                         fwd.packet.header.timestamp,
@@ -429,8 +441,8 @@ impl Worker {
                     }
                 }
             }
-            if peer.video_map.due(now) {
-                send_video_map(peer, &self.frames, key, now);
+            if peer.video_map.due(now) || peer.relay_maps.iter().any(|m| m.due(now)) {
+                send_video_maps(peer, &self.frames, key, now);
             }
             while let Some(out) = peer.pc.poll_write() {
                 self.send.push(out.transport.peer_addr, out.message);
@@ -458,32 +470,40 @@ impl Worker {
     }
 }
 
-/// Tells a player its `video.map` when its run's anchor is found or changed (`video_map.rs`).
-fn send_video_map(peer: &mut Peer, frames: &FrameClocks, key: &RouterKey, now: Instant) {
+/// Tells a player its `video.map` when its run's anchor is found or changed, and a relay those
+/// of its layer streams (`video_map.rs`): on the session's `control` channel, else a player's
+/// WebSocket.
+fn send_video_maps(peer: &mut Peer, frames: &FrameClocks, key: &RouterKey, now: Instant) {
     let clock = frames.camera(&key.table, &key.camera);
     let channel = peer
         .control
         .filter(|id| peer.pc.data_channel(*id).is_some());
-    let can_send = channel.is_some() || peer.video_map.socket().is_some();
-    let Some(text) = peer.video_map.poll(clock.as_deref(), can_send, now) else {
-        return;
-    };
-    let sent = match channel.and_then(|id| peer.pc.data_channel(id)) {
-        Some(mut dc) => dc.send_text(now, &text).map_err(|e| e.to_string()),
-        // A full queue drops this map: the socket's reader is far behind, and the next map
-        // replaces it.
-        None => match peer.video_map.socket() {
-            Some(socket) => socket
-                .try_send(Arc::from(text.as_str()))
-                .map_err(|e| e.to_string()),
-            None => Err("no control channel or WebSocket".into()),
-        },
-    };
-    match sent {
-        Ok(()) => peer.span.in_scope(|| debug!(map = %text, "video.map")),
-        Err(e) => peer
-            .span
-            .in_scope(|| debug!(error = %e, map = %text, "video.map not sent")),
+    let mut texts = Vec::new();
+    if peer.video_map.due(now) {
+        let can_send = channel.is_some() || peer.video_map.socket().is_some();
+        texts.extend(peer.video_map.poll(clock.as_deref(), can_send, now));
+    }
+    for map in peer.relay_maps.iter_mut().filter(|m| m.due(now)) {
+        texts.extend(map.poll(clock.as_deref(), channel.is_some(), now));
+    }
+    for text in texts {
+        let sent = match channel.and_then(|id| peer.pc.data_channel(id)) {
+            Some(mut dc) => dc.send_text(now, &text).map_err(|e| e.to_string()),
+            // A full queue drops this map: the socket's reader is far behind, and the next map
+            // replaces it.
+            None => match peer.video_map.socket() {
+                Some(socket) => socket
+                    .try_send(Arc::from(text.as_str()))
+                    .map_err(|e| e.to_string()),
+                None => Err("no control channel or WebSocket".into()),
+            },
+        };
+        match sent {
+            Ok(()) => peer.span.in_scope(|| debug!(map = %text, "video.map")),
+            Err(e) => peer
+                .span
+                .in_scope(|| debug!(error = %e, map = %text, "video.map not sent")),
+        }
     }
 }
 

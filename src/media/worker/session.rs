@@ -88,6 +88,7 @@ impl Worker {
             prober: Default::default(),
             link,
             video_map: Default::default(),
+            relay_maps: Vec::new(),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -280,7 +281,7 @@ impl Worker {
         let Some(mut peer) = self.peers[slot].take() else {
             return;
         };
-        if peer.control.take().is_some() {
+        if peer.control.take().is_some() && !peer.relay {
             self.control.closed(control_channel(&peer));
         }
         let _ = peer.pc.close();
