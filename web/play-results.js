@@ -27,22 +27,31 @@ export class ResultsView {
     this.shown = shown;
     this.road = [];
     this.timer = null;
+    /** Results waiting for their frame: the page shows nothing of them (winners, payouts) yet. */
+    this.revealing = 0;
     // Results, voids and payouts show in the order they came, each after the one before.
     this.queue = Promise.resolve();
   }
 
-  /** A `round.result`: wait until the frame it names is on screen, then show it. */
+  /**
+   * A `round.result`: wait until the frame it names is on screen, then show it. Until then
+   * `revealing` holds the page's table back (the winning spot, the payout), which would spoil
+   * it, and whose drawing would delay the reveal itself.
+   */
   result(ev) {
     const arrived = performance.now();
-    const wait = this.client().onFrame(ev);
-    this.queue = this.queue.then(() => wait).then(({ via, waitedMs, frames, rtp }) => {
+    this.revealing += 1;
+    const wait = this.client().onFrame(ev).finally(() => { this.revealing -= 1; });
+    this.queue = this.queue.then(() => wait).then(({ via, waitedMs, frames, rtp, mediaTs, previousFrames, unseenFrames, droppedFrames, atArrivalFrames, late }) => {
       const outcome = outcomeList(ev.outcome);
       this.banner(resultText(outcome), outcome[0] ?? 'none');
       this.push(ev.round, outcome);
       this.shown.push({
         round: ev.round, outcome, seq: ev.seq, mediaTs: ev.media_ts ?? null, mediaClock: ev.media_clock ?? null,
-        via, framesLate: frames, rtp, waitedMs, shownAfterMs: Math.round(performance.now() - arrived),
+        via, framesLate: frames, rtp, shownMediaTs: mediaTs, previousFrames, unseenFrames, droppedFrames, atArrivalFrames, late, waitedMs,
+        shownAfterMs: Math.round(performance.now() - arrived),
       });
+      this.changed();
     });
   }
 

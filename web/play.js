@@ -60,9 +60,9 @@ async function start() {
   window.tablecast.client = client;
   client.on('connection', setConnection);
   client.on('quality', renderQuality);
-  client.on('table', renderTable);
+  client.on('table', (t) => heldForReveal(() => renderTable(t)));
   client.on('snapshot', onSnapshot);
-  client.on('bet', renderBets);
+  client.on('bet', () => heldForReveal(renderBets));
   client.on('round.opened', onRoundOpened);
   client.on('round.result', (ev) => results.result(ev));
   client.on('round.voided', (ev) => results.voided(ev));
@@ -510,7 +510,23 @@ function onRoundOpened(ev) {
 // Results (play-results.js) and chat (play-chat.js)
 // ---------------------------------------------------------------------------
 
-const results = new ResultsView({ client: () => client, money, changed: () => renderBets(), shown: window.tablecast.results });
+const results = new ResultsView({ client: () => client, money, changed: () => renderHeld(), shown: window.tablecast.results });
+
+/** Table changes that came while a result waited for its frame, drawn once it is revealed. */
+let heldRender = false;
+function heldForReveal(render) {
+  if (results.revealing > 0) heldRender = true;
+  else render();
+}
+function renderHeld() {
+  if (results.revealing > 0) return;
+  if (heldRender) {
+    heldRender = false;
+    renderTable(client?.table);
+  } else {
+    renderBets();
+  }
+}
 const addChat = setupChat(() => client);
 
 // ---------------------------------------------------------------------------

@@ -139,14 +139,46 @@ test('a dealer page publishes through the owner and a player page on an edge nod
   const switches = Number(new RegExp(`tablecast_simulcast_layer_switches_total\\{table="${TABLE}"\\} (\\d+)`).exec(edgeMetrics.text)?.[1]);
   assert.ok(switches >= 2, `the edge switched layers itself (its own count): ${switches}`);
 
-  // A round, dealt on the owner, plays on the edge player's page.
+  // A round, dealt on the owner, plays on the edge player's page and on a page on the owner.
+  const local = await openPage(browser, `${home.baseUrl}/play/${TABLE}`, { label: 'origin-player', log });
+  await joined(local);
+  await decoding(local, 30);
   const dealerToken = await home.token({ role: 'dealer', table: TABLE, user: 'croupier' });
-  await waitView(player, (v) => v.state === 'betting_open', 'no round opened on the edge player\'s page', 40_000);
+  const pages = [player, local];
+  await Promise.all(pages.map((p) => waitView(p, (v) => v.state === 'betting_open', 'no round opened on a player\'s page', 40_000)));
+  // Countdowns on the two nodes agree: each page's server clock (ping/pong with its own node)
+  // puts the round's close at the same wall-clock moment.
+  let worst = 0;
+  for (let i = 0; i < 5; i += 1) {
+    const looks = await Promise.all(pages.map((p) => p.evaluate(() => window.tablecast.countdownMs() + Date.now())));
+    worst = Math.max(worst, Math.abs(looks[0] - looks[1]));
+    await player.waitForTimeout(100); // spacing the looks, not waiting for anything
+  }
+  console.log(`countdowns on the edge and the owner agree within ${worst.toFixed(1)} ms`);
+  assert.ok(worst <= 50, `the countdowns on the edge and on the owner differ by ${worst.toFixed(1)} ms (limit 50)`);
   await dealHttp(home, TABLE, dealerToken, 'close');
-  await dealHttp(home, TABLE, dealerToken, 'result', { outcome: 'banker' });
-  const end = await waitView(player, (v) => v.results.length > 0 && v.banner !== null, 'the result did not reach the edge player\'s page');
+  // As a dealer turns the cards over: both pages show betting closed and present video again.
+  await Promise.all(pages.map((p) => waitView(p, (v) => v.state === 'betting_closed', 'betting did not close on a player\'s page')));
+  await Promise.all(pages.map((p) => p.evaluate(() => new Promise((resolve) => document.getElementById('video').requestVideoFrameCallback(() => resolve())))));
+  const answer = await dealHttp(home, TABLE, dealerToken, 'result', { outcome: 'banker' });
+  // Polled lightly (no getStats while the pages reveal it), then read once.
+  await Promise.all(pages.map((p) => p.waitForFunction(() => window.tablecast.results.length > 0, null, { timeout: 20_000, polling: 250 })));
+  const [end, atOwner] = await Promise.all(pages.map((p) => waitView(p, (v) => v.results.length > 0 && v.banner !== null, 'the result did not reach a player\'s page')));
   assertContiguous(end.seqLog, 'the edge player');
+  // Both reveal it on the frame it names: the edge's player through the relay's video.map.
+  for (const [who, v] of [['edge', end], ['owner', atOwner]]) {
+    const r = v.results.at(-1);
+    console.log(`${who} player revealed round ${r.round} by '${r.via}', ${r.framesLate} frame(s) after the named frame (the one before at ${r.previousFrames}), after ${r.waitedMs} ms; ${r.unseenFrames} presented unseen and ${r.droppedFrames} never presented before it; on arrival the video was at ${r.atArrivalFrames?.toFixed(2)} frames${r.late ? ' (the event came late)' : ''}`);
+    assert.equal(r.mediaTs, answer.media_ts, `the ${who} player's result names the frame the owner named`);
+    assert.equal(r.via, 'frame', `the ${who} player revealed the result by '${r.via}', not on its frame`);
+    // The event came before its frame was on screen, and the reveal was on that frame or the
+    // next, or as soon after as the page could: frames the browser presented while the page's
+    // main thread was busy, or never presented, are past before it can draw anything.
+    assert.equal(r.late, false, `the ${who} player's result came after its frame was on screen (${r.atArrivalFrames} frames)`);
+    assert.ok(r.framesLate <= 1 + (r.unseenFrames ?? 0) + (r.droppedFrames ?? 0), `the ${who} player revealed ${r.framesLate} frames late (${r.unseenFrames} presented while its page was busy, ${r.droppedFrames} never presented)`);
+  }
   await player.screenshot({ path: artifact('cluster.player.png') });
+  await local.close();
 });
 
 test('a player given one node asks it which node to use, and keeps the answer for reconnects', { timeout: 120_000 }, async () => {

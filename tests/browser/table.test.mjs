@@ -18,7 +18,7 @@ import { FIXTURES_DIR, artifact } from './lib/paths.mjs';
 
 const TABLE = 'studio';
 /** Countdowns on different pages may differ by at most this much. */
-const COUNTDOWN_TOLERANCE_MS = 100;
+const COUNTDOWN_TOLERANCE_MS = 50;
 
 let node;
 let browser;

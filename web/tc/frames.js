@@ -71,6 +71,37 @@ export class FrameMap {
   }
 }
 
+/** The RTP timestamp of the frame a video element shows now, kept from its presented frames. */
+export class Presented {
+  constructor() {
+    /** @type {number|null} */
+    this.rtp = null;
+    /** The video's presentedFrames then. */
+    this.count = null;
+    this._video = null;
+  }
+
+  /** Follow `video`'s presented frames (once per element). */
+  watch(video) {
+    if (this._video === video) return;
+    this._video = video;
+    this.rtp = null;
+    if (!video || typeof video.requestVideoFrameCallback !== 'function') return;
+    const step = (_now, meta) => {
+      if (this._video !== video) return;
+      this.rtp = typeof meta?.rtpTimestamp === 'number' ? meta.rtpTimestamp >>> 0 : null;
+      this.count = meta?.presentedFrames ?? null;
+      video.requestVideoFrameCallback(step);
+    };
+    video.requestVideoFrameCallback(step);
+  }
+
+  /** A new session: its timestamps are new. */
+  clear() {
+    this.rtp = null;
+  }
+}
+
 /**
  * Resolves when the frame `event` names is on screen in `video`, or after `maxWaitMs`.
  * Resolves with {via, waitedMs, frames, rtp, mediaTs}, in the task that presented the frame:
@@ -78,6 +109,12 @@ export class FrameMap {
  *    RTP timestamp, `mediaTs` the camera frame it is, `heldMs` how long it waited on the page
  *    after it arrived, and `previousFrames` where the frame presented before it was (a browser
  *    that skips frames on screen may never present the named one);
+ *    between the look before (the previous frame, or the event's arrival) and it, `unseenFrames`
+ *    counts frames the browser presented while the page's main thread was busy (no callback)
+ *    and `droppedFrames` those it never presented; `atArrivalFrames` is where the frame on
+ *    screen was when the call came, from the named one (negative: the video was behind, as it
+ *    should be; null when unknown). When the named frame
+ *    was on screen already (the event came late), it resolves at once with `late` true;
  *  - via 'timeout': the frame did not come in time (video paused, layer gone, no map);
  *  - via 'arrival': the browser gives no `rtpTimestamp`, or the event or this player's
  *    video has no map: it resolved when the first frame received after the call was shown;
@@ -85,10 +122,11 @@ export class FrameMap {
  * @param {HTMLVideoElement|null} video
  * @param {FrameMap} maps
  * @param {{media_ts?: number, media_clock?: number}} event
- * @param {{maxWaitMs?: number, hasVideo?: boolean, jitterBufferMs?: number}} opts `hasVideo`
- *   false: the node sends no video now (a hidden page)
+ * @param {{maxWaitMs?: number, hasVideo?: boolean, jitterBufferMs?: number, presented?: Presented}} opts
+ *   `hasVideo` false: the node sends no video now (a hidden page); `presented`: what the
+ *   video shows now
  */
-export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, hasVideo = true, jitterBufferMs = 80 } = {}) {
+export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, hasVideo = true, jitterBufferMs = 80, presented = null } = {}) {
   const since = performance.now();
   const waited = () => Math.round(performance.now() - since);
   if (!video || video.paused || video.readyState < 2 || typeof video.requestVideoFrameCallback !== 'function' || !hasVideo) {
@@ -96,22 +134,51 @@ export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, ha
   }
   const target = Number.isInteger(event?.media_ts) ? event.media_ts >>> 0 : null;
   const clock = Number.isInteger(event?.media_clock) ? event.media_clock >>> 0 : null;
+  // Where the video is as the event comes.
+  const now = target !== null && presented?.rtp != null ? maps.cameraFrame(presented.rtp) : null;
+  const atArrival = now && now.clock === clock ? rtpDiff(now.mediaTs, target) : null;
+  if (atArrival !== null && atArrival >= -FRAME_TICKS / 2) {
+    return Promise.resolve({
+      via: 'frame', waitedMs: 0, frames: Math.max(0, Math.round(atArrival / FRAME_TICKS)), rtp: presented.rtp,
+      mediaTs: now.mediaTs, heldMs: null, previousFrames: null, atArrivalFrames: atArrival / FRAME_TICKS, late: true,
+    });
+  }
   return new Promise((resolve) => {
     let done = false;
     // The frame presented before the one revealed on, in frames from the target (negative).
     let previous = null;
+    // The last look at the video (the event's arrival, then each callback): its frame and the
+    // video's presentedFrames. Between two looks the video moved on `advanced` frames, of which
+    // the browser presented some while this page's main thread was busy (no callback: unseen)
+    // and never presented the others (dropped).
+    let last = presented?.rtp != null ? { rtp: presented.rtp, count: presented.count } : null;
+    let unseen = null;
+    let dropped = null;
     const finish = (via, frames = null, rtp = null, mediaTs = null, meta = null) => {
       if (done) return;
       done = true;
       clearTimeout(cap);
       // How long the frame was held between its arrival and the screen, when the browser says.
       const heldMs = typeof meta?.receiveTime === 'number' ? Math.round(meta.presentationTime - meta.receiveTime) : null;
-      resolve({ via, waitedMs: waited(), frames, rtp, mediaTs, heldMs, previousFrames: previous });
+      resolve({
+        via, waitedMs: waited(), frames, rtp, mediaTs, heldMs, previousFrames: previous, unseenFrames: unseen,
+        droppedFrames: dropped, atArrivalFrames: atArrival === null ? null : atArrival / FRAME_TICKS, late: false,
+      });
     };
     const cap = setTimeout(() => finish('timeout'), maxWaitMs);
     const step = (now, meta) => {
       if (done) return;
       const rtp = meta?.rtpTimestamp;
+      const count = meta?.presentedFrames;
+      if (typeof rtp === 'number' && typeof count === 'number') {
+        if (last?.count != null) {
+          const advanced = Math.max(0, Math.round(rtpDiff(rtp >>> 0, last.rtp) / FRAME_TICKS));
+          const shownSince = count - last.count;
+          unseen = Math.max(0, shownSince - 1);
+          dropped = Math.max(0, advanced - shownSince);
+        }
+        last = { rtp: rtp >>> 0, count };
+      }
       if (typeof rtp !== 'number' || target === null || clock === null || maps.maps.length === 0) {
         // Today's behaviour: the first frame received after the event came.
         if (typeof meta?.receiveTime === 'number') {

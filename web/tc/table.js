@@ -27,7 +27,7 @@ import { NodeRing, chooseNodes } from './nodes.js';
 import { StallWatch, nodeAnswers } from './liveness.js';
 import { play } from './whep.js';
 import { ViewReporter, checkQuality, layerName } from './view.js';
-import { FrameMap, FRAME_WAIT_MS, waitForFrame } from './frames.js';
+import { FrameMap, FRAME_WAIT_MS, Presented, waitForFrame } from './frames.js';
 
 /** ICE 'disconnected' this long counts as trouble (it often heals by itself sooner). */
 const ICE_GRACE_MS = 2000;
@@ -120,6 +120,8 @@ export class TableClient extends ControlSession {
     this.viewsSent = 0;
     /** The current session's `video.map`s: which camera frame each of its frames is. */
     this.frames = new FrameMap();
+    /** What the video shows now (its presented frames' RTP timestamps). */
+    this._presented = new Presented();
     /**
      * How results are revealed: 'frame' (on the frame they name) or 'arrival' (when the first
      * frame after them shows), and why not 'frame'. Also in `quality.reveal`.
@@ -182,7 +184,7 @@ export class TableClient extends ControlSession {
    */
   async onFrame(event, maxWaitMs = FRAME_WAIT_MS) {
     const r = await waitForFrame(this.video, this.frames, event, {
-      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80,
+      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80, presented: this._presented,
     });
     if (r.via === 'arrival' || r.via === 'frame') {
       const reason = r.via === 'frame' ? null
@@ -307,6 +309,7 @@ export class TableClient extends ControlSession {
   _adopt(player) {
     this.player = player;
     this.frames.clear();
+    this._presented.clear();
     const pc = player.pc;
     // Tracks arrive while the answer is applied, before play() returns, or later.
     if (player.stream.getTracks().length) this._showStream(player.stream);
@@ -340,6 +343,7 @@ export class TableClient extends ControlSession {
     const v = this.video;
     if (!v) return;
     if (v.srcObject !== stream) v.srcObject = stream;
+    this._presented.watch(v);
     if (v.paused) v.play().catch(() => { /* autoplay policy: the page offers tap-to-play */ });
   }
 
