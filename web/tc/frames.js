@@ -13,6 +13,12 @@
 
 /** A frame at 30 frames a second, in 90 kHz ticks. */
 export const FRAME_TICKS = 3000;
+/**
+ * How far before the named frame a frame may map and still be it: layers' clocks map to the
+ * reference layer's to within a few ticks, not exactly. 5 ms, well under half a frame at any
+ * frame rate a camera sends.
+ */
+const SAME_FRAME_TICKS = 450;
 /** How long `onFrame` waits for the named frame at most, by default. */
 export const FRAME_WAIT_MS = 2000;
 /** Maps kept: a few runs back, for frames still in the jitter buffer across a switch. */
@@ -106,8 +112,8 @@ export class Presented {
  * Resolves when the frame `event` names is on screen in `video`, or after `maxWaitMs`.
  * Resolves with {via, waitedMs, frames, rtp, mediaTs}, in the task that presented the frame:
  *  - via 'frame': that frame (or a later one, `frames` after it) was presented; `rtp` is its
- *    RTP timestamp, `mediaTs` the camera frame it is, `heldMs` how long it waited on the page
- *    after it arrived, and `previousFrames` where the frame presented before it was (a browser
+ *    RTP timestamp, `mediaTs` the camera frame it is, `shownAt` when it was to be displayed
+ *    (performance.now() clock), `heldMs` how long it waited on the page after it arrived, and `previousFrames` where the frame presented before it was (a browser
  *    that skips frames on screen may never present the named one);
  *    between the look before (the previous frame, or the event's arrival) and it, `unseenFrames`
  *    counts frames the browser presented while the page's main thread was busy (no callback)
@@ -137,7 +143,7 @@ export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, ha
   // Where the video is as the event comes.
   const now = target !== null && presented?.rtp != null ? maps.cameraFrame(presented.rtp) : null;
   const atArrival = now && now.clock === clock ? rtpDiff(now.mediaTs, target) : null;
-  if (atArrival !== null && atArrival >= -FRAME_TICKS / 2) {
+  if (atArrival !== null && atArrival >= -SAME_FRAME_TICKS) {
     return Promise.resolve({
       via: 'frame', waitedMs: 0, frames: Math.max(0, Math.round(atArrival / FRAME_TICKS)), rtp: presented.rtp,
       mediaTs: now.mediaTs, heldMs: null, previousFrames: null, atArrivalFrames: atArrival / FRAME_TICKS, late: true,
@@ -161,6 +167,8 @@ export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, ha
       // How long the frame was held between its arrival and the screen, when the browser says.
       const heldMs = typeof meta?.receiveTime === 'number' ? Math.round(meta.presentationTime - meta.receiveTime) : null;
       resolve({
+        // When the browser showed (or meant to show) the frame, on the performance clock.
+        shownAt: typeof meta?.expectedDisplayTime === 'number' ? meta.expectedDisplayTime : null,
         via, waitedMs: waited(), frames, rtp, mediaTs, heldMs, previousFrames: previous, unseenFrames: unseen,
         droppedFrames: dropped, atArrivalFrames: atArrival === null ? null : atArrival / FRAME_TICKS, late: false,
       });
@@ -192,10 +200,8 @@ export function waitForFrame(video, maps, event, { maxWaitMs = FRAME_WAIT_MS, ha
       }
       const shown = maps.cameraFrame(rtp >>> 0);
       if (shown && shown.clock === clock) {
-        // Within half a frame counts as the frame: layers' clocks map to the reference to
-        // within a few ticks, not exactly.
         const after = rtpDiff(shown.mediaTs, target);
-        if (after >= -FRAME_TICKS / 2) {
+        if (after >= -SAME_FRAME_TICKS) {
           finish('frame', Math.max(0, Math.round(after / FRAME_TICKS)), rtp >>> 0, shown.mediaTs, meta);
           return;
         }
