@@ -418,13 +418,21 @@ async fn when_the_origin_dies_edge_players_keep_their_sessions_and_a_continuous_
     }
     // Pulled again from the new owner, each player is mapped to the dealer's new stream.
     for (i, (p, &before)) in players.iter().zip(&maps_before).enumerate() {
-        common::video_map::frames_map_to_the_dealers(
+        let old = before
+            .checked_sub(1)
+            .and_then(|n| common::video_map::maps(p).get(n).map(|m| m.2));
+        let (clock, _) = common::video_map::frames_map_to_the_dealers(
             p,
             &dealer,
             before,
             &format!("edge player {i}"),
         )
         .await;
+        assert_ne!(
+            Some(clock),
+            old,
+            "edge player {i} is mapped to the new stream's clock"
+        );
     }
     players.clear();
     drop(dealer);

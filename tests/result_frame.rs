@@ -100,10 +100,10 @@ async fn a_result_names_the_frame_received_or_the_one_captured_at_its_moment() {
         attempts += 1;
         let recent = frames();
         let now = tablecast::control::server_ms();
-        let &(ts, at) = recent
+        let &(ts, at, _) = recent
             .iter()
             .rev()
-            .find(|(_, at)| now.saturating_sub(*at) >= 500)
+            .find(|(_, at, _)| now.saturating_sub(*at) >= 500)
             .expect("a frame half a second old");
         let answer = round_to_result(
             &node,
@@ -287,18 +287,30 @@ async fn a_player_on_a_websocket_gets_its_map_there() {
     )
     .await
     .expect("found");
-    // It maps the player's frames to the dealer's.
+    // It maps the player's frames to exactly the dealer's (each payload says which frame).
     let (rtp, media_ts) = (
         map["rtp"].as_u64().expect("rtp") as u32,
         map["media_ts"].as_u64().expect("media_ts") as u32,
     );
-    let sent: std::collections::HashSet<u32> =
-        publisher.stats().frames.iter().map(|(ts, _)| *ts).collect();
-    let newest = player.stats().video.last().expect("video").timestamp;
-    let named = media_ts.wrapping_add(newest.wrapping_sub(rtp));
-    assert!(
-        sent.contains(&named),
-        "frame {newest} maps to {named}, never sent; {map}"
+    assert_eq!(map["session"].as_str(), Some(session.as_str()), "{map}");
+    let sent: std::collections::HashMap<u64, u32> = publisher
+        .stats()
+        .frames
+        .iter()
+        .map(|&(ts, _, stamp)| (stamp, ts))
+        .collect();
+    let newest = player
+        .stats()
+        .video
+        .into_iter()
+        .rev()
+        .find(|r| r.sent_us.is_some_and(|s| sent.contains_key(&s)))
+        .expect("a packet of a remembered frame");
+    let named = media_ts.wrapping_add(newest.timestamp.wrapping_sub(rtp));
+    assert_eq!(
+        Some(named),
+        newest.sent_us.and_then(|s| sent.get(&s)).copied(),
+        "{map}"
     );
     assert!(
         map_of(&stranger).is_none(),

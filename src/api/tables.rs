@@ -216,12 +216,10 @@ async fn result(
         ))
     })?;
     // The frame it belongs to, named here, where the dealer's video arrives (`frame_clock`).
-    let (media_ts, media_clock) = match body.media_ts {
-        Some(ts) => (Some(ts), body.media_clock),
-        None => crate::control::frame_fields(
-            state.media.frames.name_result(&table.id, body.captured_at),
-        ),
-    };
+    let (media_ts, media_clock) =
+        crate::control::frame_fields(body.media_ts, body.media_clock, || {
+            state.media.frames.name_result(&table.id, body.captured_at)
+        });
     let round = table
         .dealer(DealerAction::Result {
             outcome: body.outcome,

@@ -58,9 +58,11 @@ pub struct PublisherStats {
     /// Keyframe requests (PLI) that reached this publisher.
     pub plis_received: u64,
     pub nacks_received: u64,
-    /// The video frames sent lately, oldest first: RTP timestamp, and wall-clock ms (Unix) at
-    /// capture (when it was sent, for this synthetic camera). At most [`FRAMES_KEPT`].
-    pub frames: std::collections::VecDeque<(u32, u64)>,
+    /// The video frames sent lately, oldest first: RTP timestamp, wall-clock ms (Unix) at
+    /// capture (when it was sent, for this synthetic camera), and the send stamp its payloads
+    /// carry (`synth`, µs since the client's epoch; [`super::Received::sent_us`]). At most
+    /// [`FRAMES_KEPT`].
+    pub frames: std::collections::VecDeque<(u32, u64, u64)>,
 }
 
 /// Frames a publisher's stats remember: 20 s at 30 frames a second.
@@ -258,7 +260,8 @@ impl Publisher {
                                 last_report = Some(now);
                                 sender_report(&mut pc, out, ts);
                             }
-                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, synth::micros_since(epoch), &mut counter);
+                            let stamp = synth::micros_since(epoch);
+                            let payloads = synth::video_frame(*codec, keyframe, options.packets_per_frame + usize::from(keyframe) * options.keyframe_extra_packets, options.packet_size, stamp, &mut counter);
                             let last = payloads.len() - 1;
                             for (i, payload) in payloads.into_iter().enumerate() {
                                 send(&mut pc, out, ts, i == last, payload, now);
@@ -269,7 +272,7 @@ impl Publisher {
                             if s.frames.len() == FRAMES_KEPT {
                                 s.frames.pop_front();
                             }
-                            s.frames.push_back((ts, crate::control::server_ms()));
+                            s.frames.push_back((ts, crate::control::server_ms(), stamp));
                         }
                         frame += 1;
                     }

@@ -74,6 +74,9 @@ pub struct Received {
     pub at: Instant,
     /// Publisher send → arrival here, when the payload is synthetic and shares our epoch.
     pub latency_us: Option<u64>,
+    /// The send stamp a synthetic payload carries (µs since the client's epoch): which of the
+    /// publisher's frames this packet is of.
+    pub sent_us: Option<u64>,
 }
 
 /// What a subscriber has seen.
@@ -230,21 +233,23 @@ impl Subscriber {
                                 .get(&track_id)
                                 .map(|t| (t.0, t.1))
                                 .unwrap_or((false, None));
-                            let latency_us = synth::payload_stamp(
+                            let sent_us = synth::payload_stamp(
                                 if video {
                                     codec.or(Some(VideoCodec::H264))
                                 } else {
                                     None
                                 },
                                 &packet.payload,
-                            )
-                            .and_then(|sent| synth::micros_since(epoch).checked_sub(sent));
+                            );
+                            let latency_us = sent_us
+                                .and_then(|sent| synth::micros_since(epoch).checked_sub(sent));
                             let r = Received {
                                 ssrc: packet.header.ssrc,
                                 seq: packet.header.sequence_number,
                                 timestamp: packet.header.timestamp,
                                 at: now,
                                 latency_us,
+                                sent_us,
                             };
                             let mut s = task_stats.lock().unwrap_or_else(|p| p.into_inner());
                             if video {

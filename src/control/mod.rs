@@ -597,19 +597,27 @@ pub(crate) fn name_unnamed_result(
     name: impl FnOnce(Option<u64>) -> Option<NamedFrame>,
 ) {
     if let ClientMessage::DealerResult {
-        media_ts: media_ts @ None,
+        media_ts,
         media_clock,
         captured_at,
         ..
     } = msg
     {
-        (*media_ts, *media_clock) = frame_fields(name(*captured_at));
+        (*media_ts, *media_clock) = frame_fields(*media_ts, *media_clock, || name(*captured_at));
     }
 }
 
-/// A named frame as the `media_ts` and `media_clock` fields of `dealer.result`/`round.result`.
-pub(crate) fn frame_fields(frame: Option<NamedFrame>) -> (Option<u64>, Option<u32>) {
-    match frame {
+/// A result's `media_ts` and `media_clock`: as given when it names its frame, else as `name`
+/// names it (nothing when it cannot).
+pub(crate) fn frame_fields(
+    media_ts: Option<u64>,
+    media_clock: Option<u32>,
+    name: impl FnOnce() -> Option<NamedFrame>,
+) -> (Option<u64>, Option<u32>) {
+    if media_ts.is_some() {
+        return (media_ts, media_clock);
+    }
+    match name() {
         Some(f) => (Some(u64::from(f.media_ts)), Some(f.clock)),
         None => (None, None),
     }

@@ -353,10 +353,10 @@ impl TableWriter {
                         media_clock,
                         captured_at,
                     } => {
-                        let (media_ts, media_clock) = match media_ts {
-                            Some(ts) => (Some(ts), media_clock),
-                            None => super::frame_fields(self.name_frame(captured_at)),
-                        };
+                        let (media_ts, media_clock) =
+                            super::frame_fields(media_ts, media_clock, || {
+                                self.name_frame(captured_at)
+                            });
                         self.table
                             .handle_result(now, outcome, media_ts, media_clock)
                     }

@@ -165,9 +165,16 @@ impl FrameClock {
         self.state().relayed.clear();
     }
 
-    /// The SSRC of the reference layer: the name of the clock frames are named in.
-    pub fn reference(&self) -> Option<u32> {
-        self.state().layers.first().map(|l| l.ssrc)
+    /// Timestamp `ts` of `layer` in the reference layer's clock through both layers' sender
+    /// reports (which map both to the dealer's NTP clock), snapped to the reference layer's
+    /// frame there. None before both have reported.
+    fn via_reports(&self, s: &State, layer: &Layer, ts: u32) -> Option<u32> {
+        let (ntp, rtp) = layer.report?;
+        let at_report = self.reference_at(s, ntp)?;
+        Some(Self::snap_nearest(
+            s,
+            ts.wrapping_sub(rtp).wrapping_add(at_report),
+        ))
     }
 
     /// Timestamp `ts` of layer `ssrc`, in the reference layer's clock, and whether it is exact
@@ -193,10 +200,7 @@ impl FrameClock {
             return Some((named(ts), true));
         }
         let layer = s.layers.iter().find(|l| l.ssrc == ssrc)?;
-        if let Some((ntp, rtp)) = layer.report
-            && let Some(at_report) = self.reference_at(&s, ntp)
-        {
-            let ts = Self::snap_nearest(&s, ts.wrapping_sub(rtp).wrapping_add(at_report));
+        if let Some(ts) = self.via_reports(&s, layer, ts) {
             return Some((named(ts), true));
         }
         // No reports: a layer's frame arrives within a few milliseconds of the same capture on
@@ -233,14 +237,7 @@ impl FrameClock {
         // Another layer's frame: through its sender report to the dealer's clock, and from
         // there to the reference layer's. Without reports, the reference layer's own newest
         // frame (at most a frame or two older).
-        let via_reports = s.layers[i].report.and_then(|(ntp, rtp)| {
-            let at_report = self.reference_at(&s, ntp)?;
-            Some(Self::snap_nearest(
-                &s,
-                ts.wrapping_sub(rtp).wrapping_add(at_report),
-            ))
-        });
-        via_reports
+        self.via_reports(&s, &s.layers[i], ts)
             .or_else(|| s.layers[0].latest.map(|(t, _)| t))
             .map(named)
     }
@@ -298,7 +295,7 @@ impl FrameClocks {
     }
 
     /// The clock of a table's camera on an edge node, which the origin's relay maps: the one
-    /// there is, or a new one.
+    /// there is, or a new one. The pull [`FrameClocks::unpublish`]es it when it ends.
     pub fn relayed(&self, table: &TableId, camera: &CameraId) -> Arc<FrameClock> {
         self.cameras()
             .entry((table.clone(), camera.clone()))
@@ -306,12 +303,14 @@ impl FrameClocks {
             .clone()
     }
 
-    /// The clock of the table's main camera, while a dealer publishes it on this node.
+    /// The clock of the table's main camera, while a dealer publishes it on this node (or, on
+    /// an edge, a pull maps it; it names no frame there).
     pub fn main(&self, table: &TableId) -> Option<Arc<FrameClock>> {
         self.camera(table, &CameraId::main())
     }
 
-    /// The clock of a table's camera, while a dealer publishes it on this node.
+    /// The clock of a table's camera, while a dealer publishes it on this node or a pull from
+    /// the origin maps it.
     pub fn camera(&self, table: &TableId, camera: &CameraId) -> Option<Arc<FrameClock>> {
         self.cameras()
             .get(&(table.clone(), camera.clone()))
@@ -457,7 +456,7 @@ mod tests {
         // The encoder restarts with a new SSRC after 2 s of silence.
         clock.on_packet(3, 50, t0 + Duration::from_secs(2));
         assert_eq!(clock.latest().map(|f| f.media_ts), Some(50));
-        assert_eq!(clock.reference(), Some(3));
+        assert_eq!(clock.latest().map(|f| f.clock), Some(3));
     }
 
     #[test]

@@ -220,13 +220,17 @@ impl MediaHandle {
     /// The origin's map of a pull's stream `ssrc` changed from its frame `rtp` on: every
     /// worker re-anchors its players of `key` who watch that stream (`video_map.rs`). The map
     /// itself is in the camera's clock (`frames`) already.
-    pub(super) fn relay_map(&self, key: &super::peer::RouterKey, ssrc: u32, rtp: u32) {
+    /// Waits for room in each queue: a map lost here would leave the edge's players on the
+    /// old clock for good.
+    pub(super) async fn relay_map(&self, key: &super::peer::RouterKey, ssrc: u32, rtp: u32) {
         for w in self.workers.iter() {
-            let _ = w.try_send(WorkerMsg::RelayMap {
-                key: key.clone(),
-                ssrc,
-                rtp,
-            });
+            let _ = w
+                .send(WorkerMsg::RelayMap {
+                    key: key.clone(),
+                    ssrc,
+                    rtp,
+                })
+                .await;
         }
     }
 

@@ -412,6 +412,8 @@ impl Cascade {
             if down {
                 break "the connection to the origin was lost";
             }
+            // The origin's maps of its streams, for every worker's players here (below).
+            let mut maps = Vec::new();
             while let Some(msg) = pc.poll_read() {
                 if let RTCMessage::DataChannelMessage(_, message) = &msg.message {
                     if let Some((ssrc, anchor)) = parse_relay_map(&message.data) {
@@ -423,7 +425,7 @@ impl Cascade {
                             "the origin's video.map of a relay stream"
                         );
                         frames.set_relayed(ssrc, anchor.rtp, anchor.frame);
-                        self.media.relay_map(key, ssrc, anchor.rtp);
+                        maps.push((ssrc, anchor.rtp));
                     }
                     continue;
                 }
@@ -472,6 +474,9 @@ impl Cascade {
                     }
                 }
             }
+            for (ssrc, rtp) in maps {
+                self.media.relay_map(key, ssrc, rtp).await;
+            }
             let deadline = pc
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -510,6 +515,10 @@ impl Cascade {
         if connected {
             metrics.relays_in.fetch_sub(1, Relaxed);
         }
+        // The pull's maps go with it (a newer pull, or a dealer here, has its own clock).
+        self.media
+            .frames
+            .unpublish(&key.table, &key.camera, &frames);
         let _ = pc.close();
         driver::flush(&mut pc, &socket).await;
         // Best effort: the origin reaps the session by itself if this does not reach it.

@@ -21,6 +21,7 @@
 //! frames arrived (within a frame), and then refined until the reports come.
 
 use super::frame_clock::{FrameClock, NamedFrame};
+use crate::protocol::SessionMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -47,42 +48,40 @@ pub struct Anchor {
 }
 
 impl Anchor {
-    /// The `video.map` message; `stream`: the SSRC of the stream it is of, when the session
-    /// has several (a relay to an edge node has one per layer).
-    pub fn message(&self, stream: Option<u32>) -> String {
-        match stream {
-            None => format!(
-                r#"{{"type":"video.map","rtp":{},"media_ts":{},"media_clock":{}}}"#,
-                self.rtp, self.frame.media_ts, self.frame.clock
-            ),
-            Some(ssrc) => format!(
-                r#"{{"type":"video.map","ssrc":{ssrc},"rtp":{},"media_ts":{},"media_clock":{}}}"#,
-                self.rtp, self.frame.media_ts, self.frame.clock
-            ),
-        }
+    /// The `video.map` message. `stream`: the SSRC of the stream it is of, when the session has
+    /// several (a relay to an edge node has one per layer). `session`: the WHEP session it is
+    /// of, on a WebSocket (which outlives sessions; a data channel is its session's own).
+    pub fn message(&self, stream: Option<u32>, session: Option<&str>) -> String {
+        crate::protocol::encode(&SessionMessage::VideoMap {
+            ssrc: stream,
+            session: session.map(str::to_owned),
+            rtp: self.rtp,
+            media_ts: self.frame.media_ts,
+            media_clock: self.frame.clock,
+        })
     }
 }
 
 /// A relay's `video.map` as an edge node reads it: the relay stream `ssrc`'s frame `rtp` is
 /// the camera's `frame`. None for anything else.
 pub fn parse_relay_map(text: &[u8]) -> Option<(u32, Anchor)> {
-    #[derive(serde::Deserialize)]
-    struct Map {
-        #[serde(rename = "type")]
-        kind: String,
-        ssrc: u32,
-        rtp: u32,
-        media_ts: u32,
-        media_clock: u32,
-    }
-    let m: Map = serde_json::from_slice(text).ok()?;
-    (m.kind == "video.map").then_some((
-        m.ssrc,
+    let SessionMessage::VideoMap {
+        ssrc: Some(ssrc),
+        rtp,
+        media_ts,
+        media_clock,
+        ..
+    } = serde_json::from_slice(text).ok()?
+    else {
+        return None;
+    };
+    Some((
+        ssrc,
         Anchor {
-            rtp: m.rtp,
+            rtp,
             frame: NamedFrame {
-                media_ts: m.media_ts,
-                clock: m.media_clock,
+                media_ts,
+                clock: media_clock,
             },
         },
     ))
@@ -183,15 +182,16 @@ impl VideoMap {
     }
 
     /// Looks for the current run's anchor in the camera's `clock` (None when no dealer
-    /// publishes the camera on this node), and returns the message to send when the player
-    /// has not been told it. `can_send`: the player's `control` channel is open; an anchor
-    /// found while it is not waits for it.
+    /// publishes the camera on this node), and returns it when the player has not been told
+    /// it: the caller sends it, and calls [`VideoMap::not_sent`] if it could not. `can_send`:
+    /// the player has a `control` channel or WebSocket open; an anchor found while it has not
+    /// waits for one.
     pub fn poll(
         &mut self,
         clock: Option<&FrameClock>,
         can_send: bool,
         now: Instant,
-    ) -> Option<String> {
+    ) -> Option<Anchor> {
         self.next = None;
         if let Some(run) = self.run {
             match clock.and_then(|c| c.to_reference(run.ssrc, run.ts)) {
@@ -233,7 +233,20 @@ impl VideoMap {
             return None;
         }
         self.delivered = true;
-        Some(anchor.message(self.stream))
+        Some(anchor)
+    }
+
+    /// The anchor [`VideoMap::poll`] gave could not be sent (a full queue, a channel that
+    /// refused it): it is tried again shortly.
+    pub fn not_sent(&mut self, now: Instant) {
+        self.delivered = false;
+        let again = now + RETRY;
+        self.next = Some(self.next.map_or(again, |t| t.min(again)));
+    }
+
+    /// The SSRC of the stream this map is of, when the session has several.
+    pub fn stream(&self) -> Option<u32> {
+        self.stream
     }
 
     /// The anchor of the current run, when found.
@@ -274,7 +287,10 @@ mod tests {
         assert!(!map.due(now + REFINE));
         map.on_channel_open(now);
         assert!(map.due(now));
-        let sent = map.poll(Some(&clock), true, now).unwrap();
+        let sent = map
+            .poll(Some(&clock), true, now)
+            .unwrap()
+            .message(None, None);
         assert_eq!(
             sent,
             format!(
@@ -285,7 +301,10 @@ mod tests {
         assert!(!map.due(now + GIVE_UP));
         // A switch to the top layer at its frame 20, sent as 90_000: guessed from arrivals.
         map.on_run(90_000, high, high0 + 20 * FRAME, now);
-        let guessed = map.poll(Some(&clock), true, now).unwrap();
+        let guessed = map
+            .poll(Some(&clock), true, now)
+            .unwrap()
+            .message(None, None);
         assert!(guessed.contains(&format!(r#""media_ts":{}"#, low0 + 20 * FRAME)));
         assert!(!map.due(now) && map.due(now + REFINE));
         // The same guess again is not resent.
@@ -318,7 +337,10 @@ mod tests {
         let mut map = VideoMap::default();
         // The player's run starts at relay frame 7000, sent as 100.
         map.on_run(100, relay, 7_000, t0);
-        let sent = map.poll(Some(&clock), true, t0).expect("a map");
+        let sent = map
+            .poll(Some(&clock), true, t0)
+            .expect("a map")
+            .message(None, None);
         assert_eq!(
             sent,
             r#"{"type":"video.map","rtp":100,"media_ts":6050,"media_clock":7}"#
@@ -332,7 +354,10 @@ mod tests {
         map.on_relay_anchor(0x9999, 40_000, t0);
         assert!(!map.due(t0), "another stream's map is not this player's");
         map.on_relay_anchor(relay, 40_000, t0);
-        let sent = map.poll(Some(&clock), true, t0).expect("a new map");
+        let sent = map
+            .poll(Some(&clock), true, t0)
+            .expect("a new map")
+            .message(None, None);
         // Relay 40_000 is the player's 40_000 - 7_000 + 100.
         assert_eq!(
             sent,
@@ -345,11 +370,23 @@ mod tests {
         let source = FrameClock::new(VIDEO_CLOCK_RATE);
         source.on_packet(5, 50, t0);
         assert_eq!(
-            of_relay.poll(Some(&source), true, t0),
+            of_relay
+                .poll(Some(&source), true, t0)
+                .map(|a| a.message(of_relay.stream(), None)),
             Some(format!(
                 r#"{{"type":"video.map","ssrc":{relay},"rtp":1000,"media_ts":50,"media_clock":5}}"#
             ))
         );
+        // On a WebSocket a map names its session; one that could not be sent goes again.
+        let anchor = map.anchor().expect("an anchor");
+        assert_eq!(
+            anchor.message(None, Some("s-1")),
+            r#"{"type":"video.map","session":"s-1","rtp":33100,"media_ts":0,"media_clock":9}"#
+        );
+        assert_eq!(map.poll(Some(&clock), true, t0), None);
+        map.not_sent(t0);
+        assert!(!map.due(t0) && map.due(t0 + RETRY));
+        assert_eq!(map.poll(Some(&clock), true, t0 + RETRY), Some(anchor));
     }
 
     /// No clock (no dealer on this node): nothing is sent, the wrong old anchor is dropped,

@@ -330,6 +330,20 @@ pub enum SessionMessage {
         client_ms: u64,
         server_ms: ServerTime,
     },
+    /// Private to a player (`media::video_map`): its frame `rtp` is the camera's frame
+    /// `media_ts` in clock `media_clock`, and its later frames follow at the same rate.
+    #[serde(rename = "video.map")]
+    VideoMap {
+        /// Of which of the session's streams (a relay to an edge node has one per layer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssrc: Option<u32>,
+        /// Of which WHEP session (on a WebSocket, which outlives sessions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        rtp: u32,
+        media_ts: u32,
+        media_clock: u32,
+    },
 }
 
 /// Anything the server sends; serializes to one JSON object with a `type`.

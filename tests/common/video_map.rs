@@ -2,7 +2,7 @@
 //! map its frames to the dealer's.
 
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tablecast::client::{Publisher, Subscriber};
 
@@ -27,9 +27,9 @@ pub fn maps(player: &Subscriber) -> Vec<(u32, u32, u32)> {
 }
 
 /// Waits until `player` has more than `maps_before` maps and 60 video packets after the newest,
-/// then checks that each of its frames after that map is a frame `publisher` sent (the
-/// synthetic dealer's timestamps are its frames'). Returns the map's clock and how many maps
-/// the player has had.
+/// then checks that each of its frames after that map maps to exactly the timestamp `publisher`
+/// sent that frame with (each synthetic payload says which frame it is of). Returns the map's
+/// clock and how many maps the player has had.
 pub async fn frames_map_to_the_dealers(
     player: &Subscriber,
     publisher: &Publisher,
@@ -58,22 +58,37 @@ pub async fn frames_map_to_the_dealers(
         |n| *n >= 60,
     )
     .await;
-    let sent: HashSet<u32> = publisher.stats().frames.iter().map(|(ts, _)| *ts).collect();
+    // Each packet's payload carries its frame's send stamp, so the frame it is of is known
+    // exactly: the map must name that frame's timestamp, not merely one the dealer sent.
+    let sent: HashMap<u64, u32> = publisher
+        .stats()
+        .frames
+        .iter()
+        .map(|&(ts, _, stamp)| (stamp, ts))
+        .collect();
     let mut checked = HashSet::new();
     for r in player.stats().video {
         let since = r.timestamp.wrapping_sub(rtp);
         if (since as i32) < 0 {
             continue;
         }
+        let Some(&frame) = r.sent_us.and_then(|stamp| sent.get(&stamp)) else {
+            continue;
+        };
         let named = media_ts.wrapping_add(since);
-        assert!(
-            sent.contains(&named),
-            "{who}'s frame {} maps to {named}, which the dealer never sent (map: rtp {rtp} = \
-             media_ts {media_ts} in clock {clock})",
+        assert_eq!(
+            named, frame,
+            "{who}'s frame {} maps to {named}, but it is the dealer's frame {frame} (map: rtp \
+             {rtp} = media_ts {media_ts} in clock {clock})",
             r.timestamp
         );
         checked.insert(named);
     }
+    assert!(
+        checked.len() >= 10,
+        "{who}: only {} of its frames after the map were the dealer's frames remembered",
+        checked.len()
+    );
     println!(
         "{who}: video.map rtp {rtp} = media_ts {media_ts} in clock {clock}: {} frames checked",
         checked.len()

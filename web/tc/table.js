@@ -127,7 +127,10 @@ export class TableClient extends ControlSession {
      * frame after them shows), and why not 'frame'. Also in `quality.reveal`.
      */
     this.reveal = { mode: 'frame', reason: null };
-    this.on('video.map', (msg) => this.frames.add(msg));
+    // On a WebSocket a map names its WHEP session: one of an older session is not this one's.
+    this.on('video.map', (msg) => {
+      if (msg.session === undefined || msg.session === this.player?.sessionId) this.frames.add(msg);
+    });
     this.on('joined', () => this._view?.flush());
   }
 
@@ -169,7 +172,7 @@ export class TableClient extends ControlSession {
   inStepWithVideo(maxWaitMs = 1500) {
     // An event that names no frame waits for the first frame received after it.
     return waitForFrame(this.video, this.frames, {}, {
-      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80,
+      maxWaitMs, hasVideo: this.quality.video && !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80,
     }).then((r) => r.waitedMs);
   }
 
@@ -183,14 +186,23 @@ export class TableClient extends ControlSession {
    * nothing plays. Emits 'revealed' ({event, ...the same}) just before it resolves.
    */
   async onFrame(event, maxWaitMs = FRAME_WAIT_MS) {
-    const r = await waitForFrame(this.video, this.frames, event, {
-      maxWaitMs, hasVideo: !this.view.hidden, jitterBufferMs: this.quality.jitterBufferMs ?? 80, presented: this._presented,
+    // An event this session's maps cannot place (no frame named, no map in its clock: a result
+    // from before the dealer's current stream) is shown as inStepWithVideo() would.
+    const named = Number.isInteger(event?.media_ts) && Number.isInteger(event?.media_clock);
+    const placed = named && this.frames.knows(event.media_clock >>> 0);
+    const r = await waitForFrame(this.video, this.frames, placed ? event : {}, {
+      maxWaitMs,
+      // A stall with a map still waits (the frame may come); without one, as inStepWithVideo().
+      hasVideo: !this.view.hidden && (placed || this.quality.video),
+      jitterBufferMs: this.quality.jitterBufferMs ?? 80,
+      presented: this._presented,
     });
     if (r.via === 'arrival' || r.via === 'frame') {
       const reason = r.via === 'frame' ? null
-        : !Number.isInteger(event?.media_ts) ? 'the event names no frame'
-          : this.frames.maps.length === 0 ? 'the node sent no video.map (WebSocket control, or an edge node)'
-            : 'this browser gives no rtpTimestamp for video frames';
+        : !named ? 'the event names no frame'
+          : this.frames.maps.length === 0 ? 'the node sent this session no video.map yet'
+            : !placed ? 'no video.map in the event\'s clock (a result from before the dealer\'s current stream)'
+              : 'this browser gives no rtpTimestamp for video frames';
       this.reveal = { mode: r.via, reason };
       this.quality = { ...this.quality, reveal: r.via, revealReason: reason };
     }

@@ -471,38 +471,74 @@ impl Worker {
 }
 
 /// Tells a player its `video.map` when its run's anchor is found or changed, and a relay those
-/// of its layer streams (`video_map.rs`): on the session's `control` channel, else a player's
-/// WebSocket.
+/// of its layer streams (`video_map.rs`). A player whose `video.view` came on a WebSocket gets
+/// it there (its table events come there), naming the session; else on its `control` channel.
+/// One that cannot be sent is tried again shortly.
 fn send_video_maps(peer: &mut Peer, frames: &FrameClocks, key: &RouterKey, now: Instant) {
     let clock = frames.camera(&key.table, &key.camera);
     let channel = peer
         .control
         .filter(|id| peer.pc.data_channel(*id).is_some());
-    let mut texts = Vec::new();
     if peer.video_map.due(now) {
-        let can_send = channel.is_some() || peer.video_map.socket().is_some();
-        texts.extend(peer.video_map.poll(clock.as_deref(), can_send, now));
+        let socket = peer.video_map.socket().cloned();
+        let can_send = socket.is_some() || channel.is_some();
+        if let Some(anchor) = peer.video_map.poll(clock.as_deref(), can_send, now) {
+            let sent = match socket {
+                Some(socket) => {
+                    let text = anchor.message(None, Some(peer.session.as_str()));
+                    socket
+                        .try_send(Arc::from(text.as_str()))
+                        .map(|()| text)
+                        .map_err(|e| e.to_string())
+                }
+                None => send_on_channel(peer, channel, anchor.message(None, None), now),
+            };
+            if sent_or_retry(peer, sent) {
+                peer.video_map.not_sent(now);
+            }
+        }
     }
-    for map in peer.relay_maps.iter_mut().filter(|m| m.due(now)) {
-        texts.extend(map.poll(clock.as_deref(), channel.is_some(), now));
+    for i in 0..peer.relay_maps.len() {
+        if !peer.relay_maps[i].due(now) {
+            continue;
+        }
+        let map = &mut peer.relay_maps[i];
+        if let Some(anchor) = map.poll(clock.as_deref(), channel.is_some(), now) {
+            let text = anchor.message(map.stream(), None);
+            let sent = send_on_channel(peer, channel, text, now);
+            if sent_or_retry(peer, sent) {
+                peer.relay_maps[i].not_sent(now);
+            }
+        }
     }
-    for text in texts {
-        let sent = match channel.and_then(|id| peer.pc.data_channel(id)) {
-            Some(mut dc) => dc.send_text(now, &text).map_err(|e| e.to_string()),
-            // A full queue drops this map: the socket's reader is far behind, and the next map
-            // replaces it.
-            None => match peer.video_map.socket() {
-                Some(socket) => socket
-                    .try_send(Arc::from(text.as_str()))
-                    .map_err(|e| e.to_string()),
-                None => Err("no control channel or WebSocket".into()),
-            },
-        };
-        match sent {
-            Ok(()) => peer.span.in_scope(|| debug!(map = %text, "video.map")),
-            Err(e) => peer
-                .span
-                .in_scope(|| debug!(error = %e, map = %text, "video.map not sent")),
+}
+
+fn send_on_channel(
+    peer: &mut Peer,
+    channel: Option<rtc::data_channel::RTCDataChannelId>,
+    text: String,
+    now: Instant,
+) -> Result<String, String> {
+    match channel.and_then(|id| peer.pc.data_channel(id)) {
+        Some(mut dc) => dc
+            .send_text(now, &text)
+            .map(|()| text)
+            .map_err(|e| e.to_string()),
+        None => Err("no control channel".into()),
+    }
+}
+
+/// Logs a map's sending; true when it must be tried again.
+fn sent_or_retry(peer: &Peer, sent: Result<String, String>) -> bool {
+    match sent {
+        Ok(text) => {
+            peer.span.in_scope(|| debug!(map = %text, "video.map"));
+            false
+        }
+        Err(e) => {
+            peer.span
+                .in_scope(|| debug!(error = %e, "video.map not sent; trying again shortly"));
+            true
         }
     }
 }
