@@ -144,6 +144,9 @@ test('every player reveals a result on the frame it names, through a dealer reco
   const errors = [];
   const arrivalErrors = [];
   let busy = 0;
+  // The errors of reveals whose page saw every frame just before (none presented while it was
+  // busy, none never presented).
+  const clean = [];
 
   /**
    * The maps agree with the pictures: a camera frame that two players' maps name carries the
@@ -210,6 +213,7 @@ test('every player reveals a result on the frame it names, through a dealer reco
       const late = framesApart(r.mediaTs, answer.media_ts);
       errors.push(Math.max(0, Math.round(late)));
       if ((r.unseen ?? 0) + (r.dropped ?? 0) > 0) busy += 1;
+      else clean.push(Math.max(0, Math.round(late)));
       if (r.atArrivalFrames !== null) arrivalErrors.push(r.atArrivalFrames);
       // On that frame or the next, or as soon after as the page could: frames the browser
       // presented while the page's main thread was busy, or never presented, are past before it
@@ -256,6 +260,10 @@ test('every player reveals a result on the frame it names, through a dealer reco
   const arrivals = [...arrivalErrors].sort((a, b) => a - b);
   const within = sorted.filter((e) => e <= 1).length;
   t.diagnostic(`reveal error over ${sorted.length} reveals (frames after the named one): p50 ${percentile(sorted, 50)}, p99 ${percentile(sorted, 99)}, max ${sorted.at(-1)}; ${within} (${Math.round((100 * within) / sorted.length)}%) on the frame or the next; ${busy} with frames the page could not see just before (busy or never presented)`);
+  if (clean.length > 0) {
+    const c = [...clean].sort((a, b) => a - b);
+    t.diagnostic(`reveals whose page saw every frame before them: ${c.length}, error p50 ${percentile(c, 50)}, p99 ${percentile(c, 99)}, max ${c.at(-1)} frames`);
+  }
   if (arrivals.length > 0) {
     const f = (x) => x.toFixed(1);
     t.diagnostic(`on the event's arrival the video was p50 ${f(percentile(arrivals, 50))} frames from the named one, p1 ${f(arrivals[0])}, p99 ${f(percentile(arrivals, 99))}, max ${f(arrivals.at(-1))} (negative: revealing on arrival would have spoiled it)`);
