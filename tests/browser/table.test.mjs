@@ -147,7 +147,10 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
   // And at once another round, named by the newest frame received: the two frames lie as far
   // apart as the two moments, less the camera-to-node delay (encoding, pacing, the network:
   // tens of ms here), in the 90 kHz clock. Chromium's sender reports read the same wall clock
-  // as this test.
+  // as this test, but they extrapolate the camera's clock from its last frame: a starved dealer
+  // page's fake camera drifts from the wall clock, by up to 146 ms in one CI run. The bound
+  // catches a wrong clock or unit (seconds off), not that drift; the Rust test
+  // (tests/result_frame.rs) checks captured_at to the frame with exact sender reports.
   for (const action of ['open', 'close']) {
     const o = await node.api('POST', `/api/v1/tables/${TABLE}/round/${action}`, { token });
     assert.equal(o.status, 200, `round/${action}: ${o.text}`);
@@ -158,7 +161,7 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
   const apartMs = (((l.json.media_ts - r.json.media_ts) | 0) / 90);
   const wallMs = latestAt - seen;
   t.diagnostic(`captured_at ${seen} named frame ${r.json.media_ts}; the newest frame ${wallMs} ms later was ${l.json.media_ts}: ${apartMs.toFixed(1)} ms apart in the video`);
-  assert.ok(apartMs > wallMs - 250 && apartMs < wallMs + 50, `frames ${apartMs.toFixed(1)} ms apart for moments ${wallMs} ms apart`);
+  assert.ok(apartMs > wallMs - 300 && apartMs < wallMs + 300, `frames ${apartMs.toFixed(1)} ms apart for moments ${wallMs} ms apart`);
 
   for (const p of [...players, dealer]) await p.context().close();
 });
