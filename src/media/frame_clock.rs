@@ -243,8 +243,9 @@ impl FrameClock {
     }
 
     /// The frame captured at `unix_ms` (wall clock), in the reference layer's clock: the newest
-    /// remembered frame at or before that moment, or the exact timestamp of that moment when it
-    /// is outside the frames remembered. None until a sender report has come.
+    /// remembered frame at or before that moment when it is at most 50 ms before it, else the
+    /// exact timestamp of that moment (outside the frames remembered, or in a gap of the
+    /// reference layer's). None until a sender report has come.
     pub fn captured_at(&self, unix_ms: u64) -> Option<NamedFrame> {
         let s = self.state();
         let ts = self.reference_at(&s, ntp_from_unix_ms(unix_ms))?;
@@ -256,14 +257,19 @@ impl FrameClock {
         if after(oldest, ts) || after(ts, newest.wrapping_add(self.clock_rate)) {
             return Some(named(ts));
         }
-        Some(named(
-            s.frames
-                .iter()
-                .rev()
-                .copied()
-                .find(|f| !after(*f, ts))
-                .unwrap_or(oldest),
-        ))
+        // The reference layer's frame on screen at that moment: the newest at or before it,
+        // when one is that close. A reference layer that skipped frames then (a starved encoder
+        // drops its small layer's frames first) has none: the moment itself, which every
+        // layer's frames fall after or before as they were captured.
+        let frame = s
+            .frames
+            .iter()
+            .rev()
+            .copied()
+            .find(|f| !after(*f, ts))
+            .filter(|f| ts.wrapping_sub(*f) <= self.clock_rate / 20)
+            .unwrap_or(ts);
+        Some(named(frame))
     }
 }
 
@@ -395,6 +401,20 @@ mod tests {
         );
         assert_eq!(
             clock.captured_at(unix0 + 1_500).map(|f| f.media_ts),
+            Some(low0.wrapping_add(45 * FRAME))
+        );
+        // In a gap of the reference layer (it skipped frames 46 to 50): the moment itself.
+        let gap = FrameClock::new(90_000);
+        for n in (0..60u32).filter(|n| !(46..=50).contains(n)) {
+            gap.on_packet(low, low0.wrapping_add(n * FRAME), t0);
+        }
+        gap.on_sender_report(low, ntp30, low0.wrapping_add(30 * FRAME));
+        // 10 ms into the missing frame 48: 900 ticks after it (to a tick: NTP's fractions).
+        let moment = gap.captured_at(unix0 + 1_610).expect("named").media_ts;
+        let off = moment.wrapping_sub(low0.wrapping_add(48 * FRAME)) as i32;
+        assert!((899..=901).contains(&off), "{off} ticks after frame 48");
+        assert_eq!(
+            gap.captured_at(unix0 + 1_510).map(|f| f.media_ts),
             Some(low0.wrapping_add(45 * FRAME))
         );
         // Long before the remembered frames: the timestamp of that moment, unsnapped.
