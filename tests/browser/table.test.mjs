@@ -147,10 +147,12 @@ test('a dealer deals a round to three players: video, countdowns, bets, totals, 
   // And at once another round, named by the newest frame received: the two frames lie as far
   // apart as the two moments, less the camera-to-node delay (encoding, pacing, the network:
   // tens of ms here), in the 90 kHz clock. Chromium's sender reports read the same wall clock
-  // as this test, but they extrapolate the camera's clock from its last frame: a starved dealer
-  // page's fake camera drifts from the wall clock, by up to 146 ms in one CI run. The bound
-  // catches a wrong clock or unit (seconds off), not that drift; the Rust test
-  // (tests/result_frame.rs) checks captured_at to the frame with exact sender reports.
+  // as this test, but they extrapolate a starved page's fake camera clock from its last frame.
+  // In one CI run the frames were 146 ms further apart than the moments (then, captured_at
+  // named the last reference-layer frame before a gap in that layer, however old; since
+  // 40029ee it names the moment itself there). The bound catches a wrong clock or unit
+  // (seconds off); the Rust test (tests/result_frame.rs) checks captured_at to the frame with
+  // exact sender reports.
   for (const action of ['open', 'close']) {
     const o = await node.api('POST', `/api/v1/tables/${TABLE}/round/${action}`, { token });
     assert.equal(o.status, 200, `round/${action}: ${o.text}`);
