@@ -95,10 +95,18 @@ export async function ensureStudioClip({ ffmpeg = process.env.FFMPEG || 'ffmpeg'
     'vignette=PI/5',
     text('CAM 1  %{pts\\:hms}', { file: 'DejaVuSansMono.ttf', color: 'white@0.8', size: 18, x: 24, y: 'h-36' }),
   ];
+  return writeFiltered(ffmpeg, `gradients=s=${CLIP_WIDTH}x${CLIP_HEIGHT}:r=${CLIP_FPS}:c0=0x179155:c1=0x062a18:x0=640:y0=250:x1=640:y1=1000:type=radial:speed=0.0001`, filters, clip, minBytes);
+}
+
+/**
+ * Render `source` (an ffmpeg lavfi source) through `filters` into `clip`, beside the final name
+ * and renamed, so an interrupted run never leaves a half clip.
+ */
+async function writeFiltered(ffmpeg, source, filters, clip, minBytes) {
   const partial = `${clip}.partial-${process.pid}.y4m`;
   const args = [
     '-hide_banner', '-loglevel', 'error', '-nostdin', '-y',
-    '-f', 'lavfi', '-i', `gradients=s=${CLIP_WIDTH}x${CLIP_HEIGHT}:r=${CLIP_FPS}:c0=0x179155:c1=0x062a18:x0=640:y0=250:x1=640:y1=1000:type=radial:speed=0.0001`,
+    '-f', 'lavfi', '-i', source,
     '-vf', filters.join(','),
     '-t', String(CLIP_SECONDS),
     '-pix_fmt', 'yuv420p',
@@ -143,21 +151,5 @@ export async function ensureCounterClip({ ffmpeg = process.env.FFMPEG || 'ffmpeg
     `drawbox=x=440:y=200:w=400:h=300:color=black@1:t=fill`,
     `drawtext=fontfile=${font}:text='%{frame_num}':fontcolor=white:fontsize=240:x=(w-tw)/2:y=220`,
   ];
-  const partial = `${clip}.partial-${process.pid}.y4m`;
-  const args = [
-    '-hide_banner', '-loglevel', 'error', '-nostdin', '-y',
-    '-f', 'lavfi', '-i', `testsrc2=size=${CLIP_WIDTH}x${CLIP_HEIGHT}:rate=${CLIP_FPS}`,
-    '-vf', filters.join(','),
-    '-t', String(CLIP_SECONDS),
-    '-pix_fmt', 'yuv420p',
-    partial,
-  ];
-  try {
-    await run(ffmpeg, args);
-    if (statSync(partial).size < minBytes) throw new Error(`ffmpeg wrote a short clip (${statSync(partial).size} bytes < ${minBytes})`);
-    renameSync(partial, clip);
-  } finally {
-    rmSync(partial, { force: true });
-  }
-  return clip;
+  return writeFiltered(ffmpeg, `testsrc2=size=${CLIP_WIDTH}x${CLIP_HEIGHT}:rate=${CLIP_FPS}`, filters, clip, minBytes);
 }
